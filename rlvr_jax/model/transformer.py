@@ -1,0 +1,269 @@
+"""The decoder: a pure-functional Flax linen model for the Llama 3.x and Qwen2/2.5 families.
+
+Parameter layout (layers stacked on a leading axis by `nn.scan`; logical axis names in brackets):
+
+  embed_tokens/embedding                      [vocab, embed]
+  layers/input_layernorm/scale                [layers, embed]
+  layers/self_attn/{q,k,v}_proj/kernel        [layers, embed, heads|kv_heads, head_dim]
+  layers/self_attn/{q,k,v}_proj/bias          [layers, heads|kv_heads, head_dim]   (Qwen2 only)
+  layers/self_attn/o_proj/kernel              [layers, heads, head_dim, embed]
+  layers/post_attention_layernorm/scale       [layers, embed]
+  layers/mlp/{gate,up}_proj/kernel            [layers, embed, mlp]
+  layers/mlp/down_proj/kernel                 [layers, mlp, embed]
+  norm/scale                                  [embed]
+  lm_head/kernel                              [embed, vocab]                     (untied only)
+
+The KV cache is explicit state: `{"k": [layers, B, S, kv_heads, head_dim], "v": ...}`. Each call
+writes the new keys/values at `positions` and attends to cache slots `<= position` of its row, so
+right-padded prompts of different lengths share one cache layout (decode overwrites the padding).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rlvr_jax.model.config import ModelConfig
+
+Cache = dict[str, jax.Array]
+
+_REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+def _init(std: float, axes: tuple[str, ...]):
+  return nn.with_logical_partitioning(nn.initializers.normal(std), axes)
+
+
+def _constrain(x, axes):
+  return nn.with_logical_constraint(x, axes)
+
+
+# ---------------------------------------------------------------------------------- RoPE
+def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
+  """Inverse frequencies [head_dim/2], with the llama3 scaling when configured (as HF computes it)."""
+  dim = cfg.head_dim
+  inv_freq = 1.0 / (np.float32(cfg.rope_theta) ** (np.arange(0, dim, 2, dtype=np.float32) / dim))
+  inv_freq = inv_freq.astype(np.float32)
+  rs = cfg.rope_scaling
+  if rs is None:
+    return inv_freq
+  old_len = rs.original_max_position_embeddings
+  low_freq_wavelen = old_len / rs.low_freq_factor
+  high_freq_wavelen = old_len / rs.high_freq_factor
+  wavelen = 2 * np.pi / inv_freq
+  scaled = np.where(wavelen > low_freq_wavelen, inv_freq / rs.factor, inv_freq)
+  smooth = (old_len / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor)
+  smoothed = (1 - smooth) * scaled / rs.factor + smooth * scaled
+  is_medium = ~(wavelen < high_freq_wavelen) & ~(wavelen > low_freq_wavelen)
+  return np.where(is_medium, smoothed, scaled).astype(np.float32)
+
+
+def apply_rope(x_BTNH: jax.Array, positions_BT: jax.Array, inv_freq: np.ndarray) -> jax.Array:
+  """Rotate-half RoPE (the HF convention): x*cos + rotate_half(x)*sin, computed in f32."""
+  freqs_BTF = positions_BT.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)
+  emb = jnp.concatenate([freqs_BTF, freqs_BTF], axis=-1)[:, :, None, :]
+  cos, sin = jnp.cos(emb), jnp.sin(emb)
+  x = x_BTNH.astype(jnp.float32)
+  x1, x2 = jnp.split(x, 2, axis=-1)
+  rotated = jnp.concatenate([-x2, x1], axis=-1)
+  return (x * cos + rotated * sin).astype(x_BTNH.dtype)
+
+
+# ---------------------------------------------------------------------------------- layers
+class RMSNorm(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x):
+    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+                       (x.shape[-1],), self.cfg.jnp_param_dtype)
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.cfg.rms_norm_eps)
+    return (y * scale.astype(jnp.float32)).astype(self.cfg.jnp_dtype)
+
+
+class Linear(nn.Module):
+  """y = x · W (+ b), contracting the last `len(in_shape)` axes of x; W is [*in_shape, *out_shape]."""
+  cfg: ModelConfig
+  in_shape: tuple[int, ...]
+  out_shape: tuple[int, ...]
+  kernel_axes: tuple[str, ...]
+  bias_axes: tuple[str, ...] | None = None
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.cfg
+    kernel = self.param("kernel", _init(cfg.init_std, self.kernel_axes),
+                        self.in_shape + self.out_shape, cfg.jnp_param_dtype)
+    n_in = len(self.in_shape)
+    contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
+    y = jax.lax.dot_general(x.astype(cfg.jnp_dtype), kernel.astype(cfg.jnp_dtype), (contract, ((), ())))
+    if self.bias_axes is not None:
+      bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, self.bias_axes),
+                        self.out_shape, cfg.jnp_param_dtype)
+      y = y + bias.astype(cfg.jnp_dtype)
+    return y
+
+
+def attention_mask(q_positions_BT, q_segments_BT, kv_positions_BS, kv_segments_BS):
+  """[B, 1, T, S] boolean mask: causal by position and never across segments (documents)."""
+  causal = kv_positions_BS[:, None, :] <= q_positions_BT[:, :, None]
+  same_doc = kv_segments_BS[:, None, :] == q_segments_BT[:, :, None]
+  return (causal & same_doc)[:, None, :, :]
+
+
+class Attention(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BTD, positions_BT, segment_ids_BT, cache: Cache | None):
+    cfg = self.cfg
+    n, k, h = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    d = (cfg.hidden_size,)
+    q_bias = ("heads", "head_dim") if cfg.qkv_bias else None
+    kv_bias = ("kv_heads", "head_dim") if cfg.qkv_bias else None
+    q_BTNH = Linear(cfg, d, (n, h), ("embed", "heads", "head_dim"), q_bias, name="q_proj")(x_BTD)
+    k_BTKH = Linear(cfg, d, (k, h), ("embed", "kv_heads", "head_dim"), kv_bias, name="k_proj")(x_BTD)
+    v_BTKH = Linear(cfg, d, (k, h), ("embed", "kv_heads", "head_dim"), kv_bias, name="v_proj")(x_BTD)
+    inv_freq = rope_inv_freq(cfg)
+    q_BTNH = _constrain(apply_rope(q_BTNH, positions_BT, inv_freq),
+                        ("act_batch", "act_length", "act_heads", None))
+    k_BTKH = apply_rope(k_BTKH, positions_BT, inv_freq)
+
+    if cache is None:
+      keys, values = k_BTKH, v_BTKH
+      mask = attention_mask(positions_BT, segment_ids_BT, positions_BT, segment_ids_BT)
+      new_cache = None
+    else:
+      b = x_BTD.shape[0]
+      rows_B1 = jnp.arange(b)[:, None]
+      keys = cache["k"].at[rows_B1, positions_BT].set(k_BTKH.astype(cache["k"].dtype))
+      values = cache["v"].at[rows_B1, positions_BT].set(v_BTKH.astype(cache["v"].dtype))
+      keys = _constrain(keys, ("act_batch", None, "act_kv_heads", None))
+      values = _constrain(values, ("act_batch", None, "act_kv_heads", None))
+      new_cache = {"k": keys, "v": values}
+      slots_BS = jnp.broadcast_to(jnp.arange(keys.shape[1]), (b, keys.shape[1]))
+      mask = attention_mask(positions_BT, jnp.zeros_like(positions_BT), slots_BS,
+                            jnp.zeros_like(slots_BS))
+      keys, values = keys.astype(cfg.jnp_dtype), values.astype(cfg.jnp_dtype)
+
+    out_BTNH = jax.nn.dot_product_attention(q_BTNH, keys, values, mask=mask,
+                                            scale=1.0 / np.sqrt(h))
+    out_BTD = Linear(cfg, (n, h), d, ("heads", "head_dim", "embed"), name="o_proj")(out_BTNH)
+    return out_BTD, new_cache
+
+
+class MLP(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BTD):
+    cfg = self.cfg
+    d, f = (cfg.hidden_size,), (cfg.intermediate_size,)
+    gate = Linear(cfg, d, f, ("embed", "mlp"), name="gate_proj")(x_BTD)
+    up = Linear(cfg, d, f, ("embed", "mlp"), name="up_proj")(x_BTD)
+    h_BTF = _constrain(nn.silu(gate) * up, ("act_batch", "act_length", "act_mlp"))
+    return Linear(cfg, f, d, ("mlp", "embed"), name="down_proj")(h_BTF)
+
+
+class DecoderBlock(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BTD, positions_BT, segment_ids_BT, cache):
+    attn_out, new_cache = Attention(self.cfg, name="self_attn")(
+        RMSNorm(self.cfg, name="input_layernorm")(x_BTD), positions_BT, segment_ids_BT, cache)
+    x_BTD = x_BTD + attn_out
+    x_BTD = x_BTD + MLP(self.cfg, name="mlp")(RMSNorm(self.cfg, name="post_attention_layernorm")(x_BTD))
+    x_BTD = _constrain(x_BTD, ("act_batch", "act_length", "act_embed"))
+    return x_BTD, new_cache
+
+
+class Decoder(nn.Module):
+  """tokens [B, T] -> (logits [B, T, V] float32, updated cache or None)."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, tokens_BT, positions_BT, segment_ids_BT, cache: Cache | None = None,
+               return_hidden: bool = False):
+    cfg = self.cfg
+    embed = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.jnp_dtype,
+                     param_dtype=cfg.jnp_param_dtype,
+                     embedding_init=_init(cfg.init_std, ("vocab", "embed")), name="embed_tokens")
+    x_BTD = _constrain(embed(tokens_BT), ("act_batch", "act_length", "act_embed"))
+
+    block = DecoderBlock
+    if cfg.remat != "none":
+      block = nn.remat(block, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=False)
+    layers = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                     in_axes=(nn.broadcast, nn.broadcast, 0), out_axes=0, length=cfg.num_layers,
+                     metadata_params={nn.PARTITION_NAME: "layers"})
+    x_BTD, new_cache = layers(cfg, name="layers")(x_BTD, positions_BT, segment_ids_BT, cache)
+    x_BTD = RMSNorm(cfg, name="norm")(x_BTD)
+    if return_hidden:
+      return x_BTD, new_cache
+    if cfg.tie_embeddings:
+      logits_BTV = embed.attend(x_BTD)
+    else:
+      logits_BTV = Linear(cfg, (cfg.hidden_size,), (cfg.vocab_size,), ("embed", "vocab"),
+                          name="lm_head")(x_BTD)
+    logits_BTV = _constrain(logits_BTV.astype(jnp.float32), ("act_batch", "act_length", "act_vocab"))
+    return logits_BTV, new_cache
+
+
+# ---------------------------------------------------------------------------------- functions
+def default_positions(tokens_BT, segment_ids_BT=None):
+  """0..T-1 per row, or restarting at every document boundary when segment ids are given."""
+  b, t = tokens_BT.shape
+  if segment_ids_BT is None:
+    return jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+  idx = jnp.arange(t, dtype=jnp.int32)
+  starts = jnp.concatenate([jnp.ones((b, 1), bool), segment_ids_BT[:, 1:] != segment_ids_BT[:, :-1]], 1)
+  last_start = jax.lax.cummax(jnp.where(starts, idx, 0), axis=1)
+  return idx - last_start
+
+
+def forward(cfg: ModelConfig, params: Any, tokens, *, positions=None, segment_ids=None,
+            cache: Cache | None = None, return_cache: bool = False):
+  """Logits float32[B, T, V] of int32 tokens [B, T]. Pure; jit it or call it inside jit.
+
+  positions: int32[B, T] (default 0..T-1, restarting per segment); segment_ids: int32[B, T]
+  (attention never crosses segments). With `cache`, new keys/values are written at `positions`
+  and attention reads every slot <= position; `return_cache=True` also returns the new cache.
+  """
+  tokens = jnp.asarray(tokens, jnp.int32)
+  if segment_ids is None:
+    segment_ids = jnp.ones_like(tokens)
+  if positions is None:
+    positions = default_positions(tokens, segment_ids)
+  logits, new_cache = Decoder(cfg).apply({"params": params}, tokens, positions, segment_ids, cache)
+  return (logits, new_cache) if return_cache else logits
+
+
+def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> Cache:
+  shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+  dtype = jnp.dtype(dtype or cfg.dtype)
+  return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+
+
+def abstract_params(cfg: ModelConfig):
+  """Boxed (nn.LogicallyPartitioned) ShapeDtypeStructs of the parameters, no allocation."""
+  tokens = jnp.zeros((1, 1), jnp.int32)
+  return jax.eval_shape(
+      lambda key: Decoder(cfg).init(key, tokens, tokens, tokens)["params"], jax.random.key(0))
+
+
+def init_params_fn(cfg: ModelConfig):
+  """key -> unboxed params; jit it with out_shardings to create params directly on devices."""
+  tokens = jnp.zeros((1, 1), jnp.int32)
+
+  def init(key):
+    return nn.unbox(Decoder(cfg).init(key, tokens, tokens, tokens)["params"])
+  return init

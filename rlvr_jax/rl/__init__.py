@@ -1,0 +1,1 @@
+"""RL algorithms: rewards, advantage estimators and policy losses (all pure and jittable)."""
