@@ -1,0 +1,222 @@
+"""The clipped policy-gradient loss (PPO / GRPO family) with KL and entropy terms, pure and jittable.
+
+Formulas (shared/DESIGN.md), per valid token (mask 1):
+  ratio = exp(logp - old_logp)
+  pg    = max(-A * ratio, -A * clip(ratio, 1 - clip_low, 1 + clip_high))
+          with dual clip c (> 1): pg = min(pg, -A * c) where A < 0
+  kl    k1: logp - ref;  k2: (logp - ref)^2 / 2;  k3: exp(ref - logp) - (ref - logp) - 1, clamped
+        to [-10, 10]
+  loss  = agg(pg) + kl_coef * agg(kl) - entropy_coef * agg(entropy)
+
+Aggregations over the valid tokens of x[N, T]:
+  token-mean               sum(x * mask) / num_valid_tokens
+  seq-mean-token-mean      mean over rows of each row's token mean
+  seq-mean-token-sum       mean over rows of each row's token sum
+  seq-mean-token-sum-norm  sum(x * mask) / (N * T), T the padded length (Dr. GRPO's constant)
+"Mean over rows" counts only rows with at least one valid token: a row without valid tokens (an
+empty response, or a group dropped by dynamic sampling) contributes nothing, and a batch without
+any valid token gives loss 0 with zero gradients, never NaN.
+
+Numerical guards (inactive for ordinary inputs, so the values equal the formulas above): masked
+positions are zeroed before any exp, so garbage there (-inf logprobs of padding) never reaches the
+loss or its gradient; the log-ratio is clamped to [-20, 20] as in verl, so exp never overflows;
+for k3 `ref - logp` is clamped to [-20, 20] before the exp, which leaves the clamped k3 value
+unchanged (it is already at its +10 bound there).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+LOG_RATIO_CLAMP = 20.0
+K3_CLAMP = 10.0
+
+
+def _masked_sum(x_NT, mask_NT):
+  return jnp.sum(x_NT * mask_NT)
+
+
+def _token_mean(x_NT, mask_NT):
+  return _masked_sum(x_NT, mask_NT) / jnp.maximum(jnp.sum(mask_NT), 1.0)
+
+
+def _row_count(mask_NT):
+  return jnp.maximum(jnp.sum((jnp.sum(mask_NT, axis=1) > 0).astype(jnp.float32)), 1.0)
+
+
+def _seq_mean_token_mean(x_NT, mask_NT):
+  row_mean_N = jnp.sum(x_NT * mask_NT, axis=1) / jnp.maximum(jnp.sum(mask_NT, axis=1), 1.0)
+  return jnp.sum(row_mean_N) / _row_count(mask_NT)
+
+
+def _seq_mean_token_sum(x_NT, mask_NT):
+  return jnp.sum(x_NT * mask_NT) / _row_count(mask_NT)
+
+
+def _seq_mean_token_sum_norm(x_NT, mask_NT):
+  n, t = mask_NT.shape
+  return _masked_sum(x_NT, mask_NT) / float(n * t)
+
+
+AGGREGATIONS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
+    "token-mean": _token_mean,
+    "seq-mean-token-mean": _seq_mean_token_mean,
+    "seq-mean-token-sum": _seq_mean_token_sum,
+    "seq-mean-token-sum-norm": _seq_mean_token_sum_norm,
+}
+
+
+def _k1(logp, ref):
+  return logp - ref
+
+
+def _k2(logp, ref):
+  return 0.5 * (logp - ref) ** 2
+
+
+def _k3(logp, ref):
+  d = jnp.clip(ref - logp, -2 * K3_CLAMP, 2 * K3_CLAMP)
+  return jnp.clip(jnp.exp(d) - d - 1.0, -K3_CLAMP, K3_CLAMP)
+
+
+KL_ESTIMATORS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
+    "k1": _k1,
+    "k2": _k2,
+    "k3": _k3,
+}
+
+
+def aggregate(x_NT: jax.Array, mask_NT: jax.Array, agg: str = "token-mean") -> jax.Array:
+  """Scalar aggregate of x[N, T] over the tokens where mask is 1 (see the module docstring)."""
+  if agg not in AGGREGATIONS:
+    raise ValueError(f"unknown loss aggregation {agg!r}; choose one of {sorted(AGGREGATIONS)}")
+  return AGGREGATIONS[agg](x_NT, mask_NT)
+
+
+def _check_shapes(logprobs, old_logprobs, advantages, mask, ref_logprobs, entropy):
+  shape = getattr(logprobs, "shape", None)
+  if shape is None or len(shape) != 2:
+    raise ValueError(f"policy_loss: logprobs must be float32[N, T], got shape {shape}")
+  for name, x in (("old_logprobs", old_logprobs), ("mask", mask), ("ref_logprobs", ref_logprobs),
+                  ("entropy", entropy)):
+    if x is not None and tuple(x.shape) != tuple(shape):
+      raise ValueError(f"policy_loss: {name} has shape {tuple(x.shape)} but logprobs has "
+                       f"{tuple(shape)}; all token tensors must be [N, T]")
+  if tuple(advantages.shape) not in ((shape[0],), tuple(shape)):
+    raise ValueError(f"policy_loss: advantages must be [N]={shape[0]} or [N, T]={tuple(shape)}, "
+                     f"got {tuple(advantages.shape)}")
+
+
+def policy_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Array,
+                mask: jax.Array, *, clip_low: float = 0.2, clip_high: float = 0.2,
+                dual_clip: float | None = None, ref_logprobs: jax.Array | None = None,
+                kl_coef: float = 0.0, kl_estimator: str = "k3", agg: str = "token-mean",
+                entropy: jax.Array | None = None, entropy_coef: float = 0.0
+                ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Clipped policy-gradient loss and its metrics.
+
+  Args:
+    logprobs: float32[N, T] log-probs of the taken tokens under the policy being trained.
+    old_logprobs: float32[N, T] log-probs under the rollout policy (the sampler's), treated as
+      constants (no gradient flows into them).
+    advantages: float32[N] (one per sequence) or float32[N, T].
+    mask: {0, 1}[N, T], 1 on response tokens that count.
+    clip_low, clip_high: ratio clip range [1 - clip_low, 1 + clip_high].
+    dual_clip: None, or c > 1: for A < 0 the per-token loss is capped at -A * c.
+    ref_logprobs: float32[N, T] under the frozen reference model; needed when kl_coef != 0.
+    kl_coef, kl_estimator: weight and estimator ("k1", "k2", "k3") of the KL penalty in the loss.
+    agg: one of AGGREGATIONS.
+    entropy, entropy_coef: per-token entropy [N, T] of the policy and the bonus weight.
+  Returns:
+    (loss scalar, metrics): pg_loss (the aggregated pg term), kl and entropy (means over valid
+    tokens; 0 when not given), clip_frac (share of valid tokens where the clipped branch is
+    active), ratio_mean, ratio_max, dual_clip_frac (share of valid tokens where the dual clip
+    bound is active). Metrics are 0 when no token is valid.
+  All keyword options are static Python values; errors in them are raised at trace time.
+  """
+  if agg not in AGGREGATIONS:
+    raise ValueError(f"unknown loss aggregation {agg!r}; choose one of {sorted(AGGREGATIONS)}")
+  if kl_estimator not in KL_ESTIMATORS:
+    raise ValueError(f"unknown KL estimator {kl_estimator!r}; choose one of "
+                     f"{sorted(KL_ESTIMATORS)}")
+  if dual_clip is not None and not dual_clip > 1.0:
+    raise ValueError(f"dual_clip must be None or > 1.0 (the paper uses 3.0), got {dual_clip!r}")
+  if isinstance(kl_coef, (int, float)) and kl_coef != 0.0 and ref_logprobs is None:
+    raise ValueError(f"kl_coef={kl_coef} needs ref_logprobs (log-probs under the frozen "
+                     f"reference model); pass them or set kl_coef=0")
+  if isinstance(entropy_coef, (int, float)) and entropy_coef != 0.0 and entropy is None:
+    raise ValueError(f"entropy_coef={entropy_coef} needs the per-token entropy [N, T]")
+  _check_shapes(logprobs, old_logprobs, advantages, mask, ref_logprobs, entropy)
+
+  f32 = jnp.float32
+  mask_NT = jnp.asarray(mask, f32)
+  valid_NT = mask_NT > 0
+  logp_NT = jnp.asarray(logprobs, f32)
+  old_NT = jax.lax.stop_gradient(jnp.asarray(old_logprobs, f32))
+  adv = jnp.asarray(advantages, f32)
+  adv_NT = jnp.broadcast_to(adv[:, None] if adv.ndim == 1 else adv, logp_NT.shape)
+  adv_NT = jnp.where(valid_NT, adv_NT, 0.0)
+
+  log_ratio_NT = jnp.where(valid_NT, logp_NT - old_NT, 0.0)
+  ratio_NT = jnp.exp(jnp.clip(log_ratio_NT, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
+  pg1_NT = -adv_NT * ratio_NT
+  pg2_NT = -adv_NT * jnp.clip(ratio_NT, 1.0 - clip_low, 1.0 + clip_high)
+  pg_NT = jnp.maximum(pg1_NT, pg2_NT)
+  clipped_NT = pg2_NT > pg1_NT
+  if dual_clip is not None:
+    pg3_NT = -adv_NT * dual_clip
+    dual_active_NT = (adv_NT < 0) & (pg3_NT < pg_NT)
+    pg_NT = jnp.where(adv_NT < 0, jnp.minimum(pg_NT, pg3_NT), pg_NT)
+  else:
+    dual_active_NT = jnp.zeros_like(clipped_NT)
+
+  pg_loss = AGGREGATIONS[agg](pg_NT, mask_NT)
+  loss = pg_loss
+  metrics = {"pg_loss": pg_loss}
+
+  if ref_logprobs is not None:
+    ref_NT = jax.lax.stop_gradient(jnp.asarray(ref_logprobs, f32))
+    # Zero both inputs on masked positions: every estimator is then 0 there, with finite grads.
+    kl_NT = KL_ESTIMATORS[kl_estimator](jnp.where(valid_NT, logp_NT, 0.0),
+                                        jnp.where(valid_NT, ref_NT, 0.0))
+    loss = loss + kl_coef * AGGREGATIONS[agg](kl_NT, mask_NT)
+    metrics["kl"] = _token_mean(kl_NT, mask_NT)
+  else:
+    metrics["kl"] = jnp.zeros((), f32)
+
+  if entropy is not None:
+    ent_NT = jnp.where(valid_NT, jnp.asarray(entropy, f32), 0.0)
+    loss = loss - entropy_coef * AGGREGATIONS[agg](ent_NT, mask_NT)
+    metrics["entropy"] = _token_mean(ent_NT, mask_NT)
+  else:
+    metrics["entropy"] = jnp.zeros((), f32)
+
+  ratio_sg_NT = jax.lax.stop_gradient(ratio_NT)
+  metrics["clip_frac"] = _token_mean(clipped_NT.astype(f32), mask_NT)
+  metrics["dual_clip_frac"] = _token_mean(dual_active_NT.astype(f32), mask_NT)
+  metrics["ratio_mean"] = _token_mean(ratio_sg_NT, mask_NT)
+  metrics["ratio_max"] = jnp.where(jnp.any(valid_NT),
+                                   jnp.max(jnp.where(valid_NT, ratio_sg_NT, -jnp.inf)), 0.0)
+  metrics = {k: jax.lax.stop_gradient(v) for k, v in metrics.items()}
+  return loss, metrics
+
+
+def token_logprobs_and_entropy(logits_BTV: jax.Array, tokens_BT: jax.Array,
+                               temperature: float = 1.0) -> tuple[jax.Array, jax.Array]:
+  """Log-prob of each token and the entropy of each position under softmax(logits / temperature).
+
+  `logits_BTV[b, t]` must be the logits that produced `tokens_BT[b, t]` (shift model outputs by
+  one before calling). This is the sampler's definition (`out.logprobs` of `rj.generate`), so at
+  the rollout parameters the recomputed log-probs equal the sampler's and the first PPO ratio is
+  1. Computed in float32. Returns (logp_BT, entropy_BT), both float32[B, T].
+  """
+  if isinstance(temperature, (int, float)) and not temperature > 0:
+    raise ValueError(f"temperature must be > 0 to recompute log-probs (greedy sampling has no "
+                     f"log-probs), got {temperature!r}")
+  z_BTV = jnp.asarray(logits_BTV, jnp.float32) / temperature
+  logp_BTV = jax.nn.log_softmax(z_BTV, axis=-1)
+  logp_BT = jnp.take_along_axis(logp_BTV, tokens_BT[..., None].astype(jnp.int32), axis=-1)[..., 0]
+  entropy_BT = -jnp.sum(jnp.exp(logp_BTV) * logp_BTV, axis=-1)
+  return logp_BT, entropy_BT
