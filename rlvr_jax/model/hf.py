@@ -307,9 +307,8 @@ def _to_hf(spec: _Spec, x: np.ndarray) -> np.ndarray:
 
 def _check_specs_match_model(cfg: ModelConfig, specs: list[_Spec]) -> None:
   from rlvr_jax.model.transformer import abstract_params
-  shapes = jax.tree_util.tree_map(lambda x: x.shape, nn.unbox(abstract_params(cfg)))
-  flat = {tuple(k.key for k in path): s
-          for path, s in jax.tree_util.tree_flatten_with_path(shapes, is_leaf=lambda x: isinstance(x, tuple))[0]}
+  leaves = jax.tree_util.tree_flatten_with_path(nn.unbox(abstract_params(cfg)))[0]
+  flat = {tuple(k.key for k in path): tuple(x.shape) for path, x in leaves}
   ours = {s.path: ((cfg.num_layers,) if s.stacked else ()) + s.our_shape for s in specs}
   if flat != ours:
     raise AssertionError(f"HF name map out of date with the model's parameters: {flat} vs {ours}")
@@ -359,12 +358,12 @@ class _Tensors:
 
   def check(self, name: str, shape: tuple[int, ...], what: str) -> None:
     if name not in self.files:
-      raise KeyError(f"{self.where()}: tensor {name!r} is missing (needed for {what})")
+      raise ValueError(f"{self.where()}: tensor {name!r} is missing (needed for {what})")
     file = self.files[name]
     try:
       found = tuple(self._handle(file).get_slice(name).get_shape())
     except Exception as e:  # an index naming a tensor its shard does not hold
-      raise KeyError(f"{file}: tensor {name!r} is missing ({e})") from e
+      raise ValueError(f"{file}: tensor {name!r} is missing ({e})") from e
     if found != tuple(shape):
       raise ValueError(f"{file}: tensor {name!r} has shape {list(found)}, expected {list(shape)} "
                        f"from config.json")
@@ -409,9 +408,15 @@ def load_hf(path: str | os.PathLike, dtype=jnp.float32, *, mesh=None,
   params: dict[str, Any] = {}
   with _Tensors(path) as tensors:
     # Validate every tensor's presence and shape before placing anything on a device.
+    used = set()
     for spec in specs:
       for layer in (range(cfg.num_layers) if spec.stacked else [None]):
         tensors.check(spec.hf_name(layer), spec.hf_shape, "/".join(spec.path))
+        used.add(spec.hf_name(layer))
+    ignored = sorted(set(tensors.files) - used)
+    if ignored:
+      log.warning("%s: ignoring %d tensor(s) the model does not use: %s", path, len(ignored),
+                  ignored[:5])
     for spec in specs:
       target = shardings
       for key in spec.path:
@@ -434,13 +439,14 @@ def _shard_reader(spec: _Spec, cfg: ModelConfig, tensors: _Tensors, full_shape, 
     idx = _normalize(index if index is not None else (), full_shape)
     key = tuple((s.start, s.stop) for s in idx)
     if key not in cache:
-      if spec.stacked:
-        blocks = [_read_ours(spec, cfg, lambda i, l=l: tensors.read(spec.hf_name(l), i), idx[1:])
-                  for l in range(idx[0].start, idx[0].stop)]
-        block = np.stack(blocks) if blocks else np.zeros((0,) + spec.our_shape, np_dtype)
+      if spec.stacked:  # fill layer by layer: the host holds this block plus one layer's slice
+        block = np.empty(tuple(s.stop - s.start for s in idx), np_dtype)
+        for j, layer in enumerate(range(idx[0].start, idx[0].stop)):
+          block[j] = _read_ours(spec, cfg, lambda i: tensors.read(spec.hf_name(layer), i), idx[1:])
       else:
         block = _read_ours(spec, cfg, lambda i: tensors.read(spec.hf_name(None), i), idx)
-      cache[key] = np.ascontiguousarray(block.astype(np_dtype, copy=False))
+        block = np.ascontiguousarray(block.astype(np_dtype, copy=False))
+      cache[key] = block
     return cache[key]
   return read
 
@@ -530,7 +536,9 @@ def save_hf(path: str | os.PathLike, cfg: ModelConfig, params: Any, *, dtype=Non
         leaf = params
         for key in spec.path:
           leaf = leaf[key]
-        x = _to_host(_layer(leaf, layer) if spec.stacked else leaf)
+        if spec.stacked:
+          leaf = leaf[layer] if isinstance(leaf, np.ndarray) else _layer(leaf, layer)
+        x = _to_host(leaf)
         tensors[name] = _to_hf(spec, x.astype(np_dtype, copy=False))
         weight_map[name] = fname
       if writer:
@@ -551,7 +559,7 @@ def save_hf(path: str | os.PathLike, cfg: ModelConfig, params: Any, *, dtype=Non
         path.rename(old)
       tmp.rename(path)
       if old is not None:
-        shutil.rmtree(old)
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
   except BaseException:
     if writer and tmp.exists():
       shutil.rmtree(tmp, ignore_errors=True)

@@ -14,7 +14,9 @@ the checks. Formulas (shared/DESIGN.md):
 group_size 1 (no group to compare with): the group baseline is the reward itself, so grpo,
 dr_grpo and rloo give 0 advantages (the ddof=1 std and the leave-one-out mean are undefined and
 taken as 0) instead of NaN; reinforce_pp then whitens zeros, which stays 0. A batch of one row
-has batch variance 0. Groups whose rewards are all equal get 0 advantage under every estimator.
+has batch variance 0. Groups whose rewards are all equal get exactly 0 advantage under grpo,
+dr_grpo and rloo (no float residue that grpo's near-zero std would amplify), and 0 up to float
+rounding of the batch mean under reinforce_pp.
 """
 from __future__ import annotations
 
@@ -110,8 +112,9 @@ def compute_advantages(rewards: jax.Array, group_size: int, estimator: str = "gr
   if estimator not in ADVANTAGE_ESTIMATORS:
     raise ValueError(f"unknown advantage estimator {estimator!r}; choose one of "
                      f"{sorted(ADVANTAGE_ESTIMATORS)}")
+  rewards = jnp.asarray(rewards, jnp.float32)
   num_prompts = _check_groups(rewards, group_size, "compute_advantages")
-  r_PG = jnp.asarray(rewards, jnp.float32).reshape(num_prompts, group_size)
+  r_PG = rewards.reshape(num_prompts, group_size)
   return ADVANTAGE_ESTIMATORS[estimator](r_PG).reshape(-1)
 
 
@@ -121,7 +124,8 @@ def nonzero_variance_mask(rewards: jax.Array, group_size: int) -> jax.Array:
   For dynamic sampling: multiply the loss mask by this to drop zero-variance groups, and
   `1 - mean(mask)` is `reward/zero_var_frac`.
   """
+  rewards = jnp.asarray(rewards, jnp.float32)
   num_prompts = _check_groups(rewards, group_size, "nonzero_variance_mask")
-  r_PG = jnp.asarray(rewards, jnp.float32).reshape(num_prompts, group_size)
+  r_PG = rewards.reshape(num_prompts, group_size)
   varied = jnp.any(r_PG != r_PG[:, :1], axis=1, keepdims=True)
   return jnp.broadcast_to(varied, r_PG.shape).reshape(-1).astype(jnp.float32)

@@ -1,4 +1,4 @@
-"""The clipped policy-gradient loss (PPO / GRPO family) with KL and entropy terms, pure and jittable.
+"""The clipped policy-gradient loss (PPO / GRPO family) with KL and entropy terms (pure, jittable).
 
 Formulas (shared/DESIGN.md), per valid token (mask 1):
   ratio = exp(logp - old_logp)
@@ -218,5 +218,7 @@ def token_logprobs_and_entropy(logits_BTV: jax.Array, tokens_BT: jax.Array,
   z_BTV = jnp.asarray(logits_BTV, jnp.float32) / temperature
   logp_BTV = jax.nn.log_softmax(z_BTV, axis=-1)
   logp_BT = jnp.take_along_axis(logp_BTV, tokens_BT[..., None].astype(jnp.int32), axis=-1)[..., 0]
-  entropy_BT = -jnp.sum(jnp.exp(logp_BTV) * logp_BTV, axis=-1)
+  # Masked-out vocabulary entries (logits -inf) have p = 0 and contribute 0, not 0 * -inf = NaN.
+  finite_logp_BTV = jnp.where(jnp.isfinite(logp_BTV), logp_BTV, 0.0)
+  entropy_BT = -jnp.sum(jnp.exp(logp_BTV) * finite_logp_BTV, axis=-1)
   return logp_BT, entropy_BT
