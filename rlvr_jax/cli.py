@@ -76,7 +76,8 @@ def parse_config_flags(argv: list[str], *, needs_workdir: bool = True):
 
   fv = flags.FlagValues()
   config_flag = config_flags.DEFINE_config_file("config", None, "path to a config file",
-                                                flag_values=fv, lock_config=True)
+                                                flag_values=fv, lock_config=True,
+                                                sys_argv=list(argv))
   flags.DEFINE_string("workdir", None, "run directory (created; resumed when it exists)",
                       flag_values=fv)
   try:

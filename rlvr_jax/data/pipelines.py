@@ -1,0 +1,683 @@
+"""grain input pipelines for CPT, SFT and RL: deterministic for a seed, sharded per process,
+checkpointable (`get_state` / `set_state`, JSON-serialisable, so orbax's
+`grain.checkpoint.CheckpointSave/Restore` can store the iterator in a train checkpoint).
+
+    ds = cpt_dataset(docs, tok, seq_len=L, batch_size=B, seed=0)      # a grain.IterDataset
+    it = iter(ds); batch = next(it); state = it.get_state(); it.set_state(state)
+    it.accounting()                                                    # token / example counts
+
+Each function returns a grain `IterDataset` of batches (dicts of numpy arrays). Iterating it
+gives a `grain.DatasetIterator` with `get_state()`, `set_state(state)` and `accounting()`.
+
+Sharding. Records are split into `shard_count` contiguous, disjoint slices that together cover
+the data (sizes differ by at most one; `drop_uneven=True` cuts them to the same size); process
+`shard_index` reads its slice only, then shuffles it. Defaults come from
+`grain.sharding.ShardByJaxProcess()` (jax.process_index / process_count). `batch_size` is the
+per-process batch: the global batch is batch_size * shard_count.
+
+Order. A seeded global shuffle of the (shard's) records per epoch (grain
+`MapDataset.shuffle(seed)` then `.repeat(num_epochs)`, reshuffled every epoch); num_epochs=None
+repeats forever. Same arguments, same batches.
+
+Token batches (CPT and SFT) are int32[B, L] arrays:
+  tokens       the input ids (pad_id where there is no token)
+  targets      the id to predict at each position: targets[b, t] = tokens[b, t+1] when position
+               t+1 holds a token of the same segment, else pad_id
+  loss_mask    1 where targets[b, t] is trained on, else 0. CPT: every position whose next token
+               is in the same segment (so padding, the last token of each segment and the last
+               column never are). SFT: additionally only where that next token is an assistant
+               token (the reply and its end-of-turn / eos marker), never a prompt token.
+  segment_ids  1, 2, ... for the documents / examples of a row in order, 0 on padding
+  positions    0, 1, ... restarting at every segment, 0 on padding
+The loss is sum(loss_mask * -log p(targets | tokens[:t+1])) / sum(loss_mask), with attention
+restricted to equal segment_ids (model.transformer.forward(segment_ids=, positions=)).
+
+CPT packing. Documents are tokenized (+ eos, optional bos), concatenated and cut into rows of
+exactly seq_len tokens (grain.experimental.ConcatThenSplitIterDataset): a document longer than
+a row, or straddling a row boundary, continues in the next row as a new segment whose positions
+restart at 0. Only the very last row of a finite stream has padding. No token is dropped
+silently: `accounting()` reports docs_in, tokens_in (after tokenization), tokens_out (non-pad
+tokens in emitted batches), tokens_remainder (tokens in a last partial batch that was not
+emitted, drop_remainder=True), tokens_buffered (inside the packer right now), segments_out,
+rows_out, pad_out, loss_tokens_out. Once the stream is exhausted
+tokens_in == tokens_out + tokens_remainder, and at any time
+tokens_in == tokens_out + tokens_remainder + tokens_buffered.
+
+SFT. Prompt = the chat template applied to [system, user] with the generation prompt
+(tok.encode_chat); reply = the thinking trace + solution (thinking=True, `think_format`) or the
+solution only, followed by the template's end-of-turn marker (eos for the "plain" template), so
+the reply ends with tok.chat_stop_id(template). Prompt and reply are tokenized separately (the
+sampler sees exactly these prompt ids at generation time). An example longer than seq_len is
+dropped (truncation="drop") or has its reply cut to fit (truncation="truncate"; a prompt that
+alone fills seq_len is still dropped): counts in accounting(). Rows are padded, one example per
+row, or packed first-fit (pack=True, grain.experimental.FirstFitPackIterDataset; examples are
+never split).
+
+RL batches (see rl_dataset): prompt token ids right-padded, prompt lengths, the label and its
+token ids, and metadata.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import grain
+import numpy as np
+
+from rlvr_jax.data.records import Policy, text_record
+from rlvr_jax.data.sources import DataError
+
+DEFAULT_THINK_FORMAT = "<think>\n{thinking}\n</think>\n\n{solution}"
+TOKEN_KEYS = ("tokens", "targets", "loss_mask", "segment_ids", "positions")
+RL_ARRAY_KEYS = ("prompt_tokens", "prompt_lengths", "answer_tokens", "answer_lengths",
+                 "difficulty", "index")
+RL_STRING_KEYS = ("label", "true_label", "domain", "example_id")
+
+
+def _default_system_prompt() -> str:
+  from rlvr_jax.tokenizer import DEFAULT_SYSTEM_PROMPT
+  return DEFAULT_SYSTEM_PROMPT
+
+
+# ---------------------------------------------------------------------------------- sharding
+
+
+@dataclasses.dataclass(frozen=True)
+class Shard:
+  index: int
+  count: int
+  drop_uneven: bool = False
+
+
+def resolve_shard(shard_index: int | None = None, shard_count: int | None = None,
+                  drop_uneven: bool = False) -> Shard:
+  """A Shard from explicit arguments, else from grain.sharding.ShardByJaxProcess()."""
+  if (shard_index is None) != (shard_count is None):
+    raise ValueError("pass both shard_index and shard_count, or neither (then the JAX process "
+                     "index / count are used)")
+  if shard_index is None:
+    opts = grain.sharding.ShardByJaxProcess(drop_remainder=drop_uneven)
+    shard_index, shard_count = opts.shard_index, opts.shard_count
+  if not 0 <= shard_index < shard_count:
+    raise ValueError(f"shard_index={shard_index} must be in [0, shard_count={shard_count})")
+  return Shard(int(shard_index), int(shard_count), drop_uneven)
+
+
+def shard_bounds(n: int, shard: Shard) -> tuple[int, int]:
+  """[start, stop) of shard `shard.index` of n items: contiguous, disjoint, covering (sizes
+  differ by at most one; with drop_uneven every shard has n // count items)."""
+  if shard.drop_uneven:
+    size = n // shard.count
+    return shard.index * size, (shard.index + 1) * size
+  return shard.index * n // shard.count, (shard.index + 1) * n // shard.count
+
+
+# ------------------------------------------------------------------------- grain building blocks
+
+
+class _IndexedSource:
+  """src[i] -> (i, src[i]) so map functions can name the source row of a bad record."""
+
+  def __init__(self, src, start: int, stop: int):
+    self._src, self._start, self._stop = src, start, stop
+
+  def __len__(self):
+    return self._stop - self._start
+
+  def __getitem__(self, i):
+    j = self._start + int(i)
+    return j, self._src[j]
+
+
+def _where(src, i: int) -> str:
+  fn = getattr(src, "where", None)
+  return fn(i) if fn is not None else f"<records>:row {i}"
+
+
+def _ordered(src, shard: Shard, seed: int, shuffle: bool, num_epochs: int | None
+             ) -> grain.MapDataset:
+  start, stop = shard_bounds(len(src), shard)
+  if stop <= start:
+    raise ValueError(f"shard {shard.index} of {shard.count} is empty: the source has only "
+                     f"{len(src)} records")
+  ds = grain.MapDataset.source(_IndexedSource(src, start, stop))
+  if shuffle:
+    ds = ds.shuffle(seed=seed)
+  if num_epochs != 1:
+    ds = ds.repeat(num_epochs)
+  return ds
+
+
+class _CountingIterDataset(grain.IterDataset):
+  """Consumes `_counts` (dict of increments) and `_keep` (bool) from each element, keeps the
+  running totals in its (checkpointed) state and drops the elements with _keep False."""
+
+  def __init__(self, parent: grain.IterDataset, keys: Sequence[str]):
+    super().__init__(parent)
+    self._keys = tuple(keys)
+
+  def __iter__(self):
+    return _CountingIterator(self._parent.__iter__(), self._keys)
+
+
+class _CountingIterator(grain.DatasetIterator):
+
+  def __init__(self, parent, keys):
+    super().__init__(parent)
+    self.counts = dict.fromkeys(keys, 0)
+
+  def __next__(self):
+    while True:
+      element = dict(next(self._parent))
+      for k, v in element.pop("_counts").items():
+        self.counts[k] = self.counts.get(k, 0) + int(v)
+      if element.pop("_keep"):
+        return element
+
+  def get_state(self):
+    return {"parent": self._parent.get_state(), "counts": dict(self.counts)}
+
+  def set_state(self, state):
+    self._parent.set_state(state["parent"])
+    self.counts = {k: int(v) for k, v in state["counts"].items()}
+
+
+def _find_counters(it) -> list[_CountingIterator]:
+  out, todo, seen = [], [it], set()
+  while todo:
+    node = todo.pop()
+    if id(node) in seen:
+      continue
+    seen.add(id(node))
+    if isinstance(node, _CountingIterator):
+      out.append(node)
+    todo.extend(getattr(node, "_parents", ()))
+  return out
+
+
+def _tuples_for_slices(state):
+  """JSON turns tuples into lists; grain's ConcatThenSplit compares its remainder slices with
+  the tuple (-1, -1), so restore the tuples before handing a state back (grain 0.2.18)."""
+  if isinstance(state, dict):
+    out = {}
+    for k, v in state.items():
+      if k == "remainder_slices" and isinstance(v, dict):
+        out[k] = {kk: tuple(vv) if isinstance(vv, list) else vv for kk, vv in v.items()}
+      else:
+        out[k] = _tuples_for_slices(v)
+    return out
+  if isinstance(state, list):
+    return [_tuples_for_slices(v) for v in state]
+  return state
+
+
+class _BatchIterDataset(grain.IterDataset):
+  """Groups rows into batches of `batch_size` with `collate(rows) -> batch`, counting what goes
+  out and what is left in a last partial batch.
+
+  count(row) -> {name: int}: added to f"{name}_out" for emitted rows and f"{name}_remainder"
+  for the rows of a dropped last partial batch. With drop_remainder=False the last batch is
+  filled with `pad_row()` rows instead. `static_counts` (eager preprocessing) are reported too.
+  """
+
+  def __init__(self, parent, *, batch_size: int, collate: Callable, count: Callable,
+               drop_remainder: bool, pad_row: Callable | None, count_names: Sequence[str],
+               static_counts: Mapping[str, int] | None = None, info: Mapping | None = None):
+    super().__init__(parent)
+    if batch_size < 1:
+      raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    self.batch_size = batch_size
+    self._collate, self._count, self._pad_row = collate, count, pad_row
+    self._drop_remainder = drop_remainder
+    self._count_names = tuple(count_names)
+    self.static_counts = dict(static_counts or {})
+    self.info = dict(info or {})
+
+  def __iter__(self):
+    return _BatchIterator(self._parent.__iter__(), self)
+
+
+class _BatchIterator(grain.DatasetIterator):
+
+  def __init__(self, parent, ds: _BatchIterDataset):
+    super().__init__(parent)
+    self._ds = ds
+    self._exhausted = False
+    self.counts = {"batches_out": 0, "rows_out": 0, "rows_remainder": 0,
+                   **{f"{n}_{s}": 0 for n in ds._count_names for s in ("out", "remainder")}}
+    self._counters = _find_counters(parent)
+
+  def _add(self, rows, suffix):
+    for row in rows:
+      for k, v in self._ds._count(row).items():
+        self.counts[f"{k}_{suffix}"] += int(v)
+    self.counts[f"rows_{suffix}"] += len(rows)
+
+  def __next__(self):
+    if self._exhausted:
+      raise StopIteration
+    rows = []
+    while len(rows) < self._ds.batch_size:
+      try:
+        rows.append(next(self._parent))
+      except StopIteration:
+        self._exhausted = True
+        break
+    if not rows:
+      raise StopIteration
+    if len(rows) < self._ds.batch_size:
+      if self._ds._drop_remainder:
+        self._add(rows, "remainder")
+        raise StopIteration
+      self._add(rows, "out")
+      rows = rows + [self._ds._pad_row() for _ in range(self._ds.batch_size - len(rows))]
+    else:
+      self._add(rows, "out")
+    self.counts["batches_out"] += 1
+    return self._ds._collate(rows)
+
+  def get_state(self):
+    return {"parent": self._parent.get_state(), "counts": dict(self.counts),
+            "exhausted": self._exhausted}
+
+  def set_state(self, state):
+    self._parent.set_state(_tuples_for_slices(state["parent"]))
+    self.counts = {k: int(v) for k, v in state["counts"].items()}
+    self._exhausted = bool(state["exhausted"])
+
+  def accounting(self) -> dict[str, int]:
+    """Counts so far: the upstream counters (tokenization, drops), then what was emitted."""
+    out = dict(self._ds.static_counts)
+    for c in self._counters:
+      for k, v in c.counts.items():
+        out[k] = out.get(k, 0) + v
+    out.update(self.counts)
+    if "tokens_in" in out and "tokens_out" in out:
+      out["tokens_buffered"] = out["tokens_in"] - out["tokens_out"] - out["tokens_remainder"]
+    return out
+
+
+# ------------------------------------------------------------------------------------ rows
+
+
+def _pad_value(tok) -> int:
+  pad = getattr(tok, "pad_id", None)
+  return int(pad) if pad is not None and pad >= 0 else 0
+
+
+def _token_batch(rows: Sequence[Mapping[str, np.ndarray]], pad_id: int) -> dict[str, np.ndarray]:
+  """Stacks packed/padded rows into the token batch of the module docstring."""
+  tokens = np.stack([r["tokens"] for r in rows]).astype(np.int32)
+  seg = np.stack([_segments(r) for r in rows]).astype(np.int32)
+  pos = np.stack([r.get("tokens_positions", r.get("positions")) for r in rows]).astype(np.int32)
+  valid = seg > 0
+  tokens = np.where(valid, tokens, pad_id).astype(np.int32)
+  pos = np.where(valid, pos, 0).astype(np.int32)
+  same_next = np.zeros_like(valid)
+  same_next[:, :-1] = valid[:, :-1] & (seg[:, 1:] == seg[:, :-1])
+  if "assistant" in rows[0]:
+    assistant = np.stack([r["assistant"] for r in rows]).astype(bool)
+    same_next[:, :-1] &= assistant[:, 1:]
+  targets = np.full_like(tokens, pad_id)
+  targets[:, :-1] = np.where(same_next[:, :-1], tokens[:, 1:], pad_id)
+  return {"tokens": tokens, "targets": targets.astype(np.int32),
+          "loss_mask": same_next.astype(np.int32), "segment_ids": seg, "positions": pos}
+
+
+def _segments(row) -> np.ndarray:
+  """Segment ids of a packed row (grain names them tokens_segment_ids) or a padded row."""
+  return row["tokens_segment_ids"] if "tokens_segment_ids" in row else row["segment_ids"]
+
+
+def _token_row_counts(row) -> dict[str, int]:
+  seg = _segments(row)
+  n = int(np.count_nonzero(seg))
+  return {"tokens": n, "pad": len(seg) - n, "segments": int(seg.max()) if n else 0}
+
+
+def _empty_row(seq_len: int, with_assistant: bool) -> Callable[[], dict]:
+  def make():
+    row = {"tokens": np.zeros(seq_len, np.int32), "segment_ids": np.zeros(seq_len, np.int32),
+           "positions": np.zeros(seq_len, np.int32)}
+    if with_assistant:
+      row["assistant"] = np.zeros(seq_len, np.int32)
+    return row
+  return make
+
+
+def _read_options(read_threads: int, prefetch: int) -> grain.ReadOptions:
+  return grain.ReadOptions(num_threads=max(1, read_threads), prefetch_buffer_size=max(1, prefetch))
+
+
+# -------------------------------------------------------------------------------------- CPT
+
+
+def cpt_dataset(docs: Sequence[Any], tokenizer, *, seq_len: int, batch_size: int, seed: int = 0,
+                num_epochs: int | None = 1, shuffle: bool = True, add_bos: bool = False,
+                add_eos: bool = True, drop_remainder: bool = True,
+                text_fn: Callable[[Any], str] | None = None, text_key: str = "text",
+                shard_index: int | None = None, shard_count: int | None = None,
+                drop_uneven: bool = False, read_threads: int = 4,
+                prefetch: int = 256) -> grain.IterDataset:
+  """Packed language-modelling batches of int32[batch_size, seq_len] (module docstring).
+
+  docs: a random-access sequence (list, or a reader from sources.py) of strings, of {"text"}
+    rows (`text_key`), or of anything `text_fn(row) -> str` turns into a document.
+  tokenizer: has encode(text, add_bos=, add_eos=) -> list[int] and pad_id / eos_id.
+  add_bos / add_eos: wrap every document. A document with no tokens is dropped and counted
+    (docs_empty). drop_remainder: a last partial batch is not emitted (its tokens are counted
+    as tokens_remainder); False pads it with empty rows instead.
+  Returns an IterDataset; its iterator has get_state/set_state/accounting().
+  """
+  if seq_len < 2:
+    raise ValueError(f"seq_len must be >= 2, got {seq_len}")
+  shard = resolve_shard(shard_index, shard_count, drop_uneven)
+  pad_id = _pad_value(tokenizer)
+
+  def tokenize(item):
+    i, row = item
+    try:
+      text = text_fn(row) if text_fn is not None else text_record(row, where=_where(docs, i),
+                                                                    text_key=text_key)
+    except DataError:
+      raise
+    except Exception as e:
+      raise DataError(f"{_where(docs, i)}: cannot make a document of this row: {e}") from e
+    ids = np.asarray(tokenizer.encode(text, add_bos=add_bos, add_eos=add_eos), np.int32)
+    return {"tokens": ids, "_keep": len(ids) > 0,
+            "_counts": {"docs_in": 1, "tokens_in": len(ids), "docs_empty": int(len(ids) == 0)}}
+
+  ds = _ordered(docs, shard, seed, shuffle, num_epochs).map(tokenize)
+  it = ds.to_iter_dataset(_read_options(read_threads, prefetch))
+  it = _CountingIterDataset(it, ("docs_in", "docs_empty", "tokens_in"))
+  it = grain.experimental.ConcatThenSplitIterDataset(it, length_struct={"tokens": seq_len})
+  counts = lambda row: {**_token_row_counts(row),
+                        "loss_tokens": _row_loss_tokens(row)}
+  return _BatchIterDataset(
+      it, batch_size=batch_size, collate=lambda rows: _token_batch(rows, pad_id),
+      count=counts, drop_remainder=drop_remainder, pad_row=_empty_row(seq_len, False),
+      count_names=("tokens", "pad", "segments", "loss_tokens"),
+      info={"kind": "cpt", "seq_len": seq_len, "batch_size": batch_size, "shard": shard.index,
+            "shard_count": shard.count})
+
+
+def _row_loss_tokens(row) -> int:
+  seg = _segments(row)
+  same = (seg[:-1] > 0) & (seg[1:] == seg[:-1])
+  if "assistant" in row:
+    same &= np.asarray(row["assistant"][1:], bool)
+  return int(np.count_nonzero(same))
+
+
+# -------------------------------------------------------------------------------------- SFT
+
+
+def prompt_messages(record: Mapping[str, Any], system_prompt: str | None) -> list[dict]:
+  """The chat prompt of a problem record: its original `messages` when it has them (verl
+  data, used verbatim), else [system, user]; the system turn is the record's own `system`,
+  else `system_prompt` (None or "" for no system turn)."""
+  msgs = record.get("messages")
+  if msgs:
+    return [{"role": m["role"], "content": m["content"]} for m in msgs]
+  system = record.get("system") or system_prompt
+  out = [{"role": "system", "content": system}] if system else []
+  out.append({"role": "user", "content": record["problem"]})
+  return out
+
+
+def final_solution(record: Mapping[str, Any]) -> str:
+  """The record's solution when it states a \\boxed{} answer, else the solution followed by
+  "The final answer is \\boxed{TRUE_ANSWER}." (the boxed true answer alone when there is no
+  solution text)."""
+  sol = (record.get("solution") or "").strip()
+  if "\\boxed" in sol:
+    return sol
+  box = "The final answer is \\boxed{" + str(record.get("true_answer", record["answer"])) + "}."
+  return f"{sol}\n\n{box}" if sol else box
+
+
+def assistant_reply(record: Mapping[str, Any], *, thinking: bool,
+                    think_format: str = DEFAULT_THINK_FORMAT) -> str | None:
+  """The SFT target text: think_format(thinking, solution) or the solution only; None when
+  thinking=True and the record has no thinking trace."""
+  solution = final_solution(record)
+  if not thinking:
+    return solution
+  trace = (record.get("thinking") or "").strip()
+  if not trace:
+    return None
+  return think_format.format(thinking=trace, solution=solution)
+
+
+def encode_sft_example(record: Mapping[str, Any], tokenizer, *, template: str,
+                       system_prompt: str | None, thinking: bool,
+                       think_format: str = DEFAULT_THINK_FORMAT
+                       ) -> tuple[list[int], list[int]] | None:
+  """(prompt ids, reply ids) of one SFT example; the reply ends with the template's stop id.
+  None when the record has no reply in this mode (thinking=True without a trace)."""
+  reply = assistant_reply(record, thinking=thinking, think_format=think_format)
+  if reply is None:
+    return None
+  from rlvr_jax.tokenizer import chat_turn_end
+  prompt = tokenizer.encode_chat(prompt_messages(record, system_prompt), template=template,
+                                 add_generation_prompt=True)
+  completion = tokenizer.encode(reply + chat_turn_end(template))
+  stop = tokenizer.chat_stop_id(template)
+  if not completion or completion[-1] != stop:
+    completion = completion + [stop]
+  return prompt, completion
+
+
+_SFT_COUNTS = ("examples_in", "dropped_no_trace", "dropped_too_long", "dropped_prompt_too_long",
+               "truncated", "tokens_truncated", "tokens_in")
+
+
+def sft_dataset(records: Sequence[Mapping[str, Any]], tokenizer, *, seq_len: int,
+                batch_size: int, template: str, seed: int = 0, num_epochs: int | None = 1,
+                shuffle: bool = True, thinking: bool = True,
+                think_format: str = DEFAULT_THINK_FORMAT, system_prompt: str | None = "default",
+                truncation: str = "drop", pack: bool = False, pack_bins: int | None = None,
+                drop_remainder: bool = True, shard_index: int | None = None,
+                shard_count: int | None = None, drop_uneven: bool = False,
+                read_threads: int = 4, prefetch: int = 256) -> grain.IterDataset:
+  """SFT batches of int32[batch_size, seq_len] with loss only on assistant tokens.
+
+  records: problem records (records.py schema). template: a tokenizer chat template name.
+  system_prompt: "default" (tokenizer.DEFAULT_SYSTEM_PROMPT, the paper's), a string, or None.
+  thinking: reply = think_format(thinking, solution) (records without a trace are dropped and
+    counted, dropped_no_trace) or, False, the solution only.
+  truncation: "drop" an example longer than seq_len (dropped_too_long) or "truncate" its reply
+    (truncated, tokens_truncated; a prompt of >= seq_len tokens is dropped_prompt_too_long).
+  pack: first-fit pack examples into rows (pack_bins open rows, default batch_size) instead of
+    one example per row.
+  accounting(): examples_in, the drop/truncation counts, tokens_in (kept tokens, after
+    truncation), then tokens/pad/segments/loss_tokens _out and _remainder, rows, batches.
+  """
+  if truncation not in ("drop", "truncate"):
+    raise ValueError(f"truncation must be 'drop' or 'truncate', got {truncation!r}")
+  if seq_len < 2:
+    raise ValueError(f"seq_len must be >= 2, got {seq_len}")
+  tokenizer.check_template(template)
+  if system_prompt == "default":
+    system_prompt = _default_system_prompt()
+  shard = resolve_shard(shard_index, shard_count, drop_uneven)
+  pad_id = _pad_value(tokenizer)
+
+  def encode(item):
+    i, record = item
+    counts = dict.fromkeys(_SFT_COUNTS, 0)
+    counts["examples_in"] = 1
+    try:
+      pair = encode_sft_example(record, tokenizer, template=template, system_prompt=system_prompt,
+                                thinking=thinking, think_format=think_format)
+    except (KeyError, TypeError, ValueError) as e:
+      raise DataError(f"{_where(records, i)}: cannot build an SFT example: {e}") from e
+    if pair is None:
+      counts["dropped_no_trace"] = 1
+      return {"_keep": False, "_counts": counts}
+    prompt, completion = pair
+    total = len(prompt) + len(completion)
+    if total > seq_len:
+      if truncation == "drop":
+        counts["dropped_too_long"] = 1
+        return {"_keep": False, "_counts": counts}
+      if len(prompt) >= seq_len:
+        counts["dropped_prompt_too_long"] = 1
+        return {"_keep": False, "_counts": counts}
+      counts["truncated"] = 1
+      counts["tokens_truncated"] = total - seq_len
+      completion = completion[:seq_len - len(prompt)]
+    ids = np.asarray(prompt + completion, np.int32)
+    assistant = np.zeros(len(ids), np.int32)
+    assistant[len(prompt):] = 1
+    counts["tokens_in"] = len(ids)
+    if pack:
+      return {"tokens": ids, "assistant": assistant, "_keep": True, "_counts": counts}
+    n = len(ids)
+    row = {"tokens": np.full(seq_len, pad_id, np.int32), "assistant": np.zeros(seq_len, np.int32),
+           "segment_ids": np.zeros(seq_len, np.int32), "positions": np.zeros(seq_len, np.int32)}
+    row["tokens"][:n], row["assistant"][:n] = ids, assistant
+    row["segment_ids"][:n], row["positions"][:n] = 1, np.arange(n)
+    return {**row, "_keep": True, "_counts": counts}
+
+  ds = _ordered(records, shard, seed, shuffle, num_epochs).map(encode)
+  it = ds.to_iter_dataset(_read_options(read_threads, prefetch))
+  it = _CountingIterDataset(it, _SFT_COUNTS)
+  if pack:
+    it = grain.experimental.FirstFitPackIterDataset(
+        it, length_struct={"tokens": seq_len, "assistant": seq_len},
+        num_packing_bins=pack_bins or batch_size, shuffle_bins=False)
+  counts = lambda row: {**_token_row_counts(row), "loss_tokens": _row_loss_tokens(row)}
+  return _BatchIterDataset(
+      it, batch_size=batch_size, collate=lambda rows: _token_batch(rows, pad_id),
+      count=counts, drop_remainder=drop_remainder, pad_row=_empty_row(seq_len, True),
+      count_names=("tokens", "pad", "segments", "loss_tokens"),
+      info={"kind": "sft", "seq_len": seq_len, "batch_size": batch_size, "template": template,
+            "thinking": thinking, "pack": pack, "shard": shard.index,
+            "shard_count": shard.count})
+
+
+# --------------------------------------------------------------------------------------- RL
+
+
+def render_prompt(record: Mapping[str, Any], tokenizer, *, template: str,
+                  system_prompt: str | None = "default", prompt_suffix: str = "") -> list[int]:
+  """Prompt ids of a problem record: its chat prompt (prompt_messages) in `template` with the
+  generation prompt, plus `prompt_suffix` (e.g. "<think>\\n" for thinking models), encoded as
+  tok.encode_chat does (bos where the template wants it)."""
+  if system_prompt == "default":
+    system_prompt = _default_system_prompt()
+  messages = prompt_messages(record, system_prompt)
+  if not prompt_suffix:
+    return tokenizer.encode_chat(messages, template=template, add_generation_prompt=True)
+  tmpl = tokenizer.check_template(template)
+  text = tokenizer.apply_chat_template(messages, template=template, add_generation_prompt=True)
+  return tokenizer.encode(text + prompt_suffix, add_bos=tmpl.add_bos)
+
+
+def rl_dataset(records: Sequence[Mapping[str, Any]], tokenizer, *, batch_size: int,
+               max_prompt_len: int, template: str, max_answer_len: int = 32, seed: int = 0,
+               num_epochs: int | None = None, shuffle: bool = True, repeat_to_fill: bool = True,
+               system_prompt: str | None = "default", prompt_suffix: str = "",
+               policy: Policy = Policy(), shard_index: int | None = None,
+               shard_count: int | None = None, drop_uneven: bool = False) -> grain.IterDataset:
+  """RL prompt batches. Prompts are tokenized up front (RL sets are small), then batched.
+
+  Each batch:
+    prompt_tokens   int32[B, max_prompt_len]  right-padded with tokenizer.pad_id
+    prompt_lengths  int32[B]
+    answer_tokens   int32[B, max_answer_len]  the label encoded on its own (no bos/eos),
+                    padded with -1
+    answer_lengths  int32[B]
+    difficulty      int32[B]   (-1 unknown)
+    index           int32[B]   the record's position in `records`
+    label           str[B]     the label rewards are computed against (maybe a noisy one)
+    true_label      str[B]     the ground truth (validation, reward/true_mean)
+    domain, example_id  str[B]
+  (RL_ARRAY_KEYS go to the device; RL_STRING_KEYS stay on the host.)
+
+  A prompt longer than max_prompt_len, or a label longer than max_answer_len tokens, is
+  dropped and counted (dropped_prompt_too_long / dropped_label_too_long) or raises DataError,
+  per policy.too_long. repeat_to_fill: when this shard has fewer prompts n than batch_size,
+  each epoch is protocols.upsample_indices(n, batch_size): every prompt batch_size // n times
+  (leftover slots to distinct seeded prompts), shuffled, one batch per epoch. num_epochs=None
+  repeats forever. accounting(): prompts_in, dropped_*, prompts (kept), upsampled_to, plus
+  rows/batches out.
+  """
+  if system_prompt == "default":
+    system_prompt = _default_system_prompt()
+  tokenizer.check_template(template)
+  shard = resolve_shard(shard_index, shard_count, drop_uneven)
+  start, stop = shard_bounds(len(records), shard)
+  pad_id = _pad_value(tokenizer)
+  items: list[dict] = []
+  counts = {"prompts_in": 0, "dropped_prompt_too_long": 0, "dropped_label_too_long": 0}
+  for i in range(start, stop):
+    record, where = records[i], _where(records, i)
+    counts["prompts_in"] += 1
+    try:
+      ids = render_prompt(record, tokenizer, template=template, system_prompt=system_prompt,
+                          prompt_suffix=prompt_suffix)
+      label = str(record["answer"])
+      ans = tokenizer.encode(label)
+    except (KeyError, TypeError) as e:
+      raise DataError(f"{where}: not a problem record ({e}); see records.py for the schema"
+                      ) from e
+    for what, n, limit in (("prompt", len(ids), max_prompt_len),
+                           ("label", len(ans), max_answer_len)):
+      if n > limit:
+        if policy.too_long == "error":
+          raise DataError(f"{where}: field {'problem' if what == 'prompt' else 'answer'!r}: the "
+                          f"{what} is {n} tokens, over the limit of {limit}; raise "
+                          f"max_{what if what == 'prompt' else 'answer'}_len or use "
+                          "Policy(too_long='drop')")
+        counts[f"dropped_{what}_too_long"] += 1
+        break
+    else:
+      p = np.full(max_prompt_len, pad_id, np.int32)
+      p[:len(ids)] = ids
+      a = np.full(max_answer_len, -1, np.int32)
+      a[:len(ans)] = ans
+      items.append({"prompt_tokens": p, "prompt_lengths": np.int32(len(ids)),
+                    "answer_tokens": a, "answer_lengths": np.int32(len(ans)),
+                    "difficulty": np.int32(record.get("difficulty", -1)),
+                    "index": np.int32(i), "label": label,
+                    "true_label": str(record.get("true_answer", label)),
+                    "domain": str(record.get("domain", "")),
+                    "example_id": str(record.get("id", i))})
+  counts["prompts"] = len(items)
+  if not items:
+    raise DataError(f"no usable prompts in shard {shard.index} of {shard.count} "
+                    f"({counts}); check max_prompt_len / max_answer_len")
+  ds = grain.MapDataset.source(items)
+  counts["upsampled_to"] = len(items)
+  if repeat_to_fill and len(items) < batch_size:
+    from rlvr_jax.data.protocols import upsample_indices
+    idx = upsample_indices(len(items), batch_size, seed)
+    counts["upsampled_to"] = len(idx)
+    ds = grain.MapDataset.source(idx).map(lambda j: items[int(j)])
+  if shuffle:
+    ds = ds.shuffle(seed=seed)
+  if num_epochs != 1:
+    ds = ds.repeat(num_epochs)
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=4 * batch_size))
+  return _BatchIterDataset(
+      it, batch_size=batch_size, collate=_rl_batch, count=lambda row: {},
+      drop_remainder=True, pad_row=None, count_names=(), static_counts=counts,
+      info={"kind": "rl", "batch_size": batch_size, "max_prompt_len": max_prompt_len,
+            "max_answer_len": max_answer_len, "shard": shard.index,
+            "shard_count": shard.count})
+
+
+def _rl_batch(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+  out = {k: np.stack([r[k] for r in rows]).astype(np.int32) for k in RL_ARRAY_KEYS}
+  for k in RL_STRING_KEYS:
+    out[k] = np.asarray([r[k] for r in rows], dtype=object)
+  return out
+
+
+__all__ = ["cpt_dataset", "sft_dataset", "rl_dataset", "render_prompt", "prompt_messages",
+           "assistant_reply", "final_solution", "encode_sft_example", "resolve_shard",
+           "shard_bounds", "Shard", "TOKEN_KEYS", "RL_ARRAY_KEYS", "RL_STRING_KEYS",
+           "DEFAULT_THINK_FORMAT"]
