@@ -1,0 +1,68 @@
+"""The built-in toy tokenizer: a sentencepiece model trained deterministically on the synthetic
+domains' text, cached by content hash, and copied into every run directory that uses it.
+
+`resolve_tokenizer(spec, workdir)` is how runs pick their tokenizer:
+  - WORKDIR/tokenizer.model (or tokenizer.json) already there (a resumed run): that one;
+  - spec = a path (.model, tokenizer.json or a directory): that tokenizer, recorded in the run;
+  - spec = "" : the built-in toy tokenizer (trained once, then cached).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+
+TOY_VOCAB_SIZE = 1024
+TOY_CORPUS_SEED = 0
+TOY_CORPUS_PER_DOMAIN = 1500
+RUN_TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
+
+
+def _cache_dir() -> str:
+  return os.environ.get("RLVR_JAX_CACHE", os.path.expanduser("~/.cache/rlvr_jax"))
+
+
+def builtin_tokenizer_path(vocab_size: int = TOY_VOCAB_SIZE, cache_dir: str | None = None) -> str:
+  """Path of the built-in sentencepiece model (trained on first use, ~2 s, then cached)."""
+  import sentencepiece
+
+  from rlvr_jax.data.domains import all_corpus_text
+  from rlvr_jax.tokenizer import train_sentencepiece
+  text = all_corpus_text(TOY_CORPUS_SEED, TOY_CORPUS_PER_DOMAIN)
+  digest = hashlib.sha256(f"{vocab_size}|{sentencepiece.__version__}|{text}".encode()).hexdigest()
+  path = os.path.join(cache_dir or _cache_dir(), "tokenizers", f"toy-{vocab_size}-{digest[:16]}.model")
+  if not os.path.exists(path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(path)) as tmp:
+      trained = train_sentencepiece([text], os.path.join(tmp, "toy"), vocab_size)
+      os.replace(trained, path)  # atomic: concurrent runs never see a partial file
+  return path
+
+
+def resolve_tokenizer(spec: str, workdir: str | None = None):
+  """The run's tokenizer (see the module docstring); copies it into `workdir` when given."""
+  from rlvr_jax.tokenizer import load_tokenizer
+  if workdir:
+    for name in RUN_TOKENIZER_FILES:
+      if os.path.exists(os.path.join(workdir, name)):
+        return load_tokenizer(os.path.join(workdir, name))
+  src = spec or builtin_tokenizer_path()
+  if os.path.isdir(src):
+    candidates = [os.path.join(src, n) for n in RUN_TOKENIZER_FILES]
+    found = [c for c in candidates if os.path.exists(c)]
+    if not found:
+      raise FileNotFoundError(f"tokenizer directory {src} has none of {RUN_TOKENIZER_FILES}")
+    src = found[-1]  # tokenizer.json preferred when both exist
+  tokenizer = load_tokenizer(src)
+  if workdir:
+    os.makedirs(workdir, exist_ok=True)
+    name = "tokenizer.json" if src.endswith(".json") else "tokenizer.model"
+    tmp = os.path.join(workdir, name + ".tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, os.path.join(workdir, name))
+    if name == "tokenizer.json":
+      cfg = os.path.join(os.path.dirname(src), "tokenizer_config.json")
+      if os.path.exists(cfg):
+        shutil.copyfile(cfg, os.path.join(workdir, "tokenizer_config.json"))
+  return tokenizer

@@ -1,0 +1,166 @@
+"""`rlvr-jax cpt` and `rlvr-jax sft`: build the run's tokenizer and grain pipelines from the config,
+then hand them to the training loop (rlvr_jax.train.loop.train).
+
+Data (config.data):
+  domains      comma-separated synthetic domains ("arith,units,graph"), or "" for files only
+  files        comma-separated JSONL / Parquet / text files (real data; '' = none)
+  layout       record layout of `files` ("auto" detects problem/answer, GSM8K, MATH, verl)
+  n_train      synthetic examples (SFT) or corpus documents (CPT) per domain
+  n_eval       held-out examples / documents per domain
+  tokenizer    tokenizer path ('' = the built-in toy sentencepiece model); copied into the run
+  template     chat template for SFT prompts ("toy", "llama3", "chatml", "plain")
+  thinking     SFT on the <think> trace + solution (True) or the solution only (False)
+  system_prompt  SFT system prompt: "default" (the paper's), a string, or "" for none
+"""
+from __future__ import annotations
+
+import itertools
+import os
+from typing import Any
+
+import jax
+
+from rlvr_jax.data import builtin, pipelines, records as records_lib
+from rlvr_jax.model.sizes import get_model_config
+from rlvr_jax.train import loop
+from rlvr_jax.train.loop import _get
+
+
+def _csv(value: str) -> list[str]:
+  return [v.strip() for v in str(value or "").split(",") if v.strip()]
+
+
+def _base_model_config(config, tokenizer):
+  """The named size with the tokenizer's vocabulary, unless weights come from HF / a checkpoint."""
+  if _get(config, "init.from_hf", "") or _get(config, "init.from_checkpoint", ""):
+    return None
+  vocab = _get(config, "model.vocab_size", 0) or tokenizer.vocab_size
+  if vocab < tokenizer.vocab_size:
+    raise ValueError(f"config.model.vocab_size={vocab} is smaller than the tokenizer's "
+                     f"{tokenizer.vocab_size} ids; set it to 0 (= the tokenizer's) or larger")
+  return get_model_config(_get(config, "model.size", "toy-1m"), vocab_size=vocab)
+
+
+def _check_vocab(config, tokenizer) -> None:
+  cfg = loop.resolve_model_config(config, _base_model_config(config, tokenizer))
+  if cfg.vocab_size < tokenizer.vocab_size:
+    raise ValueError(f"the model's vocab_size={cfg.vocab_size} is smaller than the tokenizer's "
+                     f"{tokenizer.vocab_size} (data.tokenizer={_get(config, 'data.tokenizer', '')!r});"
+                     f" use the tokenizer the model was trained with")
+
+
+def _file_records(config) -> tuple[list[dict], list[dict]]:
+  """Records of config.data.files, split into train / held-out by content hash."""
+  from rlvr_jax.data import protocols, sources
+  rows = []
+  for path in _csv(_get(config, "data.files", "")):
+    recs, _ = records_lib.load_records(sources.open_source(path),
+                                       layout=_get(config, "data.layout", "auto"))
+    rows.extend(recs)
+  if not rows:
+    return [], []
+  by_id = {r["id"]: r for r in rows}
+  train_ids, held_ids = protocols.heldout_split(list(by_id), fraction=0.05, seed=int(config.seed))
+  return [by_id[i] for i in train_ids], [by_id[i] for i in held_ids]
+
+
+def _docs(config) -> tuple[list[str], list[str]]:
+  """CPT documents: domain corpora (+ plain-text / JSONL `text` files)."""
+  from rlvr_jax.data.domains import get_domain
+  from rlvr_jax.data import sources
+  n_train, n_eval = int(config.data.n_train), int(config.data.n_eval)
+  train, held = [], []
+  for name in _csv(config.data.domains):
+    domain = get_domain(name)
+    docs = domain.corpus(n_train + n_eval, int(config.seed))
+    train.extend(docs[:n_train])
+    held.extend(docs[n_train:])
+  for path in _csv(_get(config, "data.files", "")):
+    src = sources.open_source(path)
+    texts = [records_lib.text_record(src[i], where=src.where(i)) for i in range(len(src))]
+    cut = max(1, len(texts) // 20)
+    held.extend(texts[:cut])
+    train.extend(texts[cut:])
+  if not train:
+    raise ValueError("no CPT documents: set config.data.domains and/or config.data.files")
+  return train, held
+
+
+def _problem_records(config) -> tuple[list[dict], list[dict]]:
+  n_train, n_eval = int(config.data.n_train), int(config.data.n_eval)
+  train, held = [], []
+  for name in _csv(config.data.domains):
+    train.extend(records_lib.domain_records(name, "train", n_train, int(config.seed)))
+    held.extend(records_lib.domain_records(name, "eval", n_eval, int(config.seed)))
+  file_train, file_held = _file_records(config)
+  train.extend(file_train)
+  held.extend(file_held)
+  if not train:
+    raise ValueError("no SFT examples: set config.data.domains and/or config.data.files")
+  return train, held
+
+
+def _per_process_batch(config) -> int:
+  return int(config.batch_size) // jax.process_count()
+
+
+def run_cpt(config, workdir: str) -> int:
+  tokenizer = builtin.resolve_tokenizer(_get(config, "data.tokenizer", ""), workdir)
+  _check_vocab(config, tokenizer)
+  train_docs, eval_docs = _docs(config)
+  kw = dict(seq_len=int(config.seq_len), batch_size=_per_process_batch(config))
+
+  def make_batches(c) -> Any:
+    return iter(pipelines.cpt_dataset(train_docs, tokenizer, seed=int(c.seed), num_epochs=None,
+                                      **kw))
+
+  def make_eval_batches(c):
+    ds = pipelines.cpt_dataset(eval_docs, tokenizer, seed=0, num_epochs=1, shuffle=False,
+                               drop_remainder=False, **kw)
+    return itertools.islice(iter(ds), int(_get(c, "eval_batches", 4)))
+
+  status = loop.train(config, workdir, stage="cpt", make_batches=make_batches,
+                      make_eval_batches=make_eval_batches if eval_docs else None,
+                      model_config=_base_model_config(config, tokenizer))
+  print(f"cpt: {status} ({workdir})")
+  return 0 if status in ("completed", "preempted") else 1
+
+
+def sft_kwargs(config) -> dict:
+  system_prompt = _get(config, "data.system_prompt", "")
+  return dict(template=_get(config, "data.template", "toy"),
+              thinking=bool(_get(config, "data.thinking", True)),
+              system_prompt=system_prompt or None,
+              truncation=_get(config, "data.truncation", "drop"),
+              pack=bool(_get(config, "data.pack", False)))
+
+
+def run_sft(config, workdir: str) -> int:
+  tokenizer = builtin.resolve_tokenizer(_get(config, "data.tokenizer", ""), workdir)
+  _check_vocab(config, tokenizer)
+  train_recs, eval_recs = _problem_records(config)
+  kw = dict(seq_len=int(config.seq_len), batch_size=_per_process_batch(config), **sft_kwargs(config))
+
+  def make_batches(c):
+    return iter(pipelines.sft_dataset(train_recs, tokenizer, seed=int(c.seed), num_epochs=None,
+                                      **kw))
+
+  def make_eval_batches(c):
+    ds = pipelines.sft_dataset(eval_recs, tokenizer, seed=0, num_epochs=1, shuffle=False,
+                               drop_remainder=False, **kw)
+    return itertools.islice(iter(ds), int(_get(c, "eval_batches", 4)))
+
+  status = loop.train(config, workdir, stage="sft", make_batches=make_batches,
+                      make_eval_batches=make_eval_batches if eval_recs else None,
+                      model_config=_base_model_config(config, tokenizer))
+  print(f"sft: {status} ({workdir})")
+  return 0 if status in ("completed", "preempted") else 1
+
+
+def tokenizer_of_run(workdir: str):
+  """The tokenizer a run directory was trained with (its copy of the tokenizer)."""
+  for name in builtin.RUN_TOKENIZER_FILES:
+    if os.path.exists(os.path.join(workdir, name)):
+      from rlvr_jax.tokenizer import load_tokenizer
+      return load_tokenizer(os.path.join(workdir, name))
+  raise FileNotFoundError(f"{workdir} has no tokenizer ({' or '.join(builtin.RUN_TOKENIZER_FILES)})")
