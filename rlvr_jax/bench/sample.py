@@ -1,0 +1,172 @@
+"""Benchmark of the in-graph sampler: decode tokens/s of `rj.generate`, transformers' `generate`
+on the same weights, and the decode roofline (one decode step's matmuls alone, jitted).
+
+  .venv/bin/python -m rlvr_jax.bench.sample [--size toy-7m --batch 16 --prompt_len 32
+                                             --new_tokens 128 --repeats 5]
+
+Every figure is the median over `--repeats` timed runs after a warm-up (compile excluded,
+`block_until_ready`). Decoding is forced to exactly `new_tokens` steps (no EOS on our side,
+min_new_tokens on the transformers side). f32 throughout.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import rlvr_jax as rj
+from rlvr_jax.model import transformer
+from rlvr_jax.sampling import generate
+
+
+def to_torch_llama(cfg, params):
+  """A transformers LlamaForCausalLM (f32, eager attention) holding the same weights."""
+  import torch
+  from transformers import LlamaConfig, LlamaForCausalLM
+  hf_cfg = LlamaConfig(
+      vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
+      intermediate_size=cfg.intermediate_size, num_hidden_layers=cfg.num_layers,
+      num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
+      head_dim=cfg.head_dim, rms_norm_eps=cfg.rms_norm_eps,
+      rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
+      tie_word_embeddings=cfg.tie_embeddings, max_position_embeddings=cfg.max_seq_len,
+      attention_bias=False)
+  model = LlamaForCausalLM(hf_cfg).eval().to(torch.float32)
+  p = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
+  d = cfg.hidden_size
+  sd = {"model.embed_tokens.weight": p["embed_tokens"]["embedding"],
+        "model.norm.weight": p["norm"]["scale"]}
+  if not cfg.tie_embeddings:
+    sd["lm_head.weight"] = p["lm_head"]["kernel"].T
+  lay = p["layers"]
+  for i in range(cfg.num_layers):
+    pre = f"model.layers.{i}."
+    for name in ("q_proj", "k_proj", "v_proj"):
+      sd[pre + f"self_attn.{name}.weight"] = lay["self_attn"][name]["kernel"][i].reshape(d, -1).T
+    sd[pre + "self_attn.o_proj.weight"] = lay["self_attn"]["o_proj"]["kernel"][i].reshape(-1, d).T
+    for name in ("gate_proj", "up_proj", "down_proj"):
+      sd[pre + f"mlp.{name}.weight"] = lay["mlp"][name]["kernel"][i].T
+    sd[pre + "input_layernorm.weight"] = lay["input_layernorm"]["scale"][i]
+    sd[pre + "post_attention_layernorm.weight"] = lay["post_attention_layernorm"]["scale"][i]
+  state = {k: torch.from_numpy(np.array(v, np.float32)) for k, v in sd.items()}
+  missing, unexpected = model.load_state_dict(state, strict=False)
+  missing = [k for k in missing if not (cfg.tie_embeddings and k == "lm_head.weight")]
+  if missing or unexpected:
+    raise RuntimeError(f"weight copy mismatch: missing {missing}, unexpected {unexpected}")
+  return model
+
+
+def decode_matmuls_fn(cfg, params, batch: int):
+  """The roofline probe: one decode step's matmuls alone (q/k/v/o/gate/up/down per layer, then
+  lm_head) for [batch, 1] tokens, chained as in the model, jitted together, in f32. Weights are
+  passed as separate per-layer 2-D arrays so that nothing but the matmuls runs."""
+  lay = params["layers"]
+  d = cfg.hidden_size
+
+  def w(tree, i, shape):
+    return jnp.array(np.asarray(tree["kernel"][i], np.float32).reshape(shape))
+  per_layer = []
+  for i in range(cfg.num_layers):
+    attn, mlp = lay["self_attn"], lay["mlp"]
+    per_layer.append((w(attn["q_proj"], i, (d, -1)), w(attn["k_proj"], i, (d, -1)),
+                      w(attn["v_proj"], i, (d, -1)), w(attn["o_proj"], i, (-1, d)),
+                      w(mlp["gate_proj"], i, (d, -1)), w(mlp["up_proj"], i, (d, -1)),
+                      w(mlp["down_proj"], i, (-1, d))))
+  head = jnp.array(np.asarray(params["embed_tokens"]["embedding"], np.float32).T
+                   if cfg.tie_embeddings else np.asarray(params["lm_head"]["kernel"], np.float32))
+
+  @jax.jit
+  def step(x_BD, per_layer, head):
+    kv = []
+    for wq, wk, wv, wo, wg, wu, wd in per_layer:
+      q = x_BD @ wq
+      kv.append((x_BD @ wk, x_BD @ wv))
+      x_BD = x_BD + q @ wo
+      x_BD = x_BD + ((x_BD @ wg) * (x_BD @ wu)) @ wd
+    return x_BD @ head, kv
+
+  x = jax.random.normal(jax.random.key(0), (batch, d), jnp.float32)
+  return lambda: jax.block_until_ready(step(x, per_layer, head))
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--size", default="toy-7m")
+  ap.add_argument("--batch", type=int, default=16)
+  ap.add_argument("--prompt_len", type=int, default=32)
+  ap.add_argument("--new_tokens", type=int, default=128)
+  ap.add_argument("--repeats", type=int, default=5)
+  ap.add_argument("--skip_hf", action="store_true", help="do not time transformers' generate")
+  args = ap.parse_args(argv)
+
+  cfg = rj.get_model_config(args.size, dtype="float32", param_dtype="float32")
+  params = jax.jit(transformer.init_params_fn(cfg))(jax.random.key(0))
+  b, p, m = args.batch, args.prompt_len, args.new_tokens
+  prompts = np.asarray(jax.random.randint(jax.random.key(1), (b, p), 0, cfg.vocab_size), np.int32)
+  lengths = np.full((b,), p, np.int32)
+  print(f"sampler bench: size={args.size} ({cfg.num_params() / 1e6:.1f}M params) batch={b} "
+        f"prompt={p} new_tokens={m} f32, jax {jax.__version__} on {jax.devices()[0].platform} "
+        f"({os.cpu_count()} cores)")
+
+  def run_ours():
+    return jax.block_until_ready(
+        generate(cfg, params, prompts, lengths, jax.random.key(2), max_new_tokens=m,
+                 temperature=0.0, eos_id=(), pad_id=0))
+  step_fn = decode_matmuls_fn(cfg, params, b)
+  out = run_ours()                                     # compile
+  step_fn()
+  assert int(out.num_steps) == m, f"expected {m} decode steps, got {int(out.num_steps)}"
+  # Interleave the two measurements so that load from other processes hits both alike.
+  gen_times, roof_times = [], []
+  for _ in range(args.repeats):
+    t0 = time.perf_counter()
+    run_ours()
+    gen_times.append(time.perf_counter() - t0)
+    step_times = []
+    for _ in range(20):
+      t0 = time.perf_counter()
+      step_fn()
+      step_times.append(time.perf_counter() - t0)
+    roof_times.append(statistics.median(step_times) * m)
+  t_ours, t_roof = statistics.median(gen_times), statistics.median(roof_times)
+  print(f"rj.generate:            {t_ours * 1e3:8.1f} ms  {b * m / t_ours:9.0f} tokens/s "
+        f"({t_ours / m * 1e3:.2f} ms/step incl. prefill; runs "
+        f"{', '.join(f'{x * 1e3:.0f}' for x in gen_times)} ms)")
+  print(f"decode roofline:        {t_roof * 1e3:8.1f} ms  {b * m / t_roof:9.0f} tokens/s "
+        f"(matmuls of one step {t_roof / m * 1e3:.3f} ms x {m})")
+  print(f"  rj.generate reaches {100 * t_roof / t_ours:.0f}% of the roofline (target >= 70%)")
+
+  if not args.skip_hf:
+    import torch
+    torch.set_num_threads(os.cpu_count())
+    model = to_torch_llama(cfg, params)
+    ids = torch.from_numpy(prompts.astype(np.int64))
+    hf_box = {}
+
+    def run_hf(new_tokens=m):
+      with torch.inference_mode():
+        hf_box["out"] = model.generate(
+            ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens, pad_token_id=0, eos_token_id=None)
+    run_hf(4)                                          # warm-up
+    hf_times = []
+    for _ in range(max(1, args.repeats // 3)):
+      t0 = time.perf_counter()
+      run_hf()
+      hf_times.append(time.perf_counter() - t0)
+    t_hf = statistics.median(hf_times)
+    hf_tokens = hf_box["out"][:, p:].numpy()
+    agree = float(np.mean(hf_tokens == np.asarray(out.tokens)))
+    print(f"transformers generate:  {t_hf * 1e3:8.1f} ms  {b * m / t_hf:9.0f} tokens/s "
+          f"(torch {torch.__version__}, {torch.get_num_threads()} threads)")
+    print(f"  rj.generate / transformers = {t_hf / t_ours:.2f}x (target >= 3x); greedy tokens "
+          f"equal on {100 * agree:.1f}% of positions")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,393 @@
+r"""`rlvr-jax rl --config=configs/toy/rl.py --workdir=DIR`: the RL run loop.
+
+`run(config, workdir)` initialises from an SFT/CPT run (`init.from_checkpoint=RUN[:STEP]`) or an
+HF directory (`init.from_hf=DIR`) (random init when neither is set, for tests), keeps the
+initial parameters as the frozen reference model, prepares the training problems with the
+model-aware data protocols (rl.protocols: difficulty filter, stratified N-subset, label
+replacement; saved in WORKDIR/data and reused on resume), then runs `config.steps` RL steps
+(rl.step). It returns 0 when the run completed or was preempted (SIGTERM / SIGINT: a checkpoint
+is saved; run the same command again to resume) and raises train.loop.NonFiniteError after
+`max_nonfinite_steps` steps in a row with a skipped (non-finite) update.
+
+Per step: the host takes the next prompt batch (grain, checkpointed with the state), the device
+samples, scores and updates. By default the three phases are separate jitted functions and the
+host waits for each, so `perf/sample_s`, `perf/reward_s` and `perf/update_s` are measured every
+step (the cost: the host cannot queue step t+1 while step t runs; on an accelerator the gap is
+the host's batch preparation, small next to a rollout). `rl.fused_step=True` runs the one fused
+jitted `rl_step` instead and dispatches step t+1 before pulling step t's metrics (no split).
+The first step of a process includes compilation: it logs no perf/ keys.
+
+Run directory: config.json, tokenizer.model|json, data/train.jsonl + data/protocol.json (the
+training set), checkpoints/ (train state + data-iterator position), metrics.jsonl (one record
+per step with the rl.step metrics, perf/*, and eval/* at evaluation steps), tensorboard/, and
+eval/<step>/<set>.jsonl (per-sample evaluation rows).
+
+Evaluation: every `eval_every` steps, at step 0 of a fresh run and at the last step, the eval
+harness (`make_eval_fn_from_config(config.eval, ...)`: avg@k, pass@k, maj@k, greedy accuracy on
+held-out sets, always against the true labels).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rlvr_jax import sharding
+from rlvr_jax.data import builtin, pipelines
+from rlvr_jax.model.config import ModelConfig
+from rlvr_jax.model.sizes import get_model_config
+from rlvr_jax.rl import protocols as rl_protocols
+from rlvr_jax.rl import rewards as rewards_lib
+from rlvr_jax.rl import step as step_lib
+from rlvr_jax.train import checkpoints as ckpt_lib
+from rlvr_jax.train import loop as train_loop
+from rlvr_jax.train import optim
+from rlvr_jax.train.loop import MetricsLogger, NonFiniteError, _get, stop_signals
+from rlvr_jax.train.state import abstract_state, create_train_state, state_shardings
+
+log = logging.getLogger("rlvr_jax.rl")
+
+DEVICE_KEYS = ("prompt_tokens", "prompt_lengths", "answer_tokens", "true_answer_tokens")
+
+
+# ---------------------------------------------------------------------------------- config
+def _tokenizer_spec(config) -> str:
+  """data.tokenizer, else the init checkpoint's tokenizer, else the HF directory, else ''."""
+  spec = str(_get(config, "data.tokenizer", "") or "")
+  if spec:
+    return spec
+  from_ckpt = str(_get(config, "init.from_checkpoint", "") or "")
+  if from_ckpt:
+    path, _ = ckpt_lib.parse_checkpoint_ref(from_ckpt)
+    for name in builtin.RUN_TOKENIZER_FILES:
+      if os.path.exists(os.path.join(path, name)):
+        return os.path.join(path, name)
+    cfg_path = os.path.join(path, ckpt_lib.CONFIG_FILE)
+    if os.path.exists(cfg_path):
+      with open(cfg_path) as f:
+        named = (json.load(f).get("data") or {}).get("tokenizer")
+      if named:
+        return str(named)
+    return ""
+  return str(_get(config, "init.from_hf", "") or "")
+
+
+def model_config(config, tokenizer) -> ModelConfig:
+  """The run's ModelConfig (from the init checkpoint / HF dir, else the named size with the
+  tokenizer's vocabulary), with config.model overrides (train.loop.resolve_model_config)."""
+  base = None
+  if not (_get(config, "init.from_hf", "") or _get(config, "init.from_checkpoint", "")):
+    vocab = _get(config, "model.vocab_size", 0) or tokenizer.vocab_size
+    base = get_model_config(_get(config, "model.size", "toy-1m"), vocab_size=vocab)
+  cfg = train_loop.resolve_model_config(config, base)
+  if cfg.vocab_size < tokenizer.vocab_size:
+    raise ValueError(f"the model's vocab_size={cfg.vocab_size} is smaller than the tokenizer's "
+                     f"{tokenizer.vocab_size}; use the tokenizer the model was trained with "
+                     f"(data.tokenizer)")
+  return cfg
+
+
+def stop_ids(tokenizer, template: str) -> tuple[int, ...]:
+  """The template's end-of-turn id and the tokenizer's eos (generation stops at either)."""
+  ids = [tokenizer.chat_stop_id(template)]
+  if tokenizer.eos_id is not None and tokenizer.eos_id not in ids:
+    ids.append(tokenizer.eos_id)
+  return tuple(int(i) for i in ids)
+
+
+def reward_spec(config, tokenizer) -> step_lib.RewardSpec:
+  """RewardSpec of config.reward: weights (zero weights dropped), noise model and its rates."""
+  weights = {str(k): float(v) for k, v in dict(_get(config, "reward.weights", {})).items()}
+  names = [k for k, v in weights.items() if v != 0.0]
+  for name in names:
+    rewards_lib.get_reward(name)   # ValueError naming the unknown reward and the choices
+  noise = str(_get(config, "reward.noise", "") or "")
+  params = {}
+  if noise in ("symmetric_flip", "group_flip"):
+    params["p"] = float(_get(config, "reward.noise_p", 0.0))
+  elif noise == "asymmetric_flip":
+    params["fp_rate"] = float(_get(config, "reward.noise_fp_rate", 0.0))
+    params["fn_rate"] = float(_get(config, "reward.noise_fn_rate", 0.0))
+  elif noise == "bernoulli":
+    params["q"] = float(_get(config, "reward.noise_q", 0.5))
+  max_answer_len = int(_get(config, "data.max_answer_len", 32))
+  options = step_lib.reward_options(tokenizer, names, max_answer_len=max_answer_len)
+  return step_lib.RewardSpec.make({n: weights[n] for n in names}, options, noise=noise,
+                                  noise_params=params,
+                                  close_ids=step_lib.close_brace_ids(tokenizer),
+                                  max_answer_len=max_answer_len)
+
+
+def rl_settings(config, tokenizer) -> step_lib.RLSettings:
+  r = config.rl
+  dual = float(_get(config, "rl.dual_clip", 0.0))
+  pad = tokenizer.pad_id if tokenizer.pad_id is not None and tokenizer.pad_id >= 0 else 0
+  return step_lib.RLSettings(
+      group_size=int(r.group_size), vote_samples=int(_get(config, "rl.vote_samples", 0)),
+      max_new_tokens=int(r.max_new_tokens), pad_id=int(pad),
+      eos_ids=stop_ids(tokenizer, str(_get(config, "data.template", "toy"))),
+      temperature=float(r.temperature), top_k=int(_get(config, "rl.top_k", 0)),
+      top_p=float(_get(config, "rl.top_p", 1.0)), estimator=str(r.estimator),
+      clip_low=float(r.clip_low), clip_high=float(r.clip_high),
+      dual_clip=dual if dual > 0 else None, kl_coef=float(r.kl_coef),
+      kl_estimator=str(r.kl_estimator), agg=str(r.agg), entropy_coef=float(r.entropy_coef),
+      minibatches=int(r.minibatches), epochs=int(_get(config, "rl.epochs", 1)),
+      microbatches=int(_get(config, "rl.microbatches", 1)),
+      dynamic_sampling=str(_get(config, "rl.dynamic_sampling", "none")),
+      log_kl=bool(_get(config, "rl.log_kl", True)))
+
+
+def validate(config, cfg: ModelConfig, mesh, settings: step_lib.RLSettings) -> None:
+  """Every check that can fail before anything compiles; messages name the fields."""
+  problems = []
+  for name in ("steps", "batch_size", "log_every"):
+    if int(config[name]) < 1:
+      problems.append(f"{name}={config[name]} must be >= 1")
+  for name in ("eval_every", "checkpoint_every", "max_nonfinite_steps"):
+    if int(config[name]) < 0:
+      problems.append(f"{name}={config[name]} must be >= 0 (0 disables)")
+  max_prompt = int(config.data.max_prompt_len)
+  if max_prompt + settings.max_new_tokens > cfg.max_seq_len:
+    problems.append(f"data.max_prompt_len={max_prompt} + rl.max_new_tokens="
+                    f"{settings.max_new_tokens} exceeds the model's max_seq_len={cfg.max_seq_len};"
+                    f" lower them or set model.max_seq_len")
+  if problems:
+    raise ValueError("bad config: " + "; ".join(problems))
+  b = int(config.batch_size)
+  n = b * settings.group_size
+  chunks = settings.minibatches * settings.microbatches
+  if n % chunks:
+    raise ValueError(f"batch_size x rl.group_size = {b} x {settings.group_size} = {n} rollout "
+                     f"rows do not divide into rl.minibatches x rl.microbatches = "
+                     f"{settings.minibatches} x {settings.microbatches}; change them so the "
+                     f"product divides {n}")
+  sharding.check_divisible(b, mesh, "batch_size (prompts per step)")
+  sharding.check_divisible(n // chunks, mesh,
+                           f"rows per microbatch = batch_size x group_size / (minibatches x "
+                           f"microbatches) = {n}/{chunks}")
+  if b % jax.process_count():
+    raise ValueError(f"batch_size={b} does not divide over {jax.process_count()} processes")
+  train_loop.check_model_fits_mesh(cfg, mesh)
+
+
+def check_labels(records, reward: step_lib.RewardSpec) -> None:
+  """A label reward needs a label on every training record (names the first one without)."""
+  if not reward.needs_labels:
+    return
+  for i, r in enumerate(records):
+    if str(r.get("answer") or "").strip() == "":
+      raise ValueError(f"training record {i} (id {r.get('id')!r}) has no answer label, but the "
+                       f"reward {[n for n in reward.names if n in rewards_lib.LABEL_REWARDS]} "
+                       f"compares with labels; use a labelled dataset or a proxy reward "
+                       f"(majority_vote, self_certainty, neg_entropy, seq_loglik)")
+
+
+# ---------------------------------------------------------------------------------- batches
+def label_tokens(tokenizer, labels, width: int, cache: dict) -> np.ndarray:
+  """int32[B, width]: each label string encoded alone (no bos/eos), right-padded with -1; a
+  label longer than `width` becomes all -1 (it can then never be matched)."""
+  out = np.full((len(labels), width), -1, np.int32)
+  for i, label in enumerate(labels):
+    ids = cache.get(label)
+    if ids is None:
+      ids = cache[label] = tokenizer.encode(str(label))
+    if 0 < len(ids) <= width:
+      out[i, :len(ids)] = ids
+  return out
+
+
+def device_batch(host: dict, tokenizer, width: int, cache: dict, mesh) -> dict:
+  """The arrays the step needs (DEVICE_KEYS), placed over (data, fsdp)."""
+  batch = {k: np.asarray(host[k], np.int32) for k in DEVICE_KEYS[:3]}
+  batch["true_answer_tokens"] = label_tokens(tokenizer, list(host["true_label"]), width, cache)
+  return train_loop.put_batch(batch, mesh)
+
+
+# ---------------------------------------------------------------------------------- the loop
+def run(config, workdir: str) -> int:
+  """`rlvr-jax rl`: runs or resumes an RL run in `workdir` (module docstring)."""
+  os.makedirs(workdir, exist_ok=True)
+  tokenizer = builtin.resolve_tokenizer(_tokenizer_spec(config), workdir)
+  cfg = model_config(config, tokenizer)
+  mesh = sharding.make_mesh((int(config.mesh.data), int(config.mesh.fsdp),
+                             int(config.mesh.tensor)))
+  settings = rl_settings(config, tokenizer)
+  reward = reward_spec(config, tokenizer)
+  validate(config, cfg, mesh, settings)
+  updates = int(config.steps) * settings.minibatches * settings.epochs
+  optimizer = optim.make_optimizer(config.optim, updates)
+  spec = step_lib.RLSpec(cfg=cfg, optimizer=optimizer, settings=settings, rewards=reward)
+  if jax.process_index() == 0:
+    ckpt_lib.write_config_json(workdir, {**train_loop.config_to_dict(config), "stage": "rl"}, cfg)
+
+  shardings = state_shardings(cfg, optimizer, mesh)
+  initial = train_loop._initial_params(config, cfg, mesh)
+  if initial is None:
+    log.warning("no init.from_checkpoint / init.from_hf: RL starts from random parameters")
+    initial = sharding.init_params(cfg, jax.random.fold_in(jax.random.key(int(config.seed)), 7),
+                                   mesh)
+  ref_params = jax.device_put(jax.tree.map(lambda x: x.astype(cfg.jnp_param_dtype), initial),
+                              shardings.params)
+
+  records, _ = rl_protocols.prepare_train_records(config, workdir, cfg, ref_params, tokenizer,
+                                                  mesh=mesh)
+  check_labels(records, reward)
+  template = str(_get(config, "data.template", "toy"))
+  system_prompt = _get(config, "data.system_prompt", "default") or None
+  answer_width = int(_get(config, "data.max_answer_len", 32))
+  dataset = pipelines.rl_dataset(
+      records, tokenizer, batch_size=int(config.batch_size) // jax.process_count(),
+      max_prompt_len=int(config.data.max_prompt_len), template=template,
+      max_answer_len=answer_width, seed=int(config.seed), num_epochs=None,
+      system_prompt=system_prompt, prompt_suffix=str(_get(config, "data.prompt_suffix", "")))
+  data_iter = iter(dataset)
+
+  eval_fn = None
+  eval_every = int(config.eval_every)
+  if eval_every or bool(_get(config, "eval_at_end", True)):
+    eval_sets = _get(config, "eval.domains", "") or _get(config, "eval.files", "")
+    if eval_sets:
+      from rlvr_jax.eval import harness
+      with sharding.activate(mesh):
+        eval_fn = harness.make_eval_fn_from_config(config.eval, cfg, tokenizer, workdir=workdir)
+
+  manager = ckpt_lib.RunCheckpoints(workdir, keep=int(config.keep_checkpoints), keep_best=0)
+  start = manager.latest_step()
+  if start is not None:
+    state, _ = manager.restore(start, abstract_state(cfg, optimizer, mesh), data_iter)
+    log.info("resumed %s from step %d", workdir, start)
+    start = int(start)
+  else:
+    state = create_train_state(cfg, optimizer, mesh, jax.random.key(int(config.seed)),
+                               jax.tree.map(jnp.copy, ref_params))
+    start = 0
+
+  fused = bool(_get(config, "rl.fused_step", False))
+  if fused:
+    step_fn = step_lib.jit_rl_step(spec, mesh, shardings)
+  else:
+    phases = step_lib.jit_rl_phases(spec, mesh, shardings)
+  base_key = jax.random.key(int(config.seed))
+  label_cache: dict = {}
+  logger = MetricsLogger(workdir, total=int(config.steps), initial=start, desc="rl",
+                         progress=bool(_get(config, "progress_bar", True)))
+  max_bad = int(config.max_nonfinite_steps)
+  rows = int(config.batch_size) * settings.group_size
+  bad_in_row = skipped_total = 0
+  first_step = start + 1
+  status = "completed"
+
+  def evaluate(params, s: int) -> dict[str, float]:
+    with sharding.activate(mesh):
+      return eval_fn(params, s)
+
+  ready = {"t": None, "busy": True}   # fused mode: arrival time of the last metrics
+
+  def finish(s: int, m_dev, times: dict[str, float] | None, busy: bool, ev: dict | None) -> None:
+    """Pulls step s's metrics to the host, counts skips, adds perf/ keys, logs."""
+    nonlocal bad_in_row, skipped_total
+    m = {k: float(v) for k, v in jax.device_get(m_dev).items()}
+    now = time.perf_counter()
+    if m["skipped"]:
+      bad_in_row += 1
+      skipped_total += int(m["skipped"])
+      log.warning("step %d: %d non-finite update(s) skipped (loss=%s, grad_norm=%s)", s,
+                  int(m["skipped"]), m["loss"], m["grad_norm"])
+    else:
+      bad_in_row = 0
+    m["skipped_updates"] = skipped_total
+    total = None
+    if times is not None and s != first_step:
+      total = sum(times.values())
+      m.update({"perf/sample_s": times["sample"], "perf/reward_s": times["reward"],
+                "perf/update_s": times["update"]})
+    elif times is None and not (busy or ready["busy"]) and ready["t"] is not None:
+      total = now - ready["t"]   # between consecutive arrivals, no host work in between
+    ready["t"], ready["busy"] = now, busy
+    if total:
+      m.update({"perf/step_time_s": total, "perf/samples_per_sec": rows / total,
+                "perf/tokens_per_sec": rows * m["response/length_mean"] / total})
+    if ev:
+      m.update(ev)
+    if s % int(config.log_every) == 0 or s == int(config.steps) or m["skipped"] or ev:
+      logger.write(s, m)
+    logger.progress(s, m["reward/mean"], m.get("perf/tokens_per_sec"))
+    if max_bad and bad_in_row >= max_bad:
+      raise NonFiniteError(
+          f"{bad_in_row} RL steps in a row had non-finite updates (last at step {s}); stopping. "
+          f"The last good checkpoint in {manager.directory} is intact. Lower optim.lr or check "
+          f"the rewards")
+
+  step = start
+  try:
+    with stop_signals() as stop:
+      if eval_fn is not None and start == 0:
+        logger.write(0, evaluate(state.params, 0))
+      pending = None   # fused mode: (step, metrics, None, busy, eval) awaiting its pull
+      while step < int(config.steps):
+        if train_loop._any_process(bool(stop)):
+          status = "preempted"
+          break
+        host = next(data_iter)
+        batch = device_batch(host, tokenizer, answer_width, label_cache, mesh)
+        key = jax.random.fold_in(base_key, step)
+        step += 1
+        if fused:
+          state, metrics = step_fn(state, ref_params, batch, key)   # dispatched, not awaited
+          times = None
+        else:
+          state, metrics, times = _run_phases(phases, state, ref_params, batch, key)
+        ev = None
+        busy = step == first_step
+        at_end = step == int(config.steps)
+        if eval_fn is not None and ((eval_every and step % eval_every == 0) or
+                                    (at_end and bool(_get(config, "eval_at_end", True)))):
+          ev = evaluate(state.params, step)
+          busy = True
+        every = int(config.checkpoint_every)
+        if not at_end and every and step % every == 0:
+          manager.save(step, state, data_iter)
+          busy = True
+        if fused:
+          if pending is not None:
+            finish(*pending)     # step-1's metrics while step is in flight
+          pending = (step, metrics, None, busy, ev)
+        else:
+          finish(step, metrics, times, busy, ev)
+      if pending is not None:
+        finish(*pending)
+      manager.save(step, state, data_iter)   # final / preemption checkpoint (never duplicated)
+      manager.wait()
+  finally:
+    manager.close()
+    logger.close()
+  if status == "preempted":
+    log.warning("stopped by a signal at step %d; checkpoint saved, rerun to resume", step)
+  print(f"rl: {status} at step {step} ({workdir})")
+  return 0
+
+
+def _run_phases(phases: step_lib.Phases, state, ref_params, batch, key):
+  """Sample, score and update one after the other, each waited on: (state, metrics, times)."""
+  k_sample, k_reward = step_lib.step_keys(key)
+  t0 = time.perf_counter()
+  rollout = jax.block_until_ready(phases.sample(state.params, batch["prompt_tokens"],
+                                                batch["prompt_lengths"], k_sample))
+  t1 = time.perf_counter()
+  kept, scored, m_score = jax.block_until_ready(phases.score(rollout, batch, k_reward))
+  t2 = time.perf_counter()
+  state, m_update = phases.update(state, ref_params, kept, scored, batch["prompt_tokens"],
+                                  batch["prompt_lengths"])
+  m_update = jax.block_until_ready(m_update)
+  t3 = time.perf_counter()
+  return state, {**m_score, **m_update}, {"sample": t1 - t0, "reward": t2 - t1, "update": t3 - t2}
+
+
+__all__ = ["run", "reward_spec", "rl_settings", "model_config", "validate", "check_labels",
+           "label_tokens", "device_batch", "stop_ids", "DEVICE_KEYS"]

@@ -1,0 +1,727 @@
+r"""The RL step: rollout → rewards → advantages → policy-gradient updates, pure and jittable.
+
+    spec = RLSpec(cfg=cfg, optimizer=opt, settings=RLSettings(group_size=8, ...),
+                  rewards=RewardSpec(weights={"boxed_answer_match": 1.0}, options={...}))
+    state, metrics = rl_step(state, ref_params, batch, key, spec=spec)     # inside jit
+    step = jit_rl_step(spec, mesh, state_shardings)                        # fused, sharded
+    phases = jit_rl_phases(spec, mesh, state_shardings)                    # sample / score / update
+
+A batch is a dict of device arrays with B prompts on the leading axis:
+  prompt_tokens       int32[B, P]  right-padded prompts (pad = settings.pad_id)
+  prompt_lengths      int32[B]
+  answer_tokens       int32[B, A]  token ids of the label the reward is computed against,
+                                   right-padded with -1 (needed by label rewards)
+  true_answer_tokens  int32[B, A'] optional: the ground-truth label (reward/true_mean,
+                                   reward/agreement); without it those metrics are NaN
+
+The three phases (each a pure function; `rl_step` composes them):
+1. `sample_phase`: the in-graph sampler (prefill + decode, KV cache) draws V samples per prompt
+   (V = settings.vote_samples, or G = group_size) at the rollout temperature; the rollout keeps
+   the sampler's per-token logprobs / entropy / self-certainty.
+2. `score_phase`: rewards in-graph on the rollout (the weighted sum of `RewardSpec.weights`,
+   optionally through a noise model); the ground-truth reward `boxed_answer_match` against
+   `true_answer_tokens`; for majority vote the pseudo-label of each prompt is the most common
+   boxed answer among its V samples and the first G samples are kept and scored against it
+   (V = G: votes within the group). Then the advantages (rl.compute_advantages) and the loss
+   mask: valid response tokens, times the nonzero-variance mask of the groups when
+   settings.dynamic_sampling == "mask" (groups whose rewards are all equal are dropped from the
+   loss; "resample", refilling the batch with new prompts, is a TODO).
+3. `update_phase`: reference log-probs (frozen initial model; when kl_coef != 0 or log_kl), then
+   `epochs` passes over `minibatches` strided minibatches of the rollout rows, one optimizer
+   update each (`lax.scan`), each minibatch's gradient accumulated exactly over `microbatches`
+   (the loss of the four aggregation modes is linear in per-microbatch partial sums, so each
+   microbatch's loss is rescaled by its share of the minibatch's normaliser). The "old"
+   log-probs are the sampler's, so in the first minibatch the importance ratio is exactly 1 up to
+   float rounding (`policy/ratio_dev_first` = max |ratio - 1| there). A minibatch whose loss or
+   gradient norm is not finite leaves params and optimizer state unchanged (counted in
+   `skipped`).
+
+Log-probs of the response under the policy are recomputed on the sequence [prompt block P |
+response M]: prompt padding is segment 0 (never attended), response token t sits at position
+prompt_length + t (the sampler's positions), and the hidden state that predicts response token t
+is gathered (position prompt_length - 1 for t = 0, else the previous response token), so the
+output head runs on M positions only.
+
+Reward token ids: in-graph rewards compare token ids. BPE / sentencepiece vocabularies often
+merge the closing brace with what follows ("}." in the toy tokenizer, "}$" in Qwen's); every id
+in `RewardSpec.close_ids` is mapped to the first one before the rewards see the tokens.
+
+Metrics (scalars): reward/mean, reward/std, reward/true_mean, reward/agreement (share of trained
+samples where (reward > 0.5) equals the ground truth; for binary rewards the two agree),
+reward/zero_var_frac, response/length_mean, response/clip_frac (no stop token within
+max_new_tokens), policy/entropy (mean token entropy of the rollout policy over valid tokens),
+policy/kl (mean of the configured estimator over loss tokens), policy/clip_frac,
+policy/dual_clip_frac, policy/ratio_mean, policy/ratio_max, policy/ratio_dev_first, pg_loss,
+loss, grad_norm (pre-clip, mean over updates), lr (of the first update), skipped (updates
+skipped as non-finite), num_updates.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from typing import Any, Callable, Mapping
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from rlvr_jax import sampling, sharding
+from rlvr_jax.model import transformer
+from rlvr_jax.model.config import ModelConfig
+from rlvr_jax.rl import advantages as adv_lib
+from rlvr_jax.rl import losses
+from rlvr_jax.rl import noise as noise_lib
+from rlvr_jax.rl import rewards as rewards_lib
+from rlvr_jax.train import steps as train_steps
+from rlvr_jax.train.optim import Optimizer
+from rlvr_jax.train.state import TrainState
+
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+DYNAMIC_SAMPLING = ("none", "mask")
+_TOKEN_MEAN_KEYS = ("kl", "clip_frac", "dual_clip_frac", "ratio_mean")
+MAJORITY = "majority_vote"
+
+
+# ---------------------------------------------------------------------------------- settings
+@dataclasses.dataclass(frozen=True)
+class RLSettings:
+  """Static settings of the RL step (hashable).
+
+  Sampling: group_size G (samples trained on per prompt), vote_samples V (samples drawn per
+  prompt, V >= G; 0 = G; V > G only with the majority_vote reward), max_new_tokens, temperature,
+  top_k, top_p, eos_ids, pad_id. Loss: estimator (grpo | dr_grpo | rloo | reinforce_pp),
+  clip_low, clip_high, dual_clip (None or > 1), kl_coef, kl_estimator (k1 | k2 | k3), agg (one
+  of rl.AGGREGATIONS), entropy_coef. Updates: minibatches (optimizer updates per epoch),
+  epochs (passes over the rollout), microbatches (gradient accumulation per minibatch).
+  dynamic_sampling: "none" | "mask" (drop zero-variance groups from the loss). log_kl: compute
+  reference log-probs (and policy/kl) even when kl_coef == 0.
+  """
+  group_size: int
+  max_new_tokens: int
+  pad_id: int
+  eos_ids: tuple[int, ...] = ()
+  vote_samples: int = 0
+  temperature: float = 1.0
+  top_k: int = 0
+  top_p: float = 1.0
+  estimator: str = "grpo"
+  clip_low: float = 0.2
+  clip_high: float = 0.2
+  dual_clip: float | None = None
+  kl_coef: float = 0.0
+  kl_estimator: str = "k3"
+  agg: str = "token-mean"
+  entropy_coef: float = 0.0
+  minibatches: int = 1
+  epochs: int = 1
+  microbatches: int = 1
+  dynamic_sampling: str = "none"
+  log_kl: bool = True
+
+  def __post_init__(self):
+    problems = []
+    for name in ("group_size", "max_new_tokens", "minibatches", "epochs", "microbatches"):
+      v = getattr(self, name)
+      if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        problems.append(f"{name}={v!r} must be an integer >= 1")
+    if isinstance(self.vote_samples, bool) or not isinstance(self.vote_samples, int) \
+        or self.vote_samples < 0:
+      problems.append(f"vote_samples={self.vote_samples!r} must be an integer >= 0 (0 = group_size)")
+    elif self.vote_samples and self.vote_samples < self.group_size:
+      problems.append(f"vote_samples={self.vote_samples} must be >= group_size={self.group_size} "
+                      f"(votes come from V samples, G of them are trained on)")
+    if not self.temperature > 0:
+      problems.append(f"temperature={self.temperature!r} must be > 0 for RL (greedy rollouts "
+                      f"have no log-probs)")
+    if self.estimator not in adv_lib.ADVANTAGE_ESTIMATORS:
+      problems.append(f"estimator={self.estimator!r} is not one of "
+                      f"{sorted(adv_lib.ADVANTAGE_ESTIMATORS)}")
+    if self.agg not in losses.AGGREGATIONS:
+      problems.append(f"agg={self.agg!r} is not one of {sorted(losses.AGGREGATIONS)}")
+    if self.kl_estimator not in losses.KL_ESTIMATORS:
+      problems.append(f"kl_estimator={self.kl_estimator!r} is not one of "
+                      f"{sorted(losses.KL_ESTIMATORS)}")
+    if self.dual_clip is not None and not self.dual_clip > 1.0:
+      problems.append(f"dual_clip={self.dual_clip!r} must be None (off) or > 1 (the paper: 3.0)")
+    for name in ("clip_low", "clip_high", "kl_coef", "entropy_coef"):
+      if not getattr(self, name) >= 0:
+        problems.append(f"{name}={getattr(self, name)!r} must be >= 0")
+    if self.dynamic_sampling not in DYNAMIC_SAMPLING:
+      hint = (" ('resample' is not implemented yet: use 'mask')"
+              if self.dynamic_sampling == "resample" else "")
+      problems.append(f"dynamic_sampling={self.dynamic_sampling!r} is not one of "
+                      f"{DYNAMIC_SAMPLING}{hint}")
+    if problems:
+      raise ValueError("bad RL settings: " + "; ".join(problems))
+
+  @property
+  def samples_per_prompt(self) -> int:
+    """V: rows the sampler draws per prompt."""
+    return self.vote_samples or self.group_size
+
+  def sample_config(self) -> sampling.SampleConfig:
+    return sampling.SampleConfig(max_new_tokens=self.max_new_tokens, pad_id=self.pad_id,
+                                 eos_ids=tuple(self.eos_ids), temperature=float(self.temperature),
+                                 top_k=self.top_k, top_p=float(self.top_p),
+                                 num_samples=self.samples_per_prompt)
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardSpec:
+  """What the reward trained on is: {name: weight} over rl.REWARDS, shared static options (token
+  ids, found by `reward_options` from a tokenizer), an optional noise model over the weighted
+  sum (`noise` a name of rl.NOISE_MODELS, `noise_params` its rates as (name, value) pairs), and
+  `close_ids` (ids that close a \\boxed{}, mapped to close_ids[0] before rewards see tokens).
+
+  "majority_vote" is computed here for any V >= G (pseudo-label = most common boxed answer
+  among the V samples of a prompt; reward = boxed_answer_match of each kept sample against it).
+  """
+  weights: tuple[tuple[str, float], ...]
+  options: tuple[tuple[str, Any], ...] = ()
+  noise: str = ""
+  noise_params: tuple[tuple[str, float], ...] = ()
+  close_ids: tuple[int, ...] = ()
+  max_answer_len: int = 32
+
+  @staticmethod
+  def make(weights: Mapping[str, float], options: Mapping[str, Any] | None = None, *,
+           noise: str = "", noise_params: Mapping[str, float] | None = None,
+           close_ids=(), max_answer_len: int = 32) -> "RewardSpec":
+    """A RewardSpec from dicts; checks every name and option now (before anything compiles)."""
+    weights = {str(k): float(v) for k, v in dict(weights).items() if float(v) != 0.0}
+    options = dict(options or {})
+    spec = RewardSpec(weights=tuple(sorted(weights.items())),
+                      options=tuple(sorted((k, _freeze(v)) for k, v in options.items())),
+                      noise=noise or "", noise_params=tuple(sorted((noise_params or {}).items())),
+                      close_ids=tuple(int(i) for i in close_ids), max_answer_len=int(max_answer_len))
+    spec.check()
+    return spec
+
+  @property
+  def names(self) -> tuple[str, ...]:
+    return tuple(k for k, _ in self.weights)
+
+  @property
+  def needs_labels(self) -> bool:
+    return any(n in rewards_lib.LABEL_REWARDS for n in self.names)
+
+  def check(self) -> None:
+    if not self.weights:
+      raise ValueError(f"no reward selected: give reward.weights {{name: weight}} with names from "
+                       f"{sorted(rewards_lib.REWARDS)}")
+    for name in self.names:
+      rewards_lib.get_reward(name)   # unknown name -> ValueError listing the choices
+    if self.noise and self.noise not in noise_lib.NOISE_MODELS:
+      raise ValueError(f"unknown reward noise model {self.noise!r}; choose one of "
+                       f"{sorted(noise_lib.NOISE_MODELS)} or '' for none")
+    self._build_plain()              # missing / unused options -> ValueError naming them
+    if MAJORITY in self.names:
+      self._majority_options()
+
+  def _plain_weights(self) -> dict[str, float]:
+    return {n: w for n, w in self.weights if n != MAJORITY}
+
+  def _build_plain(self):
+    weights = self._plain_weights()
+    if not weights:
+      return None
+    opts = dict(self.options)
+    accepted = set()
+    for name in weights:
+      accepted |= _keyword_options(rewards_lib.REWARDS[name])
+    return rewards_lib.combine_rewards(weights, **{k: v for k, v in opts.items() if k in accepted})
+
+  def _majority_options(self) -> dict[str, Any]:
+    opts = dict(self.options)
+    missing = [k for k in ("boxed_ids", "close_id") if k not in opts]
+    if missing:
+      raise ValueError(f"reward 'majority_vote' needs option(s) {missing} (token ids of "
+                       f"'\\\\boxed{{' and '}}')")
+    return {k: opts[k] for k in ("boxed_ids", "close_id", "open_brace_id") if k in opts}
+
+
+def _freeze(v):
+  if isinstance(v, (list, tuple)):
+    return tuple(_freeze(x) for x in v)
+  return v
+
+
+def _keyword_options(fn) -> set[str]:
+  return {p.name for p in inspect.signature(fn).parameters.values()
+          if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+@dataclasses.dataclass(frozen=True)
+class RLSpec:
+  """Everything static about an RL step: the model, the optimizer, the settings, the reward."""
+  cfg: ModelConfig
+  optimizer: Optimizer
+  settings: RLSettings
+  rewards: RewardSpec
+
+  def __post_init__(self):
+    s = self.settings
+    if s.vote_samples > s.group_size and MAJORITY not in self.rewards.names:
+      raise ValueError(f"vote_samples={s.vote_samples} > group_size={s.group_size} only makes "
+                       f"sense with the majority_vote reward (reward.weights has "
+                       f"{list(self.rewards.names)}); set vote_samples=0")
+    sampling._check_against_model(self.cfg, s.sample_config())  # pad / eos ids in the vocabulary
+
+
+def reward_options(tokenizer, names, *, max_answer_len: int = 32,
+                   think_open: str = "<think>", think_close: str = "</think>") -> dict[str, Any]:
+  """Static token-id options for the chosen rewards and the ground-truth reward, from a tokenizer.
+
+  Always: boxed_ids (the ids of "\\boxed{"), close_id (the id of "}"), open_brace_id (the id of
+  "{" when it is a single token of its own); think_open_ids / think_close_ids and max_answer_len
+  when a chosen reward takes them. Each reward receives only the options it accepts.
+  """
+  accepted = set()
+  for name in names:
+    if name != MAJORITY:
+      accepted |= _keyword_options(rewards_lib.get_reward(name))
+  out: dict[str, Any] = {"boxed_ids": tuple(tokenizer.encode("\\boxed{"))}
+  ids = tokenizer.encode("}")
+  if len(ids) != 1:
+    raise ValueError(f"the tokenizer encodes '}}' as {ids}, not one token; the in-graph boxed "
+                     f"verifier needs a single close-brace id")
+  out["close_id"] = ids[0]
+  ids = tokenizer.encode("{")
+  if len(ids) == 1 and ids[0] not in out["boxed_ids"]:
+    out["open_brace_id"] = ids[0]
+  if "think_close_ids" in accepted:
+    out["think_close_ids"] = tuple(tokenizer.encode(think_close))
+  if "think_open_ids" in accepted:
+    out["think_open_ids"] = tuple(tokenizer.encode(think_open))
+  if "max_answer_len" in accepted:
+    out["max_answer_len"] = int(max_answer_len)
+  return out
+
+
+def close_brace_ids(tokenizer) -> tuple[int, ...]:
+  """The id of "}" first, then every other vocabulary entry that starts with "}" ("}.", "}$")."""
+  first = tokenizer.encode("}")
+  ids = list(first[:1])
+  for i in range(tokenizer.vocab_size):
+    try:
+      piece = tokenizer.id_to_token(i)
+    except Exception:  # noqa: BLE001 - unused ids in some vocabularies
+      continue
+    if piece and piece.lstrip("\u2581\u0120").startswith("}") and i not in ids:
+      ids.append(i)
+  return tuple(ids)
+
+
+# ---------------------------------------------------------------------------------- pytrees
+@flax.struct.dataclass
+class Rollout:
+  """Sampled responses, R rows (samples of one prompt contiguous): tokens int32[R, M] (pad after
+  the stop token), lengths int32[R] (stop token included), logprobs / entropy / self_certainty
+  float32[R, M] from the sampler (0 after a row ends)."""
+  tokens: jax.Array
+  lengths: jax.Array
+  logprobs: jax.Array
+  entropy: jax.Array
+  self_certainty: jax.Array
+
+  def valid_mask(self) -> jax.Array:
+    m = self.tokens.shape[1]
+    return (jnp.arange(m)[None, :] < self.lengths[:, None]).astype(jnp.float32)
+
+
+@flax.struct.dataclass
+class Scored:
+  """What the update needs besides the rollout: rewards float32[N] (trained on), advantages
+  float32[N], loss_mask float32[N, M]."""
+  rewards: jax.Array
+  advantages: jax.Array
+  loss_mask: jax.Array
+
+
+# ---------------------------------------------------------------------------------- phase 1
+def sample_phase(params, prompts_BP, prompt_lengths_B, key, *, spec: RLSpec) -> Rollout:
+  """B prompts -> a Rollout of B * V rows (the in-graph sampler)."""
+  out = sampling.sample_core(spec.cfg, params, prompts_BP, prompt_lengths_B, key,
+                             spec.settings.sample_config())
+  return Rollout(tokens=out.tokens, lengths=out.lengths, logprobs=out.logprobs,
+                 entropy=out.entropy, self_certainty=out.self_certainty)
+
+
+# ---------------------------------------------------------------------------------- phase 2
+def _reward_view(rollout: Rollout, close_ids: tuple[int, ...]) -> rewards_lib.RolloutBatch:
+  tokens = rollout.tokens
+  if len(close_ids) > 1:
+    tokens = jnp.where(jnp.isin(tokens, jnp.asarray(close_ids[1:], jnp.int32)), close_ids[0],
+                       tokens)
+  return rewards_lib.RolloutBatch(tokens=tokens, lengths=rollout.lengths,
+                                  logprobs=rollout.logprobs, entropy=rollout.entropy,
+                                  self_certainty=rollout.self_certainty)
+
+
+def _keep_first(x, b: int, v: int, g: int):
+  """Rows [B*V, ...] -> the first g samples of each prompt, [B*g, ...]."""
+  if v == g:
+    return x
+  return x.reshape(b, v, *x.shape[1:])[:, :g].reshape(b * g, *x.shape[1:])
+
+
+def _check_rows(n: int, b: int, s: RLSettings) -> None:
+  v = s.samples_per_prompt
+  if n % v or n // v != b:
+    raise ValueError(f"the rollout has {n} rows but the batch has {b} prompts and "
+                     f"vote_samples/group_size gives {v} samples per prompt: the group size "
+                     f"must divide the rollout into one group per prompt")
+
+
+def score_phase(rollout: Rollout, batch: Batch, key, *, spec: RLSpec
+                ) -> tuple[Rollout, Scored, Metrics]:
+  """Rewards, ground-truth reward, advantages and loss mask of a Rollout (B * V rows).
+
+  Returns (the rollout of the B * G trained rows, Scored, metrics). Shapes and names are checked
+  at trace time: a group size that does not split the rows into one group per prompt, or a
+  label reward without `answer_tokens`, fails before anything compiles.
+  """
+  s, rs = spec.settings, spec.rewards
+  b = batch["prompt_tokens"].shape[0]
+  n_all = rollout.tokens.shape[0]
+  _check_rows(n_all, b, s)
+  v, g = s.samples_per_prompt, s.group_size
+  labels_BA = batch.get("answer_tokens")
+  if rs.needs_labels and labels_BA is None:
+    raise ValueError(f"reward(s) {[n for n in rs.names if n in rewards_lib.LABEL_REWARDS]} "
+                     f"compare with labels but the batch has no 'answer_tokens': the dataset "
+                     f"has no labels; use a labelled dataset or a proxy reward (majority_vote, "
+                     f"self_certainty, neg_entropy, seq_loglik)")
+  view_all = _reward_view(rollout, rs.close_ids)
+  kept = jax.tree.map(lambda x: _keep_first(x, b, v, g), rollout)
+  view = jax.tree.map(lambda x: _keep_first(x, b, v, g), view_all)
+  n = b * g
+  k_plain, k_noise = jax.random.split(key)
+
+  total_N = jnp.zeros((n,), jnp.float32)
+  plain = rs._build_plain()
+  if plain is not None:
+    labels_NA = None if labels_BA is None else jnp.repeat(jnp.asarray(labels_BA, jnp.int32), g, 0)
+    total_N = total_N + plain(view, labels_NA, k_plain)
+  weights = dict(rs.weights)
+  if MAJORITY in weights:
+    opts = rs._majority_options()
+    answers_NA, ok_N = rewards_lib.extract_boxed_tokens(
+        view_all.tokens, view_all.lengths, max_answer_len=rs.max_answer_len, **opts)
+    pseudo_BA = rewards_lib.majority_vote_labels(answers_NA.reshape(b, v, -1), ok_N.reshape(b, v))
+    match_N = rewards_lib.boxed_answer_match(view, jnp.repeat(pseudo_BA, g, 0), **opts)
+    total_N = total_N + weights[MAJORITY] * match_N
+  if rs.noise:
+    params = dict(rs.noise_params)
+    if rs.noise == "group_flip":
+      params.setdefault("group_size", g)
+    total_N = noise_lib.apply_noise(rs.noise, total_N, k_noise, **params)
+  rewards_N = total_N
+
+  advantages_N = adv_lib.compute_advantages(rewards_N, g, s.estimator)
+  varied_N = adv_lib.nonzero_variance_mask(rewards_N, g)
+  valid_NM = kept.valid_mask()
+  loss_mask_NM = valid_NM * varied_N[:, None] if s.dynamic_sampling == "mask" else valid_NM
+
+  f32 = jnp.float32
+  nan = jnp.asarray(jnp.nan, f32)
+  metrics = {"reward/mean": jnp.mean(rewards_N), "reward/std": jnp.std(rewards_N),
+             "reward/zero_var_frac": 1.0 - jnp.mean(varied_N),
+             "response/length_mean": jnp.mean(kept.lengths.astype(f32)),
+             "response/clip_frac": jnp.mean(_clipped(kept, s).astype(f32)),
+             "policy/entropy": losses.aggregate(kept.entropy, valid_NM, "token-mean"),
+             "reward/true_mean": nan, "reward/agreement": nan}
+  true_BA = batch.get("true_answer_tokens")
+  if true_BA is not None:
+    opts = {k: v for k, v in dict(rs.options).items() if k in ("boxed_ids", "close_id",
+                                                                "open_brace_id")}
+    if "boxed_ids" in opts and "close_id" in opts:
+      true_N = rewards_lib.boxed_answer_match(view, jnp.repeat(jnp.asarray(true_BA, jnp.int32),
+                                                               g, 0), **opts)
+      metrics["reward/true_mean"] = jnp.mean(true_N)
+      metrics["reward/agreement"] = jnp.mean(((rewards_N > 0.5) == (true_N > 0.5)).astype(f32))
+  return kept, Scored(rewards=rewards_N, advantages=advantages_N, loss_mask=loss_mask_NM), metrics
+
+
+def _clipped(rollout: Rollout, s: RLSettings) -> jax.Array:
+  """bool[N]: the row used all max_new_tokens without ending on a stop token."""
+  m = rollout.tokens.shape[1]
+  last = jnp.take_along_axis(rollout.tokens, jnp.clip(rollout.lengths - 1, 0, m - 1)[:, None],
+                             axis=1)[:, 0]
+  stopped = jnp.isin(last, jnp.asarray(s.eos_ids or (-1,), jnp.int32))
+  return (rollout.lengths >= m) & ~stopped
+
+
+# ---------------------------------------------------------------------------------- phase 3
+def sequence_inputs(prompts_NP, prompt_lengths_N, responses_NM):
+  """(tokens, positions, segment_ids, gather index) of the sequences [prompt block | response].
+
+  Prompt padding is segment 0 (never attended by real tokens); response token t sits at
+  position prompt_length + t. gather_NM[r, t] is the index whose hidden state predicts response
+  token t: prompt_length - 1 for t = 0, else P + t - 1.
+  """
+  n, p = prompts_NP.shape
+  m = responses_NM.shape[1]
+  tokens = jnp.concatenate([prompts_NP, responses_NM], axis=1).astype(jnp.int32)
+  pidx = jnp.arange(p, dtype=jnp.int32)[None, :]
+  ridx = jnp.arange(m, dtype=jnp.int32)[None, :]
+  in_prompt_NP = pidx < prompt_lengths_N[:, None]
+  positions = jnp.concatenate([jnp.broadcast_to(pidx, (n, p)),
+                               prompt_lengths_N[:, None] + ridx], axis=1)
+  segments = jnp.concatenate([in_prompt_NP.astype(jnp.int32), jnp.ones((n, m), jnp.int32)], 1)
+  gather_NM = jnp.where(ridx == 0, prompt_lengths_N[:, None] - 1, p + ridx - 1)
+  return tokens, positions, segments, gather_NM
+
+
+def _head_logits(cfg: ModelConfig, params, x_NMD):
+  """The output head (lm_head or tied embedding) on final-normed hidden states -> float32."""
+  x = x_NMD.astype(cfg.jnp_dtype)
+  if cfg.tie_embeddings:
+    w_VD = params["embed_tokens"]["embedding"].astype(cfg.jnp_dtype)
+    logits = jnp.einsum("nmd,vd->nmv", x, w_VD)
+  else:
+    logits = jnp.einsum("nmd,dv->nmv", x, params["lm_head"]["kernel"].astype(cfg.jnp_dtype))
+  return nn.with_logical_constraint(logits.astype(jnp.float32),
+                                    ("act_batch", "act_length", "act_vocab"))
+
+
+def response_logprobs(cfg: ModelConfig, params, prompts_NP, prompt_lengths_N, responses_NM,
+                      temperature: float = 1.0):
+  """(logp float32[N, M], entropy float32[N, M]) of each response token under `params`, with the
+  sampler's definition (softmax(logits / temperature)); values past a row's length are garbage
+  to be masked."""
+  tokens, positions, segments, gather_NM = sequence_inputs(prompts_NP, prompt_lengths_N,
+                                                          responses_NM)
+  hidden_NLD, _ = transformer.Decoder(cfg).apply({"params": params}, tokens, positions, segments,
+                                                 None, return_hidden=True)
+  hidden_NMD = jnp.take_along_axis(hidden_NLD, gather_NM[:, :, None], axis=1)
+  logits_NMV = _head_logits(cfg, params, hidden_NMD)
+  return losses.token_logprobs_and_entropy(logits_NMV, responses_NM, temperature)
+
+
+def _agg_count(mask_NM, agg: str):
+  """The normaliser of aggregation `agg` on these rows (before the max(., 1) clamp)."""
+  if agg == "token-mean":
+    return jnp.sum(mask_NM)
+  if agg == "seq-mean-token-sum-norm":
+    return jnp.asarray(float(mask_NM.size), jnp.float32)
+  return jnp.sum((jnp.sum(mask_NM, axis=1) > 0).astype(jnp.float32))
+
+
+def _split(tree, k: int, mesh):
+  if k == 1:
+    return jax.tree.map(lambda x: x[None], tree)
+  return train_steps.split_microbatches(tree, k, mesh)
+
+
+def update_phase(state: TrainState, ref_params, rollout: Rollout, scored: Scored, prompts_BP,
+                 prompt_lengths_B, *, spec: RLSpec, mesh: Mesh | None = None
+                 ) -> tuple[TrainState, Metrics]:
+  """`epochs` x `minibatches` optimizer updates on the clipped policy-gradient loss.
+
+  rollout: the B * G trained rows; scored: their advantages and loss mask; prompts: the B
+  prompts. Returns the new state (step + 1) and the metrics of the module docstring.
+  """
+  s, cfg, opt = spec.settings, spec.cfg, spec.optimizer
+  b = prompts_BP.shape[0]
+  n = rollout.tokens.shape[0]
+  if n != b * s.group_size:
+    raise ValueError(f"update_phase: {n} rollout rows for {b} prompts x group_size "
+                     f"{s.group_size}")
+  k_mb, k_micro = s.minibatches, s.microbatches
+  if n % (k_mb * k_micro):
+    raise ValueError(f"the rollout's {n} rows (prompts x group_size) do not divide into "
+                     f"minibatches={k_mb} x microbatches={k_micro}; change them so their product "
+                     f"divides {n}")
+  rows = {"prompts": jnp.repeat(jnp.asarray(prompts_BP, jnp.int32), s.group_size, 0),
+          "prompt_lengths": jnp.repeat(jnp.asarray(prompt_lengths_B, jnp.int32), s.group_size, 0),
+          "tokens": rollout.tokens, "old_logp": rollout.logprobs,
+          "advantages": scored.advantages, "mask": scored.loss_mask}
+  with_ref = s.kl_coef != 0 or s.log_kl
+  if with_ref:
+    def ref_fn(mb):
+      logp, _ = response_logprobs(cfg, ref_params, mb["prompts"], mb["prompt_lengths"],
+                                  mb["tokens"], s.temperature)
+      return logp
+    chunks = k_mb * k_micro
+    inputs = {k: rows[k] for k in ("prompts", "prompt_lengths", "tokens")}
+    if chunks == 1:
+      ref_NM = ref_fn(inputs)
+    else:   # one microbatch at a time (memory), rows back in their order
+      ref_NM = _unsplit(jax.lax.map(ref_fn, _split(inputs, chunks, mesh)), chunks)
+    rows["ref_logp"] = jax.lax.stop_gradient(ref_NM)
+
+  def micro_loss(params, mb, denom):
+    """This microbatch's share of the minibatch loss, and its metric sums."""
+    logp, ent = response_logprobs(cfg, params, mb["prompts"], mb["prompt_lengths"], mb["tokens"],
+                                  s.temperature)
+    loss, m = losses.policy_loss(
+        logp, mb["old_logp"], mb["advantages"], mb["mask"], clip_low=s.clip_low,
+        clip_high=s.clip_high, dual_clip=s.dual_clip, ref_logprobs=mb.get("ref_logp"),
+        kl_coef=s.kl_coef, kl_estimator=s.kl_estimator, agg=s.agg,
+        entropy=ent if s.entropy_coef else None, entropy_coef=s.entropy_coef)
+    weight = _agg_count(mb["mask"], s.agg) / denom
+    valid = mb["mask"] > 0
+    ratio = jax.lax.stop_gradient(jnp.exp(jnp.clip(logp - mb["old_logp"], -20.0, 20.0)))
+    tokens = jnp.sum(mb["mask"])
+    aux = {"sums": {k: m[k] * tokens for k in _TOKEN_MEAN_KEYS},
+           "pg_loss": m["pg_loss"] * weight, "tokens": tokens,
+           "ratio_max": jnp.max(jnp.where(valid, ratio, 0.0)),
+           "ratio_dev": jnp.max(jnp.where(valid, jnp.abs(ratio - 1.0), 0.0))}
+    return loss * weight, aux
+
+  value_and_grad = jax.value_and_grad(micro_loss, has_aux=True)
+
+  def minibatch_update(carry, mb):
+    params, opt_state = carry
+    denom = jnp.maximum(_agg_count(mb["mask"], s.agg), 1.0)
+
+    def body(acc, one):
+      g_acc, loss_acc, aux_acc = acc
+      (loss, aux), g = value_and_grad(params, one, denom)
+      g_acc = jax.tree.map(lambda a, x: a + x.astype(jnp.float32), g_acc, g)
+      aux_acc = {"sums": jax.tree.map(jnp.add, aux_acc["sums"], aux["sums"]),
+                 "pg_loss": aux_acc["pg_loss"] + aux["pg_loss"],
+                 "tokens": aux_acc["tokens"] + aux["tokens"],
+                 "ratio_max": jnp.maximum(aux_acc["ratio_max"], aux["ratio_max"]),
+                 "ratio_dev": jnp.maximum(aux_acc["ratio_dev"], aux["ratio_dev"])}
+      return (g_acc, loss_acc + loss, aux_acc), None
+
+    zero = jnp.zeros((), jnp.float32)
+    zeros_g = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+    zero_aux = {"sums": {k: zero for k in _TOKEN_MEAN_KEYS}, "pg_loss": zero, "tokens": zero,
+                "ratio_max": zero, "ratio_dev": zero}
+    init = (zeros_g, zero, zero_aux)
+    if k_micro == 1:
+      (grads, loss, aux), _ = body(init, mb)
+    else:
+      (grads, loss, aux), _ = jax.lax.scan(body, init, _split(mb, k_micro, mesh))
+    grads = jax.tree.map(lambda gr, p: gr.astype(p.dtype), grads, params)
+    grad_norm = optax.tree.norm(grads)
+    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    lr = jnp.asarray(opt.learning_rate(opt_state), jnp.float32)
+    updates, new_opt_state = opt.tx.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
+    params = jax.tree.map(keep, new_params, params)
+    opt_state = jax.tree.map(keep, new_opt_state, opt_state)
+    out = {k: v / jnp.maximum(aux["tokens"], 1.0) for k, v in aux["sums"].items()}
+    out.update(loss=loss, pg_loss=aux["pg_loss"], grad_norm=grad_norm, lr=lr,
+               skipped=(~ok).astype(jnp.int32), ratio_max=aux["ratio_max"],
+               ratio_dev=aux["ratio_dev"], tokens=aux["tokens"])
+    return (params, opt_state), out
+
+  carry = (state.params, state.opt_state)
+  if s.epochs * k_mb == 1:
+    (params, opt_state), per = minibatch_update(carry, rows)
+    per = jax.tree.map(lambda x: x[None], per)
+  else:
+    minibatches = _split(rows, k_mb, mesh)
+    if s.epochs > 1:
+      minibatches = jax.tree.map(
+          lambda x: jnp.broadcast_to(x[None], (s.epochs, *x.shape)).reshape(
+              s.epochs * k_mb, *x.shape[1:]), minibatches)
+    (params, opt_state), per = jax.lax.scan(minibatch_update, carry, minibatches)
+
+  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+  w = per["tokens"] / jnp.maximum(jnp.sum(per["tokens"]), 1.0)
+  metrics = {"loss": jnp.mean(per["loss"]), "grad_norm": jnp.mean(per["grad_norm"]),
+             "lr": per["lr"][0], "skipped": jnp.sum(per["skipped"]),
+             "num_updates": jnp.asarray(s.epochs * k_mb, jnp.int32),
+             "policy/clip_frac": jnp.sum(w * per["clip_frac"]),
+             "policy/dual_clip_frac": jnp.sum(w * per["dual_clip_frac"]),
+             "policy/ratio_mean": jnp.sum(w * per["ratio_mean"]),
+             "policy/ratio_max": jnp.max(per["ratio_max"]),
+             "policy/ratio_dev_first": per["ratio_dev"][0],
+             "policy/kl": jnp.sum(w * per["kl"]),
+             "pg_loss": jnp.mean(per["pg_loss"])}
+  if not with_ref:
+    metrics["policy/kl"] = jnp.asarray(jnp.nan, jnp.float32)
+  return new_state, metrics
+
+
+def _unsplit(x_KbM, k: int):
+  """Inverse of the strided split: [k, N/k, ...] -> [N, ...] (row j*k + i from [i, j])."""
+  if k == 1:
+    return x_KbM[0]
+  kk, nb = x_KbM.shape[:2]
+  return jnp.swapaxes(x_KbM, 0, 1).reshape(kk * nb, *x_KbM.shape[2:])
+
+
+# ---------------------------------------------------------------------------------- the step
+def rl_step(state: TrainState, ref_params, batch: Batch, key, *, spec: RLSpec,
+            mesh: Mesh | None = None) -> tuple[TrainState, Metrics]:
+  """One RL step: sample → score → update (the three phases composed). Pure; jit it."""
+  k_sample, k_reward = step_keys(key)
+  rollout = sample_phase(state.params, batch["prompt_tokens"], batch["prompt_lengths"], k_sample,
+                         spec=spec)
+  kept, scored, m_score = score_phase(rollout, batch, k_reward, spec=spec)
+  state, m_update = update_phase(state, ref_params, kept, scored, batch["prompt_tokens"],
+                                 batch["prompt_lengths"], spec=spec, mesh=mesh)
+  return state, {**m_score, **m_update}
+
+
+def step_keys(key):
+  """(sample key, reward key) of a step key: `rl_step` and the split phases use the same."""
+  return jax.random.split(key)
+
+
+# ---------------------------------------------------------------------------------- jitting
+def _under_mesh(fn: Callable, mesh: Mesh) -> Callable:
+  @functools.wraps(fn)
+  def wrapped(*args):
+    with sharding.activate(mesh):
+      return fn(*args)
+  wrapped.jitted = fn
+  return wrapped
+
+
+def jit_rl_step(spec: RLSpec, mesh: Mesh, shardings: TrainState) -> Callable:
+  """`step(state, ref_params, batch, key) -> (state, metrics)` jitted over the mesh: the state
+  donated, batch rows over (data, fsdp), ref params on the parameter shardings, metrics
+  replicated."""
+  rows = train_steps.batch_sharding(mesh)
+  rep = sharding.replicated(mesh)
+  fn = functools.partial(rl_step, spec=spec, mesh=mesh)
+  jitted = jax.jit(fn, in_shardings=(shardings, shardings.params, rows, rep),
+                   out_shardings=(shardings, rep), donate_argnums=(0,))
+  return _under_mesh(jitted, mesh)
+
+
+@dataclasses.dataclass(frozen=True)
+class Phases:
+  """The three jitted phases (observable one by one, for the time split):
+
+    rollout = sample(params, prompts, prompt_lengths, sample_key)
+    kept, scored, metrics = score(rollout, batch, reward_key)
+    state, metrics = update(state, ref_params, kept, scored, prompts, prompt_lengths)
+
+  With (sample_key, reward_key) = step_keys(key) they compute exactly `rl_step`.
+  """
+  sample: Callable
+  score: Callable
+  update: Callable
+
+
+def jit_rl_phases(spec: RLSpec, mesh: Mesh, shardings: TrainState) -> Phases:
+  rows = train_steps.batch_sharding(mesh)
+  rep = sharding.replicated(mesh)
+  sample = jax.jit(functools.partial(sample_phase, spec=spec),
+                   in_shardings=(shardings.params, rows, rows, rep), out_shardings=rows)
+  score = jax.jit(functools.partial(score_phase, spec=spec), in_shardings=(rows, rows, rep),
+                  out_shardings=(rows, rows, rep))
+  update = jax.jit(functools.partial(update_phase, spec=spec, mesh=mesh),
+                   in_shardings=(shardings, shardings.params, rows, rows, rows, rows),
+                   out_shardings=(shardings, rep), donate_argnums=(0,))
+  return Phases(_under_mesh(sample, mesh), _under_mesh(score, mesh), _under_mesh(update, mesh))
+
+
+__all__ = ["RLSettings", "RewardSpec", "RLSpec", "Rollout", "Scored", "reward_options",
+           "close_brace_ids", "sample_phase", "score_phase", "update_phase", "sequence_inputs",
+           "response_logprobs", "rl_step", "step_keys", "jit_rl_step", "jit_rl_phases", "Phases",
+           "DYNAMIC_SAMPLING"]

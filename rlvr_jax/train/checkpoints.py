@@ -1,0 +1,244 @@
+"""Checkpoints: orbax CheckpointManager for runs, and standalone params-only checkpoints.
+
+Run directory layout:
+
+  WORKDIR/config.json                 resolved run config; "model" holds the resolved ModelConfig
+  WORKDIR/checkpoints/<step>/state    the TrainState (orbax StandardSave; sharded arrays)
+  WORKDIR/checkpoints/<step>/data     the grain iterator state (one JSON per process), when given
+
+Standalone params checkpoint (`save_params` / `restore_params`, used by `rlvr-jax convert`):
+
+  DIR/config.json                     {"model": ModelConfig dict}
+  DIR/params                          the parameter tree (orbax StandardSave)
+
+Saves are asynchronous: arrays are copied off the device when `save` returns and written in the
+background; a step directory appears only once complete (orbax writes to a temporary name and
+renames), so a crash never leaves a half-written checkpoint in place of a good one.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+from jax.sharding import Mesh, NamedSharding, SingleDeviceSharding
+
+from rlvr_jax.model.config import ModelConfig
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+PARAMS_DIR = "params"
+
+
+# ---------------------------------------------------------------------------------- config.json
+def write_config_json(directory: str, config: dict, model_cfg: ModelConfig) -> str:
+  """Writes DIRECTORY/config.json = {**config, "model": model_cfg}; returns the path.
+
+  An existing, different config.json is kept as config.prev-N.json (never overwritten).
+  """
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, CONFIG_FILE)
+  doc = dict(config)
+  doc["model"] = model_cfg.to_dict()
+  text = json.dumps(doc, indent=2, sort_keys=True, default=_json_default)
+  if os.path.exists(path):
+    with open(path) as f:
+      old = f.read()
+    if old == text:
+      return path
+    n = 0
+    while os.path.exists(os.path.join(directory, f"config.prev-{n}.json")):
+      n += 1
+    os.replace(path, os.path.join(directory, f"config.prev-{n}.json"))
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+  return path
+
+
+def _json_default(x):
+  if isinstance(x, (np.integer, np.floating)):
+    return x.item()
+  if isinstance(x, (tuple, set)):
+    return list(x)
+  return str(x)
+
+
+def read_model_config(directory: str) -> ModelConfig:
+  """The ModelConfig recorded in DIRECTORY/config.json (a run dir or a params checkpoint)."""
+  path = os.path.join(directory, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found: {directory} is not a run directory or params "
+                            f"checkpoint written by rlvr_jax")
+  with open(path) as f:
+    doc = json.load(f)
+  if "model" not in doc or not isinstance(doc["model"], dict):
+    raise ValueError(f"{path} has no 'model' entry with the resolved model config")
+  return ModelConfig.from_dict(doc["model"])
+
+
+# ---------------------------------------------------------------------------------- run manager
+class RunCheckpoints:
+  """The checkpoints of one run: keep the last `keep` and the `keep_best` best by `best_metric`.
+
+  `save(step, state, data_iter, metrics)`; `restore(step, target_state, data_iter)`. `metrics`
+  given with a save (held-out loss) rank the checkpoint for best-keeping; saves without them
+  are kept only while among the last `keep`.
+  """
+
+  def __init__(self, workdir: str, *, keep: int = 3, keep_best: int = 1,
+               best_metric: str = "eval/loss", best_mode: str = "min",
+               async_save: bool = True):
+    if keep < 1:
+      raise ValueError(f"keep_checkpoints={keep} must be >= 1")
+    if best_mode not in ("min", "max"):
+      raise ValueError(f"best_mode={best_mode!r} must be 'min' or 'max'")
+    self.directory = epath.Path(workdir) / CHECKPOINT_DIR
+    policies = [ocp.checkpoint_managers.LatestN(n=keep)]
+    if keep_best > 0:
+      policies.append(ocp.checkpoint_managers.BestN(
+          get_metric_fn=lambda m: float(m[best_metric]) if best_metric in m else float("nan"),
+          reverse=best_mode == "min", n=keep_best, keep_checkpoints_without_metrics=False))
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+        enable_async_checkpointing=async_save, create=True, cleanup_tmp_directories=True)
+    self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self.manager.all_steps())
+
+  def save(self, step: int, state: Any, data_iter: Any = None,
+           metrics: dict[str, float] | None = None) -> bool:
+    """Starts an asynchronous save (device→host copy done on return). False if `step` exists."""
+    if step in self.manager.all_steps():
+      return False
+    items = {"state": ocp.args.StandardSave(state)}
+    if data_iter is not None:
+      import grain
+      items["data"] = grain.checkpoint.CheckpointSave(data_iter)
+    metrics = None if metrics is None else {k: float(v) for k, v in metrics.items()}
+    return self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+
+  def restore(self, step: int, target_state: Any, data_iter: Any = None):
+    """(state, data_iter) at `step`, the state on `target_state`'s shardings (ShapeDtypeStructs
+    with shardings, or arrays). The iterator is positioned in place."""
+    items = {"state": ocp.args.StandardRestore(target_state)}
+    if data_iter is not None:
+      import grain
+      if not (self.directory / str(step) / "data").exists():
+        raise ValueError(f"checkpoint {self.directory / str(step)} has no data-iterator state "
+                         f"but the run has a data iterator; cannot resume the data position")
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+    out = self.manager.restore(step, args=ocp.args.Composite(**items))
+    return out["state"], out.get("data") if data_iter is not None else None
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+# ---------------------------------------------------------------------------------- params only
+def _placement(cfg: ModelConfig, shardings: Any = None, mesh: Mesh | None = None):
+  from rlvr_jax import sharding
+  if shardings is not None:
+    return shardings
+  if mesh is not None:
+    return sharding.param_shardings(cfg, mesh)
+  from rlvr_jax.model.transformer import abstract_params
+  import flax.linen as nn
+  one = SingleDeviceSharding(jax.local_devices()[0])
+  return jax.tree.map(lambda _: one, nn.unbox(abstract_params(cfg)))
+
+
+def _abstract_params(cfg: ModelConfig, placement: Any):
+  import flax.linen as nn
+  from rlvr_jax.model.transformer import abstract_params
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      nn.unbox(abstract_params(cfg)), placement)
+
+
+def parse_checkpoint_ref(ref: str) -> tuple[str, int | None]:
+  """'PATH' or 'PATH:STEP' -> (path, step or None)."""
+  path, _, step = ref.rpartition(":")
+  if path and step.isdigit():
+    return path, int(step)
+  return ref, None
+
+
+def run_steps(workdir: str) -> list[int]:
+  """Finished checkpoint steps of a run directory (sorted; [] when none)."""
+  d = epath.Path(workdir) / CHECKPOINT_DIR
+  if not d.exists():
+    return []
+  return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit() and (p / "state").exists())
+
+
+def load_params(workdir: str, step: int | None = None, *, shardings: Any = None,
+                mesh: Mesh | None = None) -> Any:
+  """Parameters of a run's checkpoint (the latest when `step` is None), or of a params-only
+  checkpoint directory (`save_params`). The model config is read from workdir/config.json.
+
+  Placed on `shardings` (a params tree of shardings), else on `mesh`'s parameter shardings, else
+  on the first local device.
+  """
+  return load_model(workdir, step, shardings=shardings, mesh=mesh)[1]
+
+
+def load_model(workdir: str, step: int | None = None, *, shardings: Any = None,
+               mesh: Mesh | None = None) -> tuple[ModelConfig, Any]:
+  """(ModelConfig, params) of a run checkpoint or params-only checkpoint; see `load_params`."""
+  workdir = os.fspath(workdir)
+  if not (epath.Path(workdir) / CHECKPOINT_DIR).exists() and \
+      (epath.Path(workdir) / PARAMS_DIR).exists():
+    if step is not None:
+      raise ValueError(f"{workdir} is a params-only checkpoint; it has no step {step}")
+    return restore_params(workdir, shardings=shardings, mesh=mesh)
+  cfg = read_model_config(workdir)
+  steps = run_steps(workdir)
+  if not steps:
+    raise FileNotFoundError(f"no finished checkpoint under {os.path.join(workdir, CHECKPOINT_DIR)}")
+  if step is None:
+    step = steps[-1]
+  elif step not in steps:
+    raise ValueError(f"{workdir} has no checkpoint at step {step}; available steps: {steps}")
+  target = {"params": _abstract_params(cfg, _placement(cfg, shardings, mesh))}
+  path = epath.Path(workdir) / CHECKPOINT_DIR / str(step) / "state"
+  with ocp.PyTreeCheckpointer() as ckptr:
+    out = ckptr.restore(path, args=ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True))
+  return cfg, out["params"]
+
+
+def save_params(directory: str, cfg: ModelConfig, params: Any) -> str:
+  """Writes a standalone params checkpoint (DIR/params + DIR/config.json). Refuses to overwrite."""
+  path = epath.Path(directory) / PARAMS_DIR
+  if path.exists():
+    raise FileExistsError(f"{path} exists; choose a new directory (checkpoints are never "
+                          f"overwritten)")
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(path, params)
+    ckptr.wait_until_finished()
+  write_config_json(os.fspath(directory), {}, cfg)
+  return os.fspath(directory)
+
+
+def restore_params(directory: str, *, shardings: Any = None,
+                   mesh: Mesh | None = None) -> tuple[ModelConfig, Any]:
+  """(ModelConfig, params) of a `save_params` directory, placed as in `load_params`."""
+  cfg = read_model_config(directory)
+  target = _abstract_params(cfg, _placement(cfg, shardings, mesh))
+  with ocp.StandardCheckpointer() as ckptr:
+    params = ckptr.restore(epath.Path(directory) / PARAMS_DIR, target)
+  return cfg, params

@@ -1,0 +1,433 @@
+"""The CPT / SFT run loop: init or resume, jitted steps, eval, logging, checkpoints, preemption.
+
+`train(config, workdir, stage=..., make_batches=..., make_eval_batches=...)` runs `config.steps`
+updates and returns a status string: "completed", "preempted" (SIGTERM/SIGINT: a checkpoint was
+saved, run the same command again to resume) or "data_exhausted". It raises NonFiniteError after
+`config.max_nonfinite_steps` skipped (non-finite) updates in a row, leaving the checkpoints
+already written intact.
+
+What the loop expects from its inputs:
+  make_batches(config) -> iterator of host batches: dicts of numpy arrays with leading axis
+      config.batch_size // jax.process_count() (this process's rows of the global batch), keys
+      as in rlvr_jax.train.steps (`tokens` int32[B, L] required; `loss_mask`, `segment_ids`,
+      `positions`, `targets` optional). For an exact resume it must be a grain DatasetIterator
+      (or DataLoader iterator): its state is saved with every checkpoint and restored on resume.
+      Other iterators are resumed by skipping the consumed batches.
+  make_eval_batches(config) -> a finite iterable of batches of the same form, called afresh for
+      every evaluation (every config.eval_every steps, and at step 0 of a fresh run).
+
+Run directory: config.json, checkpoints/, metrics.jsonl (append-only; after a resume the steps
+past the restored checkpoint are logged again: the last record of a step wins), tensorboard/.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from typing import Any, Callable, Iterable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rlvr_jax import sharding
+from rlvr_jax.model.config import ModelConfig
+from rlvr_jax.model.sizes import get_model_config
+from rlvr_jax.train import checkpoints as ckpt_lib
+from rlvr_jax.train import optim, steps
+from rlvr_jax.train.state import abstract_state, create_train_state, state_shardings
+
+log = logging.getLogger("rlvr_jax.train")
+
+# Model fields a run config may override (None = keep the size's / checkpoint's value).
+ARCH_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
+               "num_kv_heads", "head_dim", "tie_embeddings", "max_seq_len", "rope_theta")
+NUMERIC_FIELDS = ("dtype", "param_dtype", "remat")
+
+
+class NonFiniteError(RuntimeError):
+  """Too many non-finite updates in a row; the last good checkpoint is left intact."""
+
+
+# ---------------------------------------------------------------------------------- config
+def _get(config, dotted: str, default=None):
+  node = config
+  for part in dotted.split("."):
+    try:
+      node = node[part]
+    except (KeyError, AttributeError, TypeError):
+      return default
+  return default if node is None else node
+
+
+def resolve_model_config(config, base: ModelConfig | None = None) -> ModelConfig:
+  """The run's ModelConfig: `base` (given by the caller), else the init source's (HF directory or
+  checkpoint), else the named size `config.model.size`; then `config.model.*` overrides.
+
+  With an HF / checkpoint source, architecture overrides must agree with it (they cannot change
+  the shapes of loaded weights); numerics (dtype, param_dtype, remat) may change freely.
+  """
+  from_hf = _get(config, "init.from_hf", "")
+  from_ckpt = _get(config, "init.from_checkpoint", "")
+  if from_hf and from_ckpt:
+    raise ValueError("set only one of init.from_hf and init.from_checkpoint")
+  loaded = base is None and bool(from_hf or from_ckpt)
+  if base is None:
+    if from_hf:
+      from rlvr_jax.model import hf
+      base = hf.config_from_hf(hf.read_hf_config(from_hf),
+                               source=os.path.join(from_hf, "config.json"))
+    elif from_ckpt:
+      base = ckpt_lib.read_model_config(ckpt_lib.parse_checkpoint_ref(from_ckpt)[0])
+    else:
+      base = get_model_config(_get(config, "model.size", "toy-1m"))
+  overrides = {}
+  for name in ARCH_FIELDS + NUMERIC_FIELDS:
+    v = _get(config, f"model.{name}")
+    if v is None or (name in ARCH_FIELDS and v == 0 and not isinstance(v, bool)):
+      continue
+    if loaded and name in ARCH_FIELDS and getattr(base, name) != v and name != "max_seq_len":
+      src = from_hf or from_ckpt
+      raise ValueError(f"config.model.{name}={v} differs from {src} ({getattr(base, name)}); "
+                       f"unset it (the loaded weights fix the architecture)")
+    overrides[name] = v
+  return base.replace(**overrides)
+
+
+def validate(config, cfg: ModelConfig, mesh) -> None:
+  """Every check that can fail before anything compiles; messages say which numbers to change."""
+  problems = []
+  for name in ("steps", "batch_size", "seq_len", "log_every", "microbatches"):
+    if int(config[name]) < 1:
+      problems.append(f"{name}={config[name]} must be >= 1")
+  for name in ("eval_every", "checkpoint_every", "max_nonfinite_steps"):
+    if int(config[name]) < 0:
+      problems.append(f"{name}={config[name]} must be >= 0 (0 disables)")
+  if config.seq_len > cfg.max_seq_len:
+    problems.append(f"seq_len={config.seq_len} exceeds the model's max_seq_len={cfg.max_seq_len};"
+                    f" lower seq_len or set model.max_seq_len")
+  if problems:
+    raise ValueError("bad config: " + "; ".join(problems))
+  steps.check_batch(config.batch_size, mesh, config.microbatches)
+  if config.batch_size % jax.process_count():
+    raise ValueError(f"batch_size={config.batch_size} does not divide over "
+                     f"{jax.process_count()} processes; make it a multiple of it")
+  check_model_fits_mesh(cfg, mesh)
+
+
+def check_model_fits_mesh(cfg: ModelConfig, mesh) -> None:
+  """Sharded dimensions divide their mesh axes, and the train state fits in device memory."""
+  t, f = mesh.shape["tensor"], mesh.shape["fsdp"]
+  dims = {"num_heads": cfg.num_heads, "num_kv_heads": cfg.num_kv_heads,
+          "intermediate_size": cfg.intermediate_size, "vocab_size": cfg.vocab_size}
+  for name, v in dims.items():
+    if v % t:
+      raise ValueError(f"model {name}={v} does not divide over mesh.tensor={t}; choose a "
+                       f"mesh.tensor that divides {name}")
+  if cfg.hidden_size % f:
+    raise ValueError(f"model hidden_size={cfg.hidden_size} does not divide over mesh.fsdp={f};"
+                     f" choose a mesh.fsdp that divides it")
+  stats = None
+  try:
+    stats = mesh.devices.flat[0].memory_stats()
+  except Exception:  # noqa: BLE001 - CPU backends have none
+    pass
+  limit = (stats or {}).get("bytes_limit")
+  if limit:
+    n = cfg.num_params()
+    per_device = n * (np.dtype(cfg.param_dtype).itemsize + 8) / (t * f)   # params + Adam μ, ν f32
+    if per_device > 0.9 * limit:
+      raise ValueError(f"the train state needs ~{per_device / 2**30:.1f} GiB per device "
+                       f"({n / 1e9:.2f}B params + Adam) but a device holds "
+                       f"{limit / 2**30:.1f} GiB; raise mesh.fsdp / mesh.tensor or use a "
+                       f"smaller model")
+
+
+def config_to_dict(config) -> dict:
+  return json.loads(config.to_json_best_effort()) if hasattr(config, "to_json_best_effort") \
+      else dict(config)
+
+
+# ---------------------------------------------------------------------------------- logging
+class MetricsLogger:
+  """metrics.jsonl (one object per logged step), TensorBoard scalars, and a tqdm bar.
+
+  Only process 0 writes. Non-finite values are written as null.
+  """
+
+  def __init__(self, workdir: str, *, total: int, initial: int, desc: str,
+               progress: bool = True):
+    self.enabled = jax.process_index() == 0
+    self.file = None
+    self.tb = None
+    self.bar = None
+    if not self.enabled:
+      return
+    self.file = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    try:
+      self.tb = _summary_writer_class()(os.path.join(workdir, "tensorboard"))
+    except ImportError:
+      log.warning("tensorboardX is not installed: no TensorBoard events")
+    if progress:
+      from tqdm import tqdm
+      self.bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True,
+                      file=sys.stderr)
+
+  def write(self, step: int, record: dict[str, float]) -> None:
+    if not self.enabled:
+      return
+    clean = {k: (float(v) if math.isfinite(float(v)) else None) for k, v in record.items()}
+    self.file.write(json.dumps({"step": step, **clean}) + "\n")
+    self.file.flush()
+    if self.tb is not None:
+      for k, v in clean.items():
+        if v is not None:
+          self.tb.add_scalar(k, v, step)
+
+  def progress(self, step: int, loss: float | None, tokens_per_sec: float | None) -> None:
+    if self.bar is None:
+      return
+    self.bar.n = step
+    post = {}
+    if loss is not None:
+      post["loss"] = f"{loss:.4f}"
+    if tokens_per_sec:
+      post["tok/s"] = f"{tokens_per_sec:,.0f}"
+    self.bar.set_postfix(post, refresh=False)
+    self.bar.refresh()
+
+  def close(self) -> None:
+    if self.bar is not None:
+      self.bar.close()
+    if self.tb is not None:
+      self.tb.flush()
+      self.tb.close()
+    if self.file is not None:
+      self.file.close()
+
+
+def _summary_writer_class():
+  """tensorboardX.SummaryWriter, imported without pulling in torch (tensorboardX imports it
+  when present only to accept torch tensors; that costs seconds and memory at start-up)."""
+  if "tensorboardX" in sys.modules or "torch" in sys.modules:
+    from tensorboardX import SummaryWriter
+    return SummaryWriter
+  sys.modules["torch"] = None          # makes `import torch` raise ImportError
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    del sys.modules["torch"]
+  return SummaryWriter
+
+
+@contextlib.contextmanager
+def stop_signals():
+  """Yields a one-element list that becomes [signal number] on SIGTERM/SIGINT (handlers restored
+  on exit). Only installable from the main thread; elsewhere the loop runs without them."""
+  flag: list[int] = []
+  previous = {}
+
+  def handler(signum, frame):
+    del frame
+    if flag and signum == signal.SIGINT:
+      raise KeyboardInterrupt   # a second Ctrl-C stops at once
+    flag.append(signum)
+
+  try:
+    for s in (signal.SIGTERM, signal.SIGINT):
+      previous[s] = signal.signal(s, handler)
+  except ValueError:   # not the main thread
+    pass
+  try:
+    yield flag
+  finally:
+    for s, h in previous.items():
+      signal.signal(s, h)
+
+
+def _any_process(flag: bool) -> bool:
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils
+  return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
+
+
+def put_batch(batch: dict, mesh) -> dict:
+  """Host batch -> global arrays split over (data, fsdp) (multi-process: this process's rows)."""
+  if jax.process_count() == 1:
+    return jax.device_put(batch, steps.batch_sharding(mesh))
+  return sharding.host_local_to_global(batch, mesh)
+
+
+def _is_grain_iterator(it) -> bool:
+  return callable(getattr(it, "get_state", None)) and callable(getattr(it, "set_state", None))
+
+
+# ---------------------------------------------------------------------------------- the loop
+def train(config, workdir: str, *, stage: str,
+          make_batches: Callable[[Any], Iterator[dict]],
+          make_eval_batches: Callable[[Any], Iterable[dict]] | None = None,
+          model_config: ModelConfig | None = None) -> str:
+  """Runs (or resumes) a CPT / SFT run in `workdir`; returns "completed" | "preempted" |
+  "data_exhausted". See the module docstring for what the batch factories must yield."""
+  cfg = resolve_model_config(config, model_config)
+  mesh = sharding.make_mesh((config.mesh.data, config.mesh.fsdp, config.mesh.tensor))
+  validate(config, cfg, mesh)
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    ckpt_lib.write_config_json(workdir, {**config_to_dict(config), "stage": stage}, cfg)
+
+  optimizer = optim.make_optimizer(config.optim, config.steps)
+  shardings = state_shardings(cfg, optimizer, mesh)
+  train_fn = steps.jit_train_step(cfg, optimizer, mesh, shardings,
+                                  microbatches=config.microbatches, z_loss=float(config.z_loss))
+  eval_fn = steps.jit_eval_step(cfg, mesh, shardings.params) if make_eval_batches else None
+  manager = ckpt_lib.RunCheckpoints(workdir, keep=config.keep_checkpoints,
+                                    keep_best=config.keep_best if make_eval_batches else 0)
+  data_iter = make_batches(config)
+  saveable = _is_grain_iterator(data_iter)
+
+  start = manager.latest_step()
+  if start is not None:
+    target = abstract_state(cfg, optimizer, mesh)
+    state, _ = manager.restore(start, target, data_iter if saveable else None)
+    if not saveable:
+      for _ in range(start):
+        next(data_iter)
+    log.info("resumed %s from step %d", workdir, start)
+  else:
+    state = create_train_state(cfg, optimizer, mesh, jax.random.key(config.seed),
+                               _initial_params(config, cfg, mesh))
+    start = 0
+  start = int(start)
+
+  logger = MetricsLogger(workdir, total=config.steps, initial=start, desc=stage,
+                         progress=bool(_get(config, "progress_bar", True)))
+  tokens_per_batch = config.batch_size * config.seq_len
+  max_bad = int(config.max_nonfinite_steps)
+
+  def evaluate(params) -> dict[str, float]:
+    totals = None
+    for batch in make_eval_batches(config):
+      b = int(np.shape(batch["tokens"])[0]) * jax.process_count()
+      steps.check_batch(b, mesh, 1, what="eval batch size")
+      sums = eval_fn(params, put_batch(batch, mesh))
+      totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    if totals is None:
+      raise ValueError("make_eval_batches yielded no batches")
+    t = jax.device_get(totals)
+    n = max(float(t["count"]), 1.0)
+    return {"eval/loss": float(t["nll"]) / n, "eval/accuracy": float(t["correct"]) / n,
+            "eval/num_tokens": float(t["count"])}
+
+  status = "completed"
+  step = start
+  bad_in_row = 0
+  skipped_total = 0
+  evals: dict[int, dict[str, float]] = {}   # eval metrics waiting for their step's record
+  last_ready = None         # host time when the previous step's metrics arrived
+  window: list[float] = []  # clean step times since the last log
+  record: dict[str, float] = {}
+
+  def finish(pending_item, busy_now: bool) -> None:
+    """Pulls one step's metrics to the host, counts skips, logs. The step's time (between the
+    arrivals of consecutive metrics) is kept only when no host work (compile, eval, checkpoint)
+    fell in its interval: neither in its own iteration nor in the one that pulls it."""
+    nonlocal bad_in_row, skipped_total, last_ready, record
+    s, m_dev, busy_then = pending_item
+    clean = not (busy_then or busy_now)
+    m = {k: float(v) for k, v in jax.device_get(m_dev).items()}
+    now = time.perf_counter()
+    if clean and last_ready is not None:
+      window.append(now - last_ready)
+    last_ready = now
+    if m["skipped"]:
+      bad_in_row += 1
+      skipped_total += 1
+      log.warning("step %d: non-finite loss or gradient (loss=%s, grad_norm=%s); update skipped",
+                  s, m["loss"], m["grad_norm"])
+    else:
+      bad_in_row = 0
+    record.update(m)
+    record["skipped_steps"] = skipped_total
+    ev = evals.pop(s, None)
+    if ev:
+      record.update(ev)
+    if s % config.log_every == 0 or s == config.steps or m["skipped"] or ev:
+      if window:
+        dt = float(np.mean(window))
+        record["perf/step_time_s"] = dt
+        record["perf/tokens_per_sec"] = tokens_per_batch / dt
+        window.clear()
+      logger.write(s, record)
+      logger.progress(s, m["loss"], record.get("perf/tokens_per_sec"))
+      record = {}
+    if max_bad and bad_in_row >= max_bad:
+      raise NonFiniteError(
+          f"{bad_in_row} non-finite updates in a row (last at step {s}); stopping. The last "
+          f"good checkpoint in {manager.directory} is intact (parameters were never updated "
+          f"with non-finite values). Lower optim.lr, raise optim.warmup or check the data")
+
+  eval_every = int(config.eval_every) if make_eval_batches else 0
+  keep_best = bool(make_eval_batches) and int(_get(config, "keep_best", 0)) > 0
+  last_eval: dict[str, float] | None = None
+  try:
+    with stop_signals() as stop:
+      if eval_every and start == 0:
+        logger.write(0, evaluate(state.params))
+      pending = None          # (step, device metrics, host work?) of the last dispatched step
+      while step < config.steps:
+        if _any_process(bool(stop)):
+          status = "preempted"
+          break
+        try:
+          host_batch = next(data_iter)
+        except StopIteration:
+          status = "data_exhausted"
+          log.warning("the training data ran out after %d steps (of %d)", step, config.steps)
+          break
+        batch = put_batch(host_batch, mesh)
+        state, metrics = train_fn(state, batch)        # dispatched, not awaited
+        step += 1
+        busy = step == start + 1
+        last_eval = None
+        if eval_every and step % eval_every == 0:
+          last_eval = evals[step] = evaluate(state.params)
+          busy = True
+        every = int(config.checkpoint_every)
+        if step < config.steps and ((every and step % every == 0) or (last_eval and keep_best)):
+          manager.save(step, state, data_iter if saveable else None, last_eval)
+          busy = True
+        if pending is not None:
+          finish(pending, busy)                        # step-1's metrics; step is in flight
+        pending = (step, metrics, busy)
+      if pending is not None:
+        finish(pending, False)
+      # Final (or preemption) checkpoint; never duplicates an existing step.
+      manager.save(step, state, data_iter if saveable else None, last_eval)
+      manager.wait()
+  finally:
+    manager.close()
+    logger.close()
+  if status == "preempted":
+    log.warning("stopped by a signal at step %d; checkpoint saved, rerun to resume", step)
+  return status
+
+
+def _initial_params(config, cfg: ModelConfig, mesh):
+  """Initial params from init.from_hf / init.from_checkpoint, or None (random init)."""
+  from_hf = _get(config, "init.from_hf", "")
+  from_ckpt = _get(config, "init.from_checkpoint", "")
+  if from_hf:
+    from rlvr_jax.model.hf import load_hf
+    _, params = load_hf(from_hf, dtype=cfg.dtype, param_dtype=cfg.param_dtype, mesh=mesh)
+    return params
+  if from_ckpt:
+    path, step = ckpt_lib.parse_checkpoint_ref(from_ckpt)
+    return ckpt_lib.load_params(path, step, mesh=mesh)
+  return None

@@ -1,0 +1,208 @@
+"""Pure train / eval steps: one masked LM loss for CPT and SFT, exact gradient accumulation.
+
+A batch is a dict of arrays with a leading batch axis B:
+
+  tokens       int32[B, L]   input tokens
+  loss_mask    {0,1}[B, L]   weight of the *target* of each position (the token that position
+                             predicts); optional, default all ones
+  segment_ids  int32[B, L]   packed-document ids (attention never crosses them); optional
+  positions    int32[B, L]   RoPE positions; optional (default: restart per segment)
+  targets      int32[B, L]   optional explicit targets; without it the targets are the tokens
+                             shifted by one: position t predicts tokens[t+1], weighted by
+                             loss_mask[t], and a target in another segment never counts
+
+loss = Σ NLL over valid targets / number of valid targets in the GLOBAL batch. With k
+microbatches the numerator, the valid count and the gradient of the numerator are summed by
+`lax.scan` and divided once, so the result equals the full batch up to float rounding.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from rlvr_jax import sharding
+from rlvr_jax.model.config import ModelConfig
+from rlvr_jax.model.transformer import forward
+from rlvr_jax.train.optim import Optimizer
+from rlvr_jax.train.state import TrainState
+
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+# ---------------------------------------------------------------------------------- the loss
+def lm_inputs(batch: Batch):
+  """(inputs, positions, segment_ids, targets, weights) of a batch, each [B, T].
+
+  Without `targets`, T = L - 1: inputs drop the last token and targets are tokens[:, 1:].
+  """
+  tokens = jnp.asarray(batch["tokens"], jnp.int32)
+  mask = batch.get("loss_mask")
+  mask = jnp.ones(tokens.shape, jnp.float32) if mask is None else jnp.asarray(mask, jnp.float32)
+  seg, pos = batch.get("segment_ids"), batch.get("positions")
+  if "targets" in batch:
+    return tokens, pos, seg, jnp.asarray(batch["targets"], jnp.int32), mask
+  weights = mask[:, :-1]
+  if seg is not None:
+    weights = weights * (seg[:, 1:] == seg[:, :-1]).astype(jnp.float32)
+  return (tokens[:, :-1], None if pos is None else pos[:, :-1],
+          None if seg is None else seg[:, :-1], tokens[:, 1:], weights)
+
+
+def loss_sums(cfg: ModelConfig, params: Any, batch: Batch, z_loss: float = 0.0) -> dict:
+  """Unnormalised sums over the batch: `nll` (Σ w·NLL), `z` (Σ w·logsumexp²), `count` (Σ w),
+  `correct` (Σ w·[argmax == target]). The objective is (nll + z_loss·z) / count."""
+  inputs, pos, seg, targets_BT, w_BT = lm_inputs(batch)
+  logits_BTV = forward(cfg, params, inputs, positions=pos, segment_ids=seg)
+  lse_BT = jax.nn.logsumexp(logits_BTV, axis=-1)
+  target_logit_BT = jnp.take_along_axis(logits_BTV, targets_BT[..., None], axis=-1)[..., 0]
+  nll_BT = lse_BT - target_logit_BT
+  # where() rather than a product so a masked-out non-finite logit cannot poison the sum;
+  # a non-finite *weight* still propagates (and makes the step skip).
+  valid = w_BT != 0
+  nll = jnp.sum(jnp.where(valid, nll_BT * w_BT, 0.0))
+  z = jnp.sum(jnp.where(valid, lse_BT ** 2 * w_BT, 0.0)) if z_loss else jnp.zeros((), jnp.float32)
+  correct = jnp.sum(jnp.where(valid & (jnp.argmax(logits_BTV, -1) == targets_BT), w_BT, 0.0))
+  count = jnp.sum(w_BT)
+  return {"nll": nll, "z": z, "count": count, "correct": correct}
+
+
+def split_microbatches(batch: Batch, k: int, mesh: Mesh | None = None) -> Batch:
+  """[B, ...] -> [k, B/k, ...] taking rows j, j+k, j+2k, ... into microbatch j.
+
+  Strided rows keep every microbatch spread over all (data, fsdp) shards without moving data
+  when B/k is a multiple of the shard count.
+  """
+  def split(x):
+    b = x.shape[0]
+    x = jnp.swapaxes(x.reshape(b // k, k, *x.shape[1:]), 0, 1)
+    if mesh is not None:
+      spec = P(None, sharding.BATCH_AXES, *([None] * (x.ndim - 2)))
+      x = jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+    return x
+  return jax.tree.map(split, batch)
+
+
+def compute_grads(cfg: ModelConfig, params: Any, batch: Batch, *, microbatches: int = 1,
+                  z_loss: float = 0.0, mesh: Mesh | None = None):
+  """(grads of the normalised objective, sums) over the whole batch, scanning k microbatches.
+
+  grads = ∇(Σ nll + z_loss·Σ z) / Σ count, in the parameters' dtype; sums as in `loss_sums`
+  (totals over the batch).
+  """
+  def objective(p, mb):
+    sums = loss_sums(cfg, p, mb, z_loss)
+    return sums["nll"] + z_loss * sums["z"], sums
+  grad_fn = jax.grad(objective, has_aux=True)
+
+  if microbatches == 1:
+    grads, sums = grad_fn(params, batch)
+    grads = jax.tree.map(lambda g: g.astype(jnp.float32), grads)
+  else:
+    mbs = split_microbatches(batch, microbatches, mesh)
+
+    def body(carry, mb):
+      g_acc, s_acc = carry
+      g, s = grad_fn(params, mb)
+      g_acc = jax.tree.map(lambda a, b: a + b.astype(jnp.float32), g_acc, g)
+      return (g_acc, jax.tree.map(jnp.add, s_acc, s)), None
+
+    zeros_g = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+    zeros_s = {k: jnp.zeros((), jnp.float32) for k in ("nll", "z", "count", "correct")}
+    (grads, sums), _ = jax.lax.scan(body, (zeros_g, zeros_s), mbs)
+  denom = jnp.maximum(sums["count"], 1.0)
+  grads = jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), grads, params)
+  return grads, sums
+
+
+# ---------------------------------------------------------------------------------- steps
+def train_step(state: TrainState, batch: Batch, *, cfg: ModelConfig, optimizer: Optimizer,
+               microbatches: int = 1, z_loss: float = 0.0,
+               mesh: Mesh | None = None) -> tuple[TrainState, Metrics]:
+  """One optimizer update. Pure: jit it (see `jit_train_step`) or call it inside jit.
+
+  A non-finite loss or gradient norm leaves params and optimizer state unchanged (in-graph) and
+  sets metrics["skipped"] = 1; `step` and the RNG advance either way (a batch was consumed).
+  Metrics (scalars): loss (mean NLL over valid targets), grad_norm (before clipping), lr (of this
+  update), num_tokens (valid targets), skipped, and z_loss when enabled.
+  """
+  grads, sums = compute_grads(cfg, state.params, batch, microbatches=microbatches,
+                              z_loss=z_loss, mesh=mesh)
+  denom = jnp.maximum(sums["count"], 1.0)
+  loss = sums["nll"] / denom
+  grad_norm = optax.tree.norm(grads)
+  ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  if z_loss:
+    ok = ok & jnp.isfinite(sums["z"])
+  updates, new_opt_state = optimizer.tx.update(grads, state.opt_state, state.params)
+  new_params = optax.apply_updates(state.params, updates)
+  keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
+  next_key, _step_key = jax.random.split(state.key())  # _step_key: for dropout, none yet
+  new_state = TrainState(step=state.step + 1,
+                         params=jax.tree.map(keep, new_params, state.params),
+                         opt_state=jax.tree.map(keep, new_opt_state, state.opt_state),
+                         rng=jax.random.key_data(next_key))
+  metrics = {"loss": loss, "grad_norm": grad_norm,
+             "lr": jnp.asarray(optimizer.learning_rate(state.opt_state), jnp.float32),
+             "num_tokens": sums["count"], "skipped": (~ok).astype(jnp.int32)}
+  if z_loss:
+    metrics["z_loss"] = sums["z"] / denom
+  return new_state, metrics
+
+
+def eval_step(params: Any, batch: Batch, *, cfg: ModelConfig) -> Metrics:
+  """Sums for held-out metrics: nll, count, correct (teacher-forced argmax hits on valid
+  targets). Sum them over eval batches; loss = nll / count, accuracy = correct / count."""
+  sums = loss_sums(cfg, params, batch)
+  return {"nll": sums["nll"], "count": sums["count"], "correct": sums["correct"]}
+
+
+# ---------------------------------------------------------------------------------- jitting
+def check_batch(batch_size: int, mesh: Mesh, microbatches: int = 1, what: str = "batch_size"):
+  """Fails before compiling when the batch cannot be split into microbatches and over the mesh."""
+  if microbatches < 1:
+    raise ValueError(f"microbatches={microbatches} must be >= 1")
+  if batch_size % microbatches:
+    raise ValueError(f"{what}={batch_size} is not a multiple of microbatches={microbatches}; "
+                     f"make {what} a multiple of {microbatches} or change microbatches")
+  sharding.check_divisible(batch_size // microbatches, mesh,
+                           what=f"{what}/microbatches = {batch_size}/{microbatches}")
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading axis over (data, fsdp); a prefix for every leaf of a batch dict."""
+  return NamedSharding(mesh, P(sharding.BATCH_AXES))
+
+
+def _under_mesh(fn: Callable, mesh: Mesh) -> Callable:
+  @functools.wraps(fn)
+  def wrapped(*args):
+    with sharding.activate(mesh):
+      return fn(*args)
+  wrapped.jitted = fn
+  return wrapped
+
+
+def jit_train_step(cfg: ModelConfig, optimizer: Optimizer, mesh: Mesh, shardings: TrainState, *,
+                   microbatches: int = 1, z_loss: float = 0.0) -> Callable:
+  """`step(state, batch) -> (state, metrics)` jitted over the mesh: explicit in/out shardings,
+  the state donated, metrics replicated. Call with batches already placed by `batch_sharding`
+  (or host arrays on one process)."""
+  fn = functools.partial(train_step, cfg=cfg, optimizer=optimizer, microbatches=microbatches,
+                         z_loss=z_loss, mesh=mesh)
+  jitted = jax.jit(fn, in_shardings=(shardings, batch_sharding(mesh)),
+                   out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=(0,))
+  return _under_mesh(jitted, mesh)
+
+
+def jit_eval_step(cfg: ModelConfig, mesh: Mesh, param_shardings: Any) -> Callable:
+  """`eval(params, batch) -> sums` jitted over the mesh (params not donated)."""
+  jitted = jax.jit(functools.partial(eval_step, cfg=cfg),
+                   in_shardings=(param_shardings, batch_sharding(mesh)),
+                   out_shardings=sharding.replicated(mesh))
+  return _under_mesh(jitted, mesh)

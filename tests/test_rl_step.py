@@ -1,0 +1,402 @@
+"""The RL step (rlvr_jax.rl.step): ratio 1 on the first minibatch, the loss gradient against a
+hand-built reference, sharded == single device, rewards of the score phase against host
+references, errors before compiling, and RL actually learning on a tiny synthetic task.
+
+Token task used throughout (vocabulary 32): 0 pad, 1 bos, 2 eos, 3 "\\boxed{", 4 "}",
+5..14 the digits 0..9, 15..31 filler. A prompt is [bos, digit, filler, filler]; the right
+response is [\\boxed{, the same digit, }, eos].
+"""
+import collections
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+import rlvr_jax as rj
+from rlvr_jax import sharding
+from rlvr_jax.rl import rewards as rewards_lib
+from rlvr_jax.rl import step as S
+from rlvr_jax.train import optim, state as state_lib, steps as train_steps
+
+PAD, BOS, EOS, BOX, CLOSE, D0, F0, V = 0, 1, 2, 3, 4, 5, 15, 32
+CFG = rj.get_model_config("toy-1m", vocab_size=V, num_layers=2, hidden_size=32,
+                          intermediate_size=64, num_heads=2, num_kv_heads=1, head_dim=16,
+                          max_seq_len=16)
+OPTIONS = {"boxed_ids": (BOX,), "close_id": CLOSE}
+
+
+def optim_config(lr, clip=1.0):
+  return ml_collections.ConfigDict(dict(lr=lr, schedule="constant", warmup=0, final_lr_frac=0.0,
+                                        b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0,
+                                        clip_norm=clip))
+
+
+def make_prompts(n, seed):
+  r = np.random.default_rng(seed)
+  d = r.integers(0, 10, n)
+  f = r.integers(F0, V, (n, 2))
+  p = np.stack([np.full(n, BOS), D0 + d, f[:, 0], f[:, 1]], 1).astype(np.int32)
+  return p, d
+
+
+def labels_of(digits, width=2):
+  a = np.full((len(digits), width), -1, np.int32)
+  a[:, 0] = D0 + np.asarray(digits)
+  return a
+
+
+def host(tree):
+  return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
+
+
+# ---------------------------------------------------------------------------------- fixtures
+def sft_batch(r, b, p_correct):
+  """SFT data where only a p_correct share of the targets copy the prompt's digit."""
+  p, d = make_prompts(b, int(r.integers(1 << 30)))
+  wrong = (d + r.integers(1, 10, b)) % 10
+  target = np.where(r.random(b) < p_correct, d, wrong)
+  resp = np.stack([np.full(b, BOX), D0 + target, np.full(b, CLOSE), np.full(b, EOS)], 1)
+  tokens = np.concatenate([p, resp], 1).astype(np.int32)
+  mask = np.zeros(tokens.shape, np.float32)
+  mask[:, 3:7] = 1                       # positions 3..6 predict the response tokens
+  return {"tokens": tokens, "loss_mask": mask}
+
+
+@pytest.fixture(scope="module")
+def sft_params():
+  """A tiny model SFT'd on data that copies the digit only 30% of the time (RL has headroom)."""
+  mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
+  opt = optim.make_optimizer(optim_config(5e-3), 1000)
+  state = state_lib.create_train_state(CFG, opt, mesh, jax.random.key(0))
+  step = train_steps.jit_train_step(CFG, opt, mesh, state_lib.state_shardings(CFG, opt, mesh))
+  r = np.random.default_rng(0)
+  for _ in range(200):
+    state, _ = step(state, sft_batch(r, 64, 0.3))
+  return host(state.params)
+
+
+GROUP, PROMPTS = 8, 16
+RL_OPT = optim.make_optimizer(optim_config(3e-3), 1000)
+RL_SPEC = S.RLSpec(CFG, RL_OPT, S.RLSettings(group_size=GROUP, max_new_tokens=4, pad_id=PAD,
+                                             eos_ids=(EOS,), kl_coef=0.01, dual_clip=3.0),
+                   S.RewardSpec.make({"boxed_answer_match": 1.0}, OPTIONS))
+
+
+@functools.lru_cache(maxsize=None)
+def fused_step(n_devices: int):
+  """(jitted rl_step, state shardings, mesh) of RL_SPEC on the first n_devices devices."""
+  mesh = sharding.make_mesh((-1, 1, 1), jax.devices()[:n_devices])
+  shard = state_lib.state_shardings(CFG, RL_OPT, mesh)
+  return S.jit_rl_step(RL_SPEC, mesh, shard), shard, mesh
+
+
+def rl_batch(prompts, label_digits, true_digits, lengths=None):
+  return {"prompt_tokens": prompts,
+          "prompt_lengths": np.full(len(prompts), 4, np.int32) if lengths is None else lengths,
+          "answer_tokens": labels_of(label_digits), "true_answer_tokens": labels_of(true_digits)}
+
+
+# ---------------------------------------------------------------------------------- sharding
+def test_sharded_step_equals_single_device_and_first_ratio_is_one(sft_params):
+  """Two fused steps on 8 simulated devices equal those on 1 device; in both the first
+  minibatch's ratio (recomputed log-probs / sampler log-probs) is 1."""
+  prompts, digits = make_prompts(PROMPTS, 0)
+  lengths = np.where(np.arange(PROMPTS) % 3 == 1, 3, 4).astype(np.int32)   # ragged prompts
+  batch = rl_batch(prompts, digits, digits, lengths)
+  results = []
+  for n_dev in (1, 8):
+    step, shard, mesh = fused_step(n_dev)
+    state = state_lib.create_train_state(CFG, RL_OPT, mesh, jax.random.key(0),
+                                         jax.tree.map(jnp.asarray, sft_params))
+    ref = jax.device_put(sft_params, shard.params)
+    state, metrics = step(state, ref, batch, jax.random.key(5))
+    state, metrics2 = step(state, ref, batch, jax.random.key(6))
+    results.append((host(state.params), host(metrics), host(metrics2)))
+  (p1, m1, n1), (p8, m8, n8) = results
+  for m in (m1, m8, n1):
+    assert m["policy/ratio_dev_first"] < 1e-5
+    assert m["num_updates"] == 1 and m["skipped"] == 0
+  assert abs(m1["policy/kl"]) < 1e-6           # policy == reference before the first update
+  assert n1["policy/kl"] > 1e-6                # ... and not after
+  assert m1["grad_norm"] > 1e-3 and 0 < m1["reward/mean"] < 1
+  for key in m1:
+    np.testing.assert_allclose(m8[key], m1[key], rtol=1e-4, atol=1e-5, err_msg=key)
+    np.testing.assert_allclose(n8[key], n1[key], rtol=1e-3, atol=1e-5, err_msg=key)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), p8, p1)
+
+
+# ---------------------------------------------------------------------------------- gradient
+def reference_loss(params, prompts, plens, tokens, lengths, old, ref, adv, keep, *, kl_coef,
+                   clip=0.2, dual=3.0):
+  """The GRPO loss built by hand: each row as its own contiguous sequence through rj.forward,
+  per-token PPO clip + dual clip + k3 KL, seq-mean-token-mean over rows with tokens."""
+  row_losses, kls, n_tok = [], [], 0
+  for i in range(len(prompts)):
+    L, n = int(plens[i]), int(lengths[i])
+    if not keep[i] or n == 0:
+      continue
+    seq = jnp.concatenate([prompts[i, :L], tokens[i, :n]])[None]
+    logits = rj.forward(CFG, params, seq)[0]
+    logp = jax.nn.log_softmax(logits[L - 1:L - 1 + n], axis=-1)[jnp.arange(n), tokens[i, :n]]
+    ratio = jnp.exp(logp - old[i, :n])
+    a = adv[i]
+    pg = jnp.maximum(-a * ratio, -a * jnp.clip(ratio, 1 - clip, 1 + clip))
+    if a < 0:
+      pg = jnp.minimum(pg, -a * dual)
+    d = ref[i, :n] - logp
+    kl = jnp.exp(d) - d - 1
+    row_losses.append(jnp.mean(pg + kl_coef * kl))
+    kls.append(jnp.sum(kl))
+    n_tok += n
+  return jnp.mean(jnp.stack(row_losses)), sum(kls) / n_tok
+
+
+def test_update_gradient_equals_hand_built_reference():
+  """One SGD(lr=1) update of update_phase (2 accumulated microbatches, clipping and the dual
+  clip active, one row dropped from the loss) moves the params by exactly minus the gradient of
+  the hand-built loss."""
+  b, g, m = 4, 2, 5
+  n = b * g
+  r = np.random.default_rng(0)
+  prompts, _ = make_prompts(b, 1)
+  plens = np.array([4, 2, 3, 4], np.int32)
+  tokens = r.integers(3, V, (n, m)).astype(np.int32)
+  lengths = np.array([5, 3, 1, 5, 4, 2, 5, 3], np.int32)
+  tokens[np.arange(m)[None, :] >= lengths[:, None]] = PAD
+  params = host(sharding.init_params(CFG, jax.random.key(1),
+                                    sharding.make_mesh((1, 1, 1), jax.devices()[:1])))
+  ref_params = jax.tree.map(lambda x: x + 0.02 * np.random.default_rng(2).standard_normal(
+      x.shape).astype(np.float32), params)
+  rows_p = np.repeat(prompts, g, 0)
+  rows_l = np.repeat(plens, g, 0)
+  true_logp = np.zeros((n, m), np.float32)
+  ref_logp = np.zeros((n, m), np.float32)
+  for i in range(n):   # log-probs at the current params, to build off-policy "old" log-probs
+    L, k = int(rows_l[i]), int(lengths[i])
+    seq = np.concatenate([rows_p[i, :L], tokens[i, :k]])[None]
+    for tree, out in ((params, true_logp), (ref_params, ref_logp)):
+      lp = jax.nn.log_softmax(rj.forward(CFG, tree, seq)[0, L - 1:L - 1 + k], -1)
+      out[i, :k] = np.asarray(lp[np.arange(k), tokens[i, :k]])
+  old = true_logp + r.normal(0, 0.3, (n, m)).astype(np.float32)
+  old[0, :2] -= 2.0                                   # ratio e^2 > 3: dual clip on row 0
+  adv = np.array([-1.0, 1.0, 0.5, -0.5, 2.0, -2.0, 0.3, -0.3], np.float32)
+  keep = np.array([1, 1, 1, 1, 0, 1, 1, 1], bool)     # row 4 dropped (dynamic sampling)
+  valid = (np.arange(m)[None, :] < lengths[:, None]).astype(np.float32)
+  mask = valid * keep[:, None]
+
+  sgd = optim.Optimizer(optax.sgd(1.0), lambda count: 1.0)
+  settings = S.RLSettings(group_size=g, max_new_tokens=m, pad_id=PAD, eos_ids=(EOS,),
+                          kl_coef=0.1, dual_clip=3.0, agg="seq-mean-token-mean", microbatches=2)
+  spec = S.RLSpec(CFG, sgd, settings, S.RewardSpec.make({"boxed_answer_match": 1.0}, OPTIONS))
+  state = state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                                 opt_state=sgd.tx.init(params),
+                                 rng=jax.random.key_data(jax.random.key(0)))
+  rollout = S.Rollout(tokens=tokens, lengths=lengths, logprobs=old,
+                      entropy=np.zeros((n, m), np.float32),
+                      self_certainty=np.zeros((n, m), np.float32))
+  scored = S.Scored(rewards=np.zeros(n, np.float32), advantages=adv, loss_mask=mask)
+  update = jax.jit(functools.partial(S.update_phase, spec=spec))
+  new_state, metrics = update(state, ref_params, rollout, scored, prompts, plens)
+
+  (loss, kl), grads = jax.value_and_grad(reference_loss, has_aux=True)(
+      params, rows_p, rows_l, tokens, lengths, old, ref_logp, adv, keep, kl_coef=0.1)
+  step_taken = jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b), params,
+                            host(new_state.params))
+  jax.tree.map(lambda got, want: np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-6),
+               step_taken, host(grads))
+  np.testing.assert_allclose(float(metrics["loss"]), float(loss), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(float(metrics["policy/kl"]), float(kl), rtol=1e-4, atol=1e-6)
+  assert 0 < float(metrics["policy/clip_frac"]) < 1
+  assert float(metrics["policy/dual_clip_frac"]) > 0
+  assert int(new_state.step) == 1
+
+
+def test_response_logprobs_equal_forward_on_contiguous_rows():
+  prompts, _ = make_prompts(3, 4)
+  plens = np.array([4, 2, 3], np.int32)
+  resp = np.random.default_rng(5).integers(3, V, (3, 4)).astype(np.int32)
+  params = sharding.init_params(CFG, jax.random.key(2), sharding.make_mesh((1, 1, 1),
+                                                                          jax.devices()[:1]))
+  logp, ent = jax.jit(functools.partial(S.response_logprobs, CFG))(params, prompts, plens, resp)
+  for i in range(3):
+    L = int(plens[i])
+    logits = np.asarray(rj.forward(CFG, params, np.concatenate([prompts[i, :L], resp[i]])[None])
+                        [0, L - 1:L + 3], np.float64)
+    lp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
+        - logits.max(-1, keepdims=True)
+    np.testing.assert_allclose(np.asarray(logp[i]), lp[np.arange(4), resp[i]], atol=2e-5)
+    np.testing.assert_allclose(np.asarray(ent[i]), -(np.exp(lp) * lp).sum(-1), atol=2e-5)
+
+
+# ---------------------------------------------------------------------------------- rewards
+def rollout_of(rows, m=6):
+  """Rollout from token lists (each row ends with eos)."""
+  n = len(rows)
+  tokens = np.full((n, m), PAD, np.int32)
+  for i, r in enumerate(rows):
+    tokens[i, :len(r)] = r
+  z = np.zeros((n, m), np.float32)
+  return S.Rollout(tokens=tokens, lengths=np.array([len(r) for r in rows], np.int32),
+                   logprobs=z, entropy=z + 0.5, self_certainty=z)
+
+
+def answer(d, close=CLOSE):
+  return [BOX, D0 + d, close, EOS]
+
+
+def test_score_phase_rewards_against_host_references():
+  """True and noisy-label rewards, agreement, the "}." close token, majority vote over V > G
+  against a Counter, V == G equal to the registry's majority_vote, dynamic-sampling mask."""
+  b, g = 2, 3
+  prompts, _ = make_prompts(b, 0)
+  lengths = np.full(b, 4, np.int32)
+  close_dot = 30                                   # a merged "}." token
+  rows = [answer(1), answer(1, close_dot), answer(2), answer(7), [BOX, D0 + 7, EOS], answer(3)]
+  batch = {"prompt_tokens": prompts, "prompt_lengths": lengths,
+           "answer_tokens": labels_of([1, 3]), "true_answer_tokens": labels_of([2, 3])}
+  settings = S.RLSettings(group_size=g, max_new_tokens=6, pad_id=PAD, eos_ids=(EOS,),
+                          dynamic_sampling="mask")
+  spec = S.RLSpec(CFG, None, settings, S.RewardSpec.make({"boxed_answer_match": 1.0}, OPTIONS,
+                                                          close_ids=(CLOSE, close_dot)))
+  kept, scored, m = jax.jit(functools.partial(S.score_phase, spec=spec))(
+      rollout_of(rows), batch, jax.random.key(0))
+  want = np.array([1, 1, 0, 0, 0, 1], np.float32)          # label 1 for prompt 0, 3 for prompt 1
+  truth = np.array([0, 0, 1, 0, 0, 1], np.float32)
+  np.testing.assert_array_equal(np.asarray(scored.rewards), want)
+  np.testing.assert_allclose(float(m["reward/mean"]), want.mean())
+  np.testing.assert_allclose(float(m["reward/true_mean"]), truth.mean())
+  np.testing.assert_allclose(float(m["reward/agreement"]), np.mean(want == truth))
+  np.testing.assert_allclose(float(m["reward/zero_var_frac"]), 0.0)
+  np.testing.assert_allclose(float(m["policy/entropy"]), 0.5)
+  np.testing.assert_allclose(float(m["response/length_mean"]), 23 / 6)
+
+  # all-equal group -> dropped from the loss under dynamic_sampling="mask"
+  rows2 = [answer(5), answer(5), answer(5), answer(3), answer(4), answer(3)]
+  _, scored2, m2 = jax.jit(functools.partial(S.score_phase, spec=spec))(
+      rollout_of(rows2), batch, jax.random.key(0))
+  np.testing.assert_array_equal(np.asarray(scored2.loss_mask).sum(1), [0, 0, 0, 4, 4, 4])
+  np.testing.assert_allclose(float(m2["reward/zero_var_frac"]), 0.5)
+  np.testing.assert_array_equal(np.asarray(scored2.advantages)[:3], 0.0)
+
+  # majority vote: V = 5 votes, train on G = 3
+  v = 5
+  votes = [[4, 4, 6, 6, 6], [2, 9, 9, 2, 1]]
+  rows3 = [answer(d) for p in votes for d in p]
+  settings3 = S.RLSettings(group_size=g, vote_samples=v, max_new_tokens=6, pad_id=PAD,
+                           eos_ids=(EOS,))
+  spec3 = S.RLSpec(CFG, None, settings3, S.RewardSpec.make({"majority_vote": 1.0}, OPTIONS))
+  kept3, scored3, m3 = jax.jit(functools.partial(S.score_phase, spec=spec3))(
+      rollout_of(rows3), {**batch, "true_answer_tokens": labels_of([6, 1])}, jax.random.key(0))
+  expect = []
+  for p in votes:
+    counts = collections.Counter(p)
+    top = max(counts.values())
+    winner = next(d for d in p if counts[d] == top)      # ties: first seen
+    expect += [float(d == winner) for d in p[:g]]
+  np.testing.assert_array_equal(np.asarray(scored3.rewards), expect)
+  np.testing.assert_array_equal(np.asarray(kept3.tokens)[:, 1], [D0 + d for p in votes
+                                                                 for d in p[:g]])
+  np.testing.assert_allclose(float(m3["reward/true_mean"]), np.mean([0, 0, 1, 0, 0, 0]))
+
+  # V == G: votes within the group, as the registry's majority_vote reward
+  settings4 = S.RLSettings(group_size=g, max_new_tokens=6, pad_id=PAD, eos_ids=(EOS,))
+  spec4 = S.RLSpec(CFG, None, settings4, S.RewardSpec.make({"majority_vote": 1.0}, OPTIONS))
+  rows4 = rows + []
+  _, scored4, _ = jax.jit(functools.partial(S.score_phase, spec=spec4))(
+      rollout_of(rows4), batch, jax.random.key(0))
+  ro = rollout_of(rows4)
+  registry = rewards_lib.majority_vote_reward(
+      rewards_lib.RolloutBatch(tokens=ro.tokens, lengths=ro.lengths), None, None, group_size=g,
+      **OPTIONS)
+  np.testing.assert_array_equal(np.asarray(scored4.rewards), np.asarray(registry))
+
+
+# ---------------------------------------------------------------------------------- errors
+def test_bad_inputs_fail_before_compiling():
+  with pytest.raises(ValueError, match="unknown reward 'exact_match'"):
+    S.RewardSpec.make({"exact_match": 1.0}, OPTIONS)
+  with pytest.raises(ValueError, match="unknown reward noise model"):
+    S.RewardSpec.make({"boxed_answer_match": 1.0}, OPTIONS, noise="flip")
+  with pytest.raises(ValueError, match=r"needs option\(s\) \['close_id'\]"):
+    S.RewardSpec.make({"boxed_answer_match": 1.0}, {"boxed_ids": (BOX,)})
+  for bad, match in ((dict(group_size=0), "group_size=0"),
+                     (dict(estimator="ppo"), "estimator='ppo'"),
+                     (dict(agg="mean"), "agg='mean'"),
+                     (dict(dual_clip=0.5), "dual_clip=0.5"),
+                     (dict(dynamic_sampling="resample"), "not implemented yet"),
+                     (dict(vote_samples=2, group_size=4), "vote_samples=2")):
+    kw = dict(group_size=4, max_new_tokens=4, pad_id=PAD)
+    kw.update(bad)
+    with pytest.raises(ValueError, match=match):
+      S.RLSettings(**kw)
+
+  # a group size that does not split the rollout into one group per prompt: a trace-time error
+  # (jax.eval_shape traces without compiling)
+  settings = S.RLSettings(group_size=4, max_new_tokens=6, pad_id=PAD, eos_ids=(EOS,))
+  spec = S.RLSpec(CFG, None, settings, S.RewardSpec.make({"boxed_answer_match": 1.0}, OPTIONS))
+  prompts, digits = make_prompts(2, 0)
+  batch = {"prompt_tokens": prompts, "prompt_lengths": np.full(2, 4, np.int32),
+           "answer_tokens": labels_of(digits)}
+  six_rows = rollout_of([answer(1)] * 6)
+  with pytest.raises(ValueError, match="group size must divide the rollout"):
+    jax.eval_shape(functools.partial(S.score_phase, spec=spec), six_rows, batch,
+                   jax.random.key(0))
+  # a label reward on a batch without labels
+  no_labels = {k: v for k, v in batch.items() if k != "answer_tokens"}
+  with pytest.raises(ValueError, match="has no labels"):
+    jax.eval_shape(functools.partial(S.score_phase, spec=spec), rollout_of([answer(1)] * 8),
+                   no_labels, jax.random.key(0))
+  with pytest.raises(ValueError, match="only makes sense with the majority_vote"):
+    S.RLSpec(CFG, None, S.RLSettings(group_size=2, vote_samples=4, max_new_tokens=4, pad_id=0),
+             S.RewardSpec.make({"boxed_answer_match": 1.0}, OPTIONS))
+
+
+# ---------------------------------------------------------------------------------- learning
+def test_rl_raises_heldout_accuracy_and_gamma_one_labels_do_not(sft_params):
+  """GRPO with the true reward on 16 training prompts raises the accuracy on 64 held-out prompts
+  by a clear margin; with γ = 1 label replacement (every label := the prompt's most frequent
+  wrong answer) the ground-truth reward does not rise. Accuracy is exact: the probability of
+  sampling [\\boxed{, the prompt's digit, }] (recomputed log-probs), not a sampled estimate."""
+  logprobs = jax.jit(functools.partial(S.response_logprobs, CFG))
+
+  def answer_probs(params, prompts):
+    """P(response starts [\\boxed{, digit, }]) for each prompt and digit: float[P, 10]."""
+    n = len(prompts)
+    resp = np.stack([np.full((n, 10), BOX), D0 + np.tile(np.arange(10), (n, 1)),
+                     np.full((n, 10), CLOSE)], -1).reshape(n * 10, 3).astype(np.int32)
+    lp, _ = logprobs(params, np.repeat(prompts, 10, 0), np.full(n * 10, 4, np.int32), resp)
+    return np.exp(np.asarray(lp).sum(-1)).reshape(n, 10)
+
+  train_p, train_d = make_prompts(PROMPTS, 1)
+  held_p, held_d = make_prompts(64, 2)
+  held_acc = lambda params: float(np.mean(                      # noqa: E731
+      answer_probs(params, held_p)[np.arange(64), held_d]))
+  step, _, mesh = fused_step(1)
+
+  def run_rl(label_digits, n_steps=15):
+    st = state_lib.create_train_state(CFG, RL_OPT, mesh, jax.random.key(0),
+                                      jax.tree.map(jnp.asarray, sft_params))
+    batch = rl_batch(train_p, label_digits, train_d)
+    true_rewards = []
+    for i in range(n_steps):
+      st, m = step(st, sft_params, batch, jax.random.key(100 + i))
+      true_rewards.append(float(m["reward/true_mean"]))
+    return st.params, np.array(true_rewards)
+
+  before = held_acc(sft_params)
+  assert 0.15 < before < 0.45            # the SFT model is right only some of the time
+  params, true_curve = run_rl(train_d)
+  after = held_acc(params)
+  assert after > before + 0.2, (before, after, true_curve)
+  assert true_curve[-5:].mean() > true_curve[:5].mean() + 0.15, true_curve
+
+  probs = answer_probs(sft_params, train_p)
+  probs[np.arange(PROMPTS), train_d] = -1.0
+  wrong = probs.argmax(1)                 # the most frequent wrong answer (in expectation)
+  params_noisy, true_noisy = run_rl(wrong)
+  assert true_noisy[-5:].mean() <= true_noisy[:5].mean() + 0.02, true_noisy
+  assert held_acc(params_noisy) <= before + 0.02
