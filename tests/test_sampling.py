@@ -1,5 +1,5 @@
-"""The in-graph sampler: statistics equal teacher forcing, sampling laws, stopping, errors, sharding,
-and greedy parity with transformers' `generate`."""
+"""The in-graph sampler: statistics equal teacher forcing, sampling laws, stopping, errors,
+sharding, and greedy parity with transformers' `generate`."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -139,8 +139,8 @@ def _expected_stop(greedy, eos=(), stops=()):
   lengths = np.full(n, m)
   for r in range(n):
     for i in range(m):
-      hit = greedy[r, i] in eos or any(i + 1 >= len(s) and tuple(greedy[r, i + 1 - len(s):i + 1]) == s
-                                       for s in stops)
+      hit = greedy[r, i] in eos or any(
+          i + 1 >= len(s) and tuple(greedy[r, i + 1 - len(s):i + 1]) == s for s in stops)
       if hit:
         lengths[r] = i + 1
         break
@@ -182,7 +182,8 @@ def test_eos_and_stop_sequences_end_rows_and_the_loop_exits_early(params, prompt
 
 
 def test_prompt_buckets_bound_recompiles_and_lengths_can_be_inferred(params, prompts):
-  assert [sampling.prompt_bucket(n) for n in (1, 8, 9, 33, 64, 65, 130)] == [8, 8, 16, 64, 64, 128, 192]
+  buckets = [sampling.prompt_bucket(n) for n in (1, 8, 9, 33, 64, 65, 130)]
+  assert buckets == [8, 8, 16, 64, 64, 128, 192]
   kw = dict(max_new_tokens=8, temperature=0.0, eos_id=(), pad_id=PAD)
   a = rj.generate(CFG, params, prompts, PROMPT_LENGTHS, jax.random.key(0), **kw)
   before = sampling._sample_jit._cache_size()
@@ -266,7 +267,7 @@ def test_bad_inputs_fail_before_compiling(params, prompts):
   assert sampling._sample_jit._cache_size() == before
 
 
-# ---------------------------------------------------------------------------------- transformers parity
+# ------------------------------------------------------------------------- transformers parity
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
 def test_greedy_equals_transformers_generate(tmp_path, family):
   pytest.importorskip("rlvr_jax.model.hf", reason="rlvr_jax/model/hf.py (load_hf) not written yet")
@@ -277,9 +278,9 @@ def test_greedy_equals_transformers_generate(tmp_path, family):
                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
                 initializer_range=0.2, bos_token_id=1, eos_token_id=2, pad_token_id=0)
   if family == "llama":
+    rope = {"rope_type": "default", "rope_theta": 10000.0}
     hf_cfg = transformers.LlamaConfig(head_dim=8, tie_word_embeddings=False,
-                                      rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
-                                      **common)
+                                      rope_parameters=rope, **common)
     model = transformers.LlamaForCausalLM(hf_cfg)
   else:
     hf_cfg = transformers.Qwen2Config(tie_word_embeddings=True, **common)
@@ -303,4 +304,5 @@ def test_greedy_equals_transformers_generate(tmp_path, family):
                           max_new_tokens=m, eos_token_id=2, pad_token_id=0)
     want = hf[0, n:].numpy()
     assert int(out.lengths[r]) == len(want), (family, r)
-    np.testing.assert_array_equal(np.asarray(out.tokens)[r, :len(want)], want, err_msg=f"{family} row {r}")
+    np.testing.assert_array_equal(np.asarray(out.tokens)[r, :len(want)], want,
+                                  err_msg=f"{family} row {r}")
