@@ -6,14 +6,12 @@ tensor=2) mesh spanning both processes, and process 0 writes them to an .npz fil
 import sys
 
 import jax
+from jax.experimental import multihost_utils
+import jax.numpy as jnp
+import numpy as np
 
-jax.config.update("jax_num_cpu_devices", 2)
-from jax.experimental import multihost_utils  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from rlvr_jax import sharding  # noqa: E402
-import rlvr_jax as rj  # noqa: E402
+from rlvr_jax import sharding
+import rlvr_jax as rj
 
 CFG = rj.get_model_config("toy-1m", vocab_size=256, num_layers=2, hidden_size=64,
                           intermediate_size=128, num_heads=4, num_kv_heads=2, head_dim=16)
@@ -48,4 +46,6 @@ def main(process_id: int, port: int, out_path: str):
 
 
 if __name__ == "__main__":
+  # Only when run as a worker: the test imports CFG / lm_loss from here and keeps its 8 devices.
+  jax.config.update("jax_num_cpu_devices", 2)
   main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
