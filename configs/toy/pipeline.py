@@ -27,7 +27,8 @@ def get_config() -> ConfigDict:
   c.rl = _load("rl") if os.path.exists(os.path.join(_HERE, "rl.py")) else ConfigDict()  # RL from sft
   c.eval = _load("eval")               # evaluation of every trained stage (configs/toy/eval.py)
   c.cpt.data.domains = c.sft.data.domains = c.eval.eval.domains = domains
-  c.eval.eval.system_prompt = ""       # the toy SFT/RL prompts have no system prompt
+  if "data" in c.rl:
+    c.rl.data.domains = c.rl.eval.domains = domains
   c.eval.eval.n = 64                   # problems per eval set
   c.eval.eval.k = 8                    # samples per problem (avg@8, pass@1/4/8)
   c.eval.eval.ks = (1, 4, 8)

@@ -10,7 +10,8 @@ Data (config.data):
   tokenizer    tokenizer path ('' = the built-in toy sentencepiece model); copied into the run
   template     chat template for SFT prompts ("toy", "llama3", "chatml", "plain")
   thinking     SFT on the <think> trace + solution (True) or the solution only (False)
-  system_prompt  SFT system prompt: "default" (the paper's), a string, or "" for none
+  system_prompt  SFT system prompt: "default" (the paper's, when the field is absent), a string,
+               or "" for none; RL and eval prompts must use the same one
 """
 from __future__ import annotations
 
@@ -127,7 +128,7 @@ def run_cpt(config, workdir: str) -> int:
 
 
 def sft_kwargs(config) -> dict:
-  system_prompt = _get(config, "data.system_prompt", "")
+  system_prompt = _get(config, "data.system_prompt", "default")
   return dict(template=_get(config, "data.template", "toy"),
               thinking=bool(_get(config, "data.thinking", True)),
               system_prompt=system_prompt or None,
