@@ -126,33 +126,48 @@ def test_sharded_step_equals_single_device_and_first_ratio_is_one(sft_params):
   for key in m1:
     np.testing.assert_allclose(m8[key], m1[key], rtol=1e-4, atol=1e-5, err_msg=key)
     np.testing.assert_allclose(n8[key], n1[key], rtol=1e-3, atol=1e-5, err_msg=key)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), p8, p1)
+  # Adam turns float-rounding-sized gradients of rarely used embeddings into steps of up to lr
+  # (3e-3) in either direction, so the params are compared at a third of one step; the metrics
+  # of step 2 above (computed with the step-1 params) are compared tightly.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-3), p8, p1)
 
 
 # ---------------------------------------------------------------------------------- gradient
-def reference_loss(params, prompts, plens, tokens, lengths, old, ref, adv, keep, *, kl_coef,
-                   clip=0.2, dual=3.0):
-  """The GRPO loss built by hand: each row as its own contiguous sequence through rj.forward,
-  per-token PPO clip + dual clip + k3 KL, seq-mean-token-mean over rows with tokens."""
-  row_losses, kls, n_tok = [], [], 0
-  for i in range(len(prompts)):
-    L, n = int(plens[i]), int(lengths[i])
-    if not keep[i] or n == 0:
-      continue
-    seq = jnp.concatenate([prompts[i, :L], tokens[i, :n]])[None]
-    logits = rj.forward(CFG, params, seq)[0]
-    logp = jax.nn.log_softmax(logits[L - 1:L - 1 + n], axis=-1)[jnp.arange(n), tokens[i, :n]]
-    ratio = jnp.exp(logp - old[i, :n])
-    a = adv[i]
-    pg = jnp.maximum(-a * ratio, -a * jnp.clip(ratio, 1 - clip, 1 + clip))
-    if a < 0:
-      pg = jnp.minimum(pg, -a * dual)
-    d = ref[i, :n] - logp
-    kl = jnp.exp(d) - d - 1
-    row_losses.append(jnp.mean(pg + kl_coef * kl))
-    kls.append(jnp.sum(kl))
-    n_tok += n
-  return jnp.mean(jnp.stack(row_losses)), sum(kls) / n_tok
+def contiguous_rows(prompts, plens, tokens, lengths):
+  """Each row as one contiguous sequence prompt[:L] + response[:n], right-padded: (seq int32[N,
+  Tmax], index int32[N, M] of the logits predicting response token t = L - 1 + t)."""
+  n, m = tokens.shape
+  t_max = int(max(plens) + m)
+  seq = np.zeros((n, t_max), np.int32)
+  for i in range(n):
+    L, k = int(plens[i]), int(lengths[i])
+    seq[i, :L + k] = np.concatenate([prompts[i, :L], tokens[i, :k]])
+  index = np.minimum(plens[:, None] - 1 + np.arange(m)[None, :], t_max - 1).astype(np.int32)
+  return seq, index
+
+
+def contiguous_logprobs(params, seq, index, tokens):
+  logits = rj.forward(CFG, params, seq)        # causal: the right padding is inert
+  logp = jax.nn.log_softmax(jnp.take_along_axis(logits, index[..., None], axis=1), axis=-1)
+  return jnp.take_along_axis(logp, tokens[..., None], axis=-1)[..., 0]
+
+
+def reference_loss(params, seq, index, tokens, mask, old, ref, adv, *, kl_coef, clip=0.2,
+                   dual=3.0):
+  """The loss built by hand: PPO clip + dual clip (A < 0) + k3 KL per token, averaged over each
+  row's tokens, then over the rows that have any (seq-mean-token-mean)."""
+  logp = contiguous_logprobs(params, seq, index, tokens)
+  ratio = jnp.exp(logp - old)
+  a = adv[:, None]
+  pg = jnp.maximum(-a * ratio, -a * jnp.clip(ratio, 1 - clip, 1 + clip))
+  pg = jnp.where(a < 0, jnp.minimum(pg, -a * dual), pg)
+  d = ref - logp
+  kl = jnp.exp(d) - d - 1
+  per_token = jnp.where(mask > 0, pg + kl_coef * kl, 0.0)
+  rows = mask.sum(1) > 0
+  row_mean = per_token.sum(1) / jnp.maximum(mask.sum(1), 1)
+  loss = jnp.sum(jnp.where(rows, row_mean, 0.0)) / rows.sum()
+  return loss, jnp.sum(jnp.where(mask > 0, kl, 0.0)) / mask.sum()
 
 
 def test_update_gradient_equals_hand_built_reference():
@@ -173,14 +188,10 @@ def test_update_gradient_equals_hand_built_reference():
       x.shape).astype(np.float32), params)
   rows_p = np.repeat(prompts, g, 0)
   rows_l = np.repeat(plens, g, 0)
-  true_logp = np.zeros((n, m), np.float32)
-  ref_logp = np.zeros((n, m), np.float32)
-  for i in range(n):   # log-probs at the current params, to build off-policy "old" log-probs
-    L, k = int(rows_l[i]), int(lengths[i])
-    seq = np.concatenate([rows_p[i, :L], tokens[i, :k]])[None]
-    for tree, out in ((params, true_logp), (ref_params, ref_logp)):
-      lp = jax.nn.log_softmax(rj.forward(CFG, tree, seq)[0, L - 1:L - 1 + k], -1)
-      out[i, :k] = np.asarray(lp[np.arange(k), tokens[i, :k]])
+  seq, index = contiguous_rows(rows_p, rows_l, tokens, lengths)
+  logprobs = jax.jit(contiguous_logprobs)
+  true_logp = np.asarray(logprobs(params, seq, index, tokens))   # to build off-policy "old"
+  ref_logp = np.asarray(logprobs(ref_params, seq, index, tokens))
   old = true_logp + r.normal(0, 0.3, (n, m)).astype(np.float32)
   old[0, :2] -= 2.0                                   # ratio e^2 > 3: dual clip on row 0
   adv = np.array([-1.0, 1.0, 0.5, -0.5, 2.0, -2.0, 0.3, -0.3], np.float32)
@@ -202,8 +213,9 @@ def test_update_gradient_equals_hand_built_reference():
   update = jax.jit(functools.partial(S.update_phase, spec=spec))
   new_state, metrics = update(state, ref_params, rollout, scored, prompts, plens)
 
-  (loss, kl), grads = jax.value_and_grad(reference_loss, has_aux=True)(
-      params, rows_p, rows_l, tokens, lengths, old, ref_logp, adv, keep, kl_coef=0.1)
+  (loss, kl), grads = jax.jit(jax.value_and_grad(
+      functools.partial(reference_loss, kl_coef=0.1), has_aux=True))(
+          params, seq, index, tokens, mask, old, ref_logp, adv)
   step_taken = jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b), params,
                             host(new_state.params))
   jax.tree.map(lambda got, want: np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-6),
@@ -212,24 +224,33 @@ def test_update_gradient_equals_hand_built_reference():
   np.testing.assert_allclose(float(metrics["policy/kl"]), float(kl), rtol=1e-4, atol=1e-6)
   assert 0 < float(metrics["policy/clip_frac"]) < 1
   assert float(metrics["policy/dual_clip_frac"]) > 0
-  assert int(new_state.step) == 1
+  assert int(new_state.step) == 1 and int(metrics["skipped"]) == 0
+
+  # non-finite guard: a NaN advantage skips the update (params unchanged), the step advances
+  bad = S.Scored(rewards=scored.rewards, advantages=np.where(np.arange(n) == 1, np.nan, adv),
+                 loss_mask=mask)
+  skipped_state, skipped_metrics = update(new_state, ref_params, rollout, bad, prompts, plens)
+  assert int(skipped_metrics["skipped"]) == 1 and int(skipped_state.step) == 2
+  jax.tree.map(np.testing.assert_array_equal, host(skipped_state.params), host(new_state.params))
 
 
 def test_response_logprobs_equal_forward_on_contiguous_rows():
+  """The [prompt block | response] layout with gathered hidden states gives the log-probs and
+  entropies of rj.forward on each row as one contiguous sequence (numpy log-softmax)."""
   prompts, _ = make_prompts(3, 4)
   plens = np.array([4, 2, 3], np.int32)
   resp = np.random.default_rng(5).integers(3, V, (3, 4)).astype(np.int32)
   params = sharding.init_params(CFG, jax.random.key(2), sharding.make_mesh((1, 1, 1),
                                                                           jax.devices()[:1]))
   logp, ent = jax.jit(functools.partial(S.response_logprobs, CFG))(params, prompts, plens, resp)
-  for i in range(3):
-    L = int(plens[i])
-    logits = np.asarray(rj.forward(CFG, params, np.concatenate([prompts[i, :L], resp[i]])[None])
-                        [0, L - 1:L + 3], np.float64)
-    lp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
-        - logits.max(-1, keepdims=True)
-    np.testing.assert_allclose(np.asarray(logp[i]), lp[np.arange(4), resp[i]], atol=2e-5)
-    np.testing.assert_allclose(np.asarray(ent[i]), -(np.exp(lp) * lp).sum(-1), atol=2e-5)
+  seq, index = contiguous_rows(prompts, plens, resp, np.full(3, 4))
+  logits = np.asarray(jax.jit(functools.partial(rj.forward, CFG))(params, seq), np.float64)
+  z = np.take_along_axis(logits, index[..., None], axis=1)               # [3, 4, V]
+  lp = z - z.max(-1, keepdims=True)
+  lp = lp - np.log(np.exp(lp).sum(-1, keepdims=True))
+  np.testing.assert_allclose(np.asarray(logp), np.take_along_axis(lp, resp[..., None], -1)[..., 0],
+                             atol=2e-5)
+  np.testing.assert_allclose(np.asarray(ent), -(np.exp(lp) * lp).sum(-1), atol=2e-5)
 
 
 # ---------------------------------------------------------------------------------- rewards
@@ -270,7 +291,7 @@ def test_score_phase_rewards_against_host_references():
   np.testing.assert_allclose(float(m["reward/mean"]), want.mean())
   np.testing.assert_allclose(float(m["reward/true_mean"]), truth.mean())
   np.testing.assert_allclose(float(m["reward/agreement"]), np.mean(want == truth))
-  np.testing.assert_allclose(float(m["reward/zero_var_frac"]), 0.0)
+  assert float(m["reward/zero_var_frac"]) == 0.0
   np.testing.assert_allclose(float(m["policy/entropy"]), 0.5)
   np.testing.assert_allclose(float(m["response/length_mean"]), 23 / 6)
 
@@ -315,12 +336,47 @@ def test_score_phase_rewards_against_host_references():
   np.testing.assert_array_equal(np.asarray(scored4.rewards), np.asarray(registry))
 
 
+def test_host_verifier_rewards_replace_the_token_match():
+  """host_rewards decodes and checks answers by value (\\frac{1}{2} == 1/2); score_phase trains on
+  batch["host_reward"] instead of the token comparison and reports host_true_reward."""
+  texts = ["so \\boxed{\\frac{1}{2}}", "\\boxed{2}", "\\boxed{3}", "\\boxed{4}"]
+
+  class Tok:
+    def decode_batch(self, tokens, lengths):
+      return [texts[int(t[0])] for t in tokens]
+
+  tokens = np.arange(4, dtype=np.int32)[:, None].repeat(6, 1)
+  reward, truth = S.host_rewards(Tok(), tokens, np.full(4, 6), ["1/2", "3"], ["1/2", "4"], 2)
+  np.testing.assert_array_equal(reward, [1, 0, 1, 0])
+  np.testing.assert_array_equal(truth, [1, 0, 0, 1])
+
+  g = 2
+  prompts, _ = make_prompts(2, 0)
+  spec = S.RLSpec(CFG, None, S.RLSettings(group_size=g, max_new_tokens=6, pad_id=PAD,
+                                          eos_ids=(EOS,)),
+                  S.RewardSpec.make({"boxed_answer_match": 1.0}, OPTIONS, host_verifier=True))
+  rows = [answer(9)] * 4                                   # token match would give 0 everywhere
+  batch = {"prompt_tokens": prompts, "prompt_lengths": np.full(2, 4, np.int32),
+           "answer_tokens": labels_of([1, 3]), "host_reward": reward, "host_true_reward": truth}
+  _, scored, m = jax.jit(functools.partial(S.score_phase, spec=spec))(
+      rollout_of(rows), batch, jax.random.key(0))
+  np.testing.assert_array_equal(np.asarray(scored.rewards), reward)
+  np.testing.assert_allclose(float(m["reward/true_mean"]), 0.5)
+  np.testing.assert_allclose(float(m["reward/agreement"]), 0.5)
+  with pytest.raises(ValueError, match="has no 'host_reward'"):
+    jax.eval_shape(functools.partial(S.score_phase, spec=spec), rollout_of(rows),
+                   {k: v for k, v in batch.items() if k != "host_reward"}, jax.random.key(0))
+
+
 # ---------------------------------------------------------------------------------- errors
 def test_bad_inputs_fail_before_compiling():
   with pytest.raises(ValueError, match="unknown reward 'exact_match'"):
     S.RewardSpec.make({"exact_match": 1.0}, OPTIONS)
   with pytest.raises(ValueError, match="unknown reward noise model"):
     S.RewardSpec.make({"boxed_answer_match": 1.0}, OPTIONS, noise="flip")
+  with pytest.raises(ValueError, match=r"p=1.5 must lie in \[0, 1\]"):
+    S.RewardSpec.make({"boxed_answer_match": 1.0}, OPTIONS, noise="symmetric_flip",
+                      noise_params={"p": 1.5})
   with pytest.raises(ValueError, match=r"needs option\(s\) \['close_id'\]"):
     S.RewardSpec.make({"boxed_answer_match": 1.0}, {"boxed_ids": (BOX,)})
   for bad, match in ((dict(group_size=0), "group_size=0"),
@@ -375,7 +431,8 @@ def test_rl_raises_heldout_accuracy_and_gamma_one_labels_do_not(sft_params):
   held_p, held_d = make_prompts(64, 2)
   held_acc = lambda params: float(np.mean(                      # noqa: E731
       answer_probs(params, held_p)[np.arange(64), held_d]))
-  step, _, mesh = fused_step(1)
+  step, shard, mesh = fused_step(1)      # the step compiled by the sharded test
+  ref = jax.device_put(sft_params, shard.params)
 
   def run_rl(label_digits, n_steps=15):
     st = state_lib.create_train_state(CFG, RL_OPT, mesh, jax.random.key(0),
@@ -383,7 +440,7 @@ def test_rl_raises_heldout_accuracy_and_gamma_one_labels_do_not(sft_params):
     batch = rl_batch(train_p, label_digits, train_d)
     true_rewards = []
     for i in range(n_steps):
-      st, m = step(st, sft_params, batch, jax.random.key(100 + i))
+      st, m = step(st, ref, batch, jax.random.key(100 + i))
       true_rewards.append(float(m["reward/true_mean"]))
     return st.params, np.array(true_rewards)
 

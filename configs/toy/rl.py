@@ -27,7 +27,7 @@ def get_config() -> ConfigDict:
   c.mesh.tensor = 1                    # tensor-parallel axis (heads / mlp / vocab)
 
   c.optim = ConfigDict()
-  c.optim.lr = 2e-4                    # learning rate (the paper: 1e-6 at 1.5B-8B scale)
+  c.optim.lr = 5e-5                    # learning rate (5e-4 collapses the toy model; the paper: 1e-6)
   c.optim.schedule = "constant"        # constant | warmup_cosine | warmup_linear
   c.optim.warmup = 0                   # warmup: fraction of updates if < 1, else updates
   c.optim.final_lr_frac = 0.0          # final lr as a fraction of the peak (decaying schedules)
@@ -37,13 +37,13 @@ def get_config() -> ConfigDict:
   c.optim.weight_decay = 0.01          # AdamW decay (matrices only)
   c.optim.clip_norm = 1.0              # global-norm gradient clipping (0 = off)
 
-  c.steps = 40                         # RL steps (rollout + updates); the paper: 496
-  c.batch_size = 16                    # prompts per step; divides over data×fsdp
+  c.steps = 30                         # RL steps (rollout + updates); the paper: 496
+  c.batch_size = 8                     # prompts per step; divides over data×fsdp (the paper: 64)
   c.seed = 0                           # init / data-order / sampling seed
   c.log_every = 1                      # steps between metrics.jsonl records
-  c.eval_every = 20                    # steps between held-out evaluations (0 = never)
+  c.eval_every = 15                    # steps between held-out evaluations (0 = never)
   c.eval_at_end = True                 # also evaluate after the last step
-  c.checkpoint_every = 20              # steps between checkpoints (0 = only at the end)
+  c.checkpoint_every = 15              # steps between checkpoints (0 = only at the end)
   c.keep_checkpoints = 2               # most recent checkpoints kept
   c.max_nonfinite_steps = 5            # stop after this many steps in a row with a skipped update
   c.progress_bar = True                # tqdm bar with reward and tokens/s
@@ -82,6 +82,7 @@ def get_config() -> ConfigDict:
   c.reward.weights.self_certainty = 0.0       # mean token self-certainty of the rollout
   c.reward.weights.neg_entropy = 0.0          # minus the mean token entropy (RENT)
   c.reward.weights.seq_loglik = 0.0           # sequence log-likelihood
+  c.reward.host_verifier = False       # boxed_answer_match checked on the host (math-verify) instead of token ids
   c.reward.noise = ""                  # '' | symmetric_flip | group_flip | asymmetric_flip | bernoulli
   c.reward.noise_p = 0.0               # flip rate of symmetric_flip / group_flip
   c.reward.noise_fp_rate = 0.0         # asymmetric_flip: 0 -> 1 rate
@@ -92,7 +93,8 @@ def get_config() -> ConfigDict:
   c.data.domains = "arith"             # comma-separated synthetic domains of the training pool
   c.data.files = ""                    # comma-separated JSONL / Parquet problem files ('' = none)
   c.data.layout = "auto"               # record layout of data.files
-  c.data.difficulty = 0                # synthetic difficulty level of the pool (0 = the split default, 1-3)
+  c.data.pool_limit = 0                # records read per data.files entry (0 = all)
+  c.data.difficulty = 1                # synthetic level of the pool (0 = the split default, 1-3)
   c.data.n_pool = 256                  # synthetic problems per domain in the pool
   c.data.difficulty_filter = False     # keep problems the initial model solves 1..15 of 16 times
   c.data.filter_samples = 16           # samples per problem for the difficulty filter
@@ -101,7 +103,7 @@ def get_config() -> ConfigDict:
   c.data.label_noise_samples = 96      # samples per prompt to find the most frequent wrong answer
   c.data.protocol_seed = 0             # seed of the protocols (subset, γ selection, samples)
   c.data.protocol_batch_size = 16      # prompts per sampler call in the protocols
-  c.data.max_prompt_len = 128          # prompt block width (longer prompts are dropped)
+  c.data.max_prompt_len = 96           # prompt block width (longer prompts are dropped)
   c.data.max_answer_len = 16           # label width in tokens (longer labels are dropped)
   c.data.tokenizer = ""                # '' = the init run's tokenizer (or the built-in toy one)
   c.data.template = "toy"              # chat template: toy | plain | llama3 | chatml

@@ -32,10 +32,8 @@ import json
 import logging
 import os
 import time
-from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from rlvr_jax import sharding
@@ -118,10 +116,14 @@ def reward_spec(config, tokenizer) -> step_lib.RewardSpec:
     params["q"] = float(_get(config, "reward.noise_q", 0.5))
   max_answer_len = int(_get(config, "data.max_answer_len", 32))
   options = step_lib.reward_options(tokenizer, names, max_answer_len=max_answer_len)
+  host = bool(_get(config, "reward.host_verifier", False))
+  if host and bool(_get(config, "rl.fused_step", False)):
+    raise ValueError("reward.host_verifier needs the host between sampling and scoring; set "
+                     "rl.fused_step=False")
   return step_lib.RewardSpec.make({n: weights[n] for n in names}, options, noise=noise,
                                   noise_params=params,
                                   close_ids=step_lib.close_brace_ids(tokenizer),
-                                  max_answer_len=max_answer_len)
+                                  max_answer_len=max_answer_len, host_verifier=host)
 
 
 def rl_settings(config, tokenizer) -> step_lib.RLSettings:
@@ -265,9 +267,13 @@ def run(config, workdir: str) -> int:
     start = int(start)
   else:
     state = create_train_state(cfg, optimizer, mesh, jax.random.key(int(config.seed)),
-                               jax.tree.map(jnp.copy, ref_params))
+                               ref_params)          # a copy: ref_params stay the reference
     start = 0
 
+  host_fn = None
+  if reward.host_verifier:
+    def host_fn(rollout, batch_host=None):
+      return _host_verify(rollout, batch_host, tokenizer, settings, mesh)
   fused = bool(_get(config, "rl.fused_step", False))
   if fused:
     step_fn = step_lib.jit_rl_step(spec, mesh, shardings)
@@ -336,13 +342,15 @@ def run(config, workdir: str) -> int:
           break
         host = next(data_iter)
         batch = device_batch(host, tokenizer, answer_width, label_cache, mesh)
+        if host_fn is not None:
+          batch["_host"] = host
         key = jax.random.fold_in(base_key, step)
         step += 1
         if fused:
           state, metrics = step_fn(state, ref_params, batch, key)   # dispatched, not awaited
           times = None
         else:
-          state, metrics, times = _run_phases(phases, state, ref_params, batch, key)
+          state, metrics, times = _run_phases(phases, state, ref_params, batch, key, host_fn)
         ev = None
         busy = step == first_step
         at_end = step == int(config.steps)
@@ -373,13 +381,32 @@ def run(config, workdir: str) -> int:
   return 0
 
 
-def _run_phases(phases: step_lib.Phases, state, ref_params, batch, key):
-  """Sample, score and update one after the other, each waited on: (state, metrics, times)."""
+def _host_verify(rollout, host: dict, tokenizer, settings, mesh) -> dict:
+  """batch["host_reward"] / ["host_true_reward"] of this process's rollout rows, checked on the
+  host (step_lib.host_rewards), as global arrays over (data, fsdp)."""
+  tokens, lengths = rollout.tokens, rollout.lengths
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    from jax.sharding import PartitionSpec as P
+    tokens, lengths = multihost_utils.global_array_to_host_local_array(
+        (tokens, lengths), mesh, P(sharding.BATCH_AXES))
+  reward, truth = step_lib.host_rewards(tokenizer, np.asarray(tokens), np.asarray(lengths),
+                                        list(host["label"]), list(host["true_label"]),
+                                        settings.samples_per_prompt)
+  return train_loop.put_batch({"host_reward": reward, "host_true_reward": truth}, mesh)
+
+
+def _run_phases(phases: step_lib.Phases, state, ref_params, batch, key, host_fn=None):
+  """Sample, (verify on the host,) score and update one after the other, each waited on:
+  (state, metrics, times); the host verification counts as reward time."""
   k_sample, k_reward = step_lib.step_keys(key)
+  host = batch.pop("_host", None)
   t0 = time.perf_counter()
   rollout = jax.block_until_ready(phases.sample(state.params, batch["prompt_tokens"],
                                                 batch["prompt_lengths"], k_sample))
   t1 = time.perf_counter()
+  if host_fn is not None:
+    batch = {**batch, **host_fn(rollout, host)}
   kept, scored, m_score = jax.block_until_ready(phases.score(rollout, batch, k_reward))
   t2 = time.perf_counter()
   state, m_update = phases.update(state, ref_params, kept, scored, batch["prompt_tokens"],

@@ -7,7 +7,7 @@ r"""The model-aware data protocols of shared/PROTOCOL.md, run with the sampler a
 
 The chain (`prepare_train_records`), on the model being trained (its initial parameters):
 1. pool: `data.n_pool` records per synthetic domain of `data.domains` (train split) plus the
-   records of `data.files`;
+   records of `data.files` (the first `data.pool_limit` of each file; 0 = all);
 2. difficulty filter (`data.difficulty_filter`): sample `data.filter_samples` (16) responses per
    problem at T = 1, count the correct ones with the domain verifier, keep problems solved
    1..15 times (rlvr_jax.data.protocols.difficulty_filter);
@@ -110,9 +110,9 @@ def _get(config, dotted: str, default=None):
 
 def settings_of(config) -> dict[str, Any]:
   """The config fields that determine the training set (recorded in protocol.json)."""
-  keys = ("domains", "files", "layout", "n_pool", "difficulty", "n_train", "difficulty_filter",
-          "filter_samples", "label_noise", "label_noise_samples", "protocol_seed", "template",
-          "system_prompt", "prompt_suffix")
+  keys = ("domains", "files", "layout", "n_pool", "pool_limit", "difficulty", "n_train",
+          "difficulty_filter", "filter_samples", "label_noise", "label_noise_samples",
+          "protocol_seed", "template", "system_prompt", "prompt_suffix")
   out = {k: _get(config, f"data.{k}") for k in keys}
   out["max_new_tokens"] = int(_get(config, "rl.max_new_tokens", 0))
   return json.loads(json.dumps(out, default=str))
@@ -129,9 +129,18 @@ def pool_records(config) -> list[dict]:
       raise ValueError(f"data.n_pool={n_pool} must be >= 1 to draw problems of domain {name!r}")
     records.extend(records_lib.domain_records(name, "train", n_pool, seed, difficulty=difficulty))
   for path in _csv(_get(config, "data.files", "")):
-    recs, counts = records_lib.load_records(path, layout=_get(config, "data.layout", "auto"))
+    recs, counts = records_lib.load_records(path, layout=_get(config, "data.layout", "auto"),
+                                            limit=int(_get(config, "data.pool_limit", 0)) or None)
     if not recs:
-      raise ValueError(f"data.files entry {path!r}: no usable problem records ({counts})")
+      hint = ""
+      if counts.get("dropped_missing_answer"):
+        hint = (f"; {counts['dropped_missing_answer']} rows have no answer label: the dataset "
+                f"has no labels (RL prompts need an 'answer' field; validation and "
+                f"reward/true_mean use it, and label rewards train on it)")
+      raise ValueError(f"data.files entry {path!r}: no usable problem records ({counts}){hint}")
+    if counts.get("dropped_missing_answer"):
+      log.warning("data.files entry %s: %d rows without an answer label were dropped", path,
+                  counts["dropped_missing_answer"])
     records.extend(recs)
   if not records:
     raise ValueError("no RL training problems: set data.domains (e.g. 'arith') and/or data.files")

@@ -13,6 +13,10 @@ A batch is a dict of device arrays with B prompts on the leading axis:
                                    right-padded with -1 (needed by label rewards)
   true_answer_tokens  int32[B, A'] optional: the ground-truth label (reward/true_mean,
                                    reward/agreement); without it those metrics are NaN
+  host_reward         float32[B*V] with RewardSpec.host_verifier: the boxed-answer reward of
+                                   every sampled row checked on the host (`host_rewards`),
+                                   used in place of the in-graph token comparison
+  host_true_reward    float32[B*V] optional: the same against the true labels
 
 The three phases (each a pure function; `rl_step` composes them):
 1. `sample_phase`: the in-graph sampler (prefill + decode, KV cache) draws V samples per prompt
@@ -66,6 +70,7 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh
 
@@ -131,7 +136,8 @@ class RLSettings:
         problems.append(f"{name}={v!r} must be an integer >= 1")
     if isinstance(self.vote_samples, bool) or not isinstance(self.vote_samples, int) \
         or self.vote_samples < 0:
-      problems.append(f"vote_samples={self.vote_samples!r} must be an integer >= 0 (0 = group_size)")
+      problems.append(f"vote_samples={self.vote_samples!r} must be an integer >= 0 "
+                      f"(0 = group_size)")
     elif self.vote_samples and self.vote_samples < self.group_size:
       problems.append(f"vote_samples={self.vote_samples} must be >= group_size={self.group_size} "
                       f"(votes come from V samples, G of them are trained on)")
@@ -177,6 +183,8 @@ class RewardSpec:
   ids, found by `reward_options` from a tokenizer), an optional noise model over the weighted
   sum (`noise` a name of rl.NOISE_MODELS, `noise_params` its rates as (name, value) pairs), and
   `close_ids` (ids that close a \\boxed{}, mapped to close_ids[0] before rewards see tokens).
+  host_verifier: the boxed-answer reward (when chosen) and the ground-truth reward come from
+  the host verifier (batch["host_reward"] / ["host_true_reward"], see `host_rewards`).
 
   "majority_vote" is computed here for any V >= G (pseudo-label = most common boxed answer
   among the V samples of a prompt; reward = boxed_answer_match of each kept sample against it).
@@ -187,18 +195,20 @@ class RewardSpec:
   noise_params: tuple[tuple[str, float], ...] = ()
   close_ids: tuple[int, ...] = ()
   max_answer_len: int = 32
+  host_verifier: bool = False
 
   @staticmethod
   def make(weights: Mapping[str, float], options: Mapping[str, Any] | None = None, *,
            noise: str = "", noise_params: Mapping[str, float] | None = None,
-           close_ids=(), max_answer_len: int = 32) -> "RewardSpec":
+           close_ids=(), max_answer_len: int = 32, host_verifier: bool = False) -> "RewardSpec":
     """A RewardSpec from dicts; checks every name and option now (before anything compiles)."""
     weights = {str(k): float(v) for k, v in dict(weights).items() if float(v) != 0.0}
     options = dict(options or {})
     spec = RewardSpec(weights=tuple(sorted(weights.items())),
                       options=tuple(sorted((k, _freeze(v)) for k, v in options.items())),
                       noise=noise or "", noise_params=tuple(sorted((noise_params or {}).items())),
-                      close_ids=tuple(int(i) for i in close_ids), max_answer_len=int(max_answer_len))
+                      close_ids=tuple(int(i) for i in close_ids),
+                      max_answer_len=int(max_answer_len), host_verifier=bool(host_verifier))
     spec.check()
     return spec
 
@@ -216,18 +226,30 @@ class RewardSpec:
                        f"{sorted(rewards_lib.REWARDS)}")
     for name in self.names:
       rewards_lib.get_reward(name)   # unknown name -> ValueError listing the choices
-    if self.noise and self.noise not in noise_lib.NOISE_MODELS:
-      raise ValueError(f"unknown reward noise model {self.noise!r}; choose one of "
-                       f"{sorted(noise_lib.NOISE_MODELS)} or '' for none")
-    self._build_plain()              # missing / unused options -> ValueError naming them
+    if self.noise:
+      if self.noise not in noise_lib.NOISE_MODELS:
+        raise ValueError(f"unknown reward noise model {self.noise!r}; choose one of "
+                         f"{sorted(noise_lib.NOISE_MODELS)} or '' for none")
+      params = dict(self.noise_params)
+      if self.noise == "group_flip":
+        params.setdefault("group_size", 1)
+      try:   # trace only: a missing or out-of-range rate fails here, naming it
+        jax.eval_shape(lambda: noise_lib.apply_noise(self.noise, jnp.zeros((2,), jnp.float32),
+                                                     jax.random.key(0), **params))
+      except TypeError as e:
+        raise ValueError(f"reward noise model {self.noise!r} with rates {params}: {e}") from None
+    self._build_plain()              # a missing static option -> ValueError naming it
     if MAJORITY in self.names:
       self._majority_options()
 
-  def _plain_weights(self) -> dict[str, float]:
-    return {n: w for n, w in self.weights if n != MAJORITY}
+  def _plain_weights(self, host: bool = False) -> dict[str, float]:
+    """The rewards computed by rewards.combine_rewards (not majority vote; not the boxed match
+    when a host verifier supplies it)."""
+    return {n: w for n, w in self.weights
+            if n != MAJORITY and not (host and n == "boxed_answer_match")}
 
-  def _build_plain(self):
-    weights = self._plain_weights()
+  def _build_plain(self, host: bool = False):
+    weights = self._plain_weights(host)
     if not weights:
       return None
     opts = dict(self.options)
@@ -292,7 +314,7 @@ def reward_options(tokenizer, names, *, max_answer_len: int = 32,
                      f"verifier needs a single close-brace id")
   out["close_id"] = ids[0]
   ids = tokenizer.encode("{")
-  if len(ids) == 1 and ids[0] not in out["boxed_ids"]:
+  if len(ids) == 1:      # nested braces inside the answer are balanced
     out["open_brace_id"] = ids[0]
   if "think_close_ids" in accepted:
     out["think_close_ids"] = tuple(tokenizer.encode(think_close))
@@ -403,8 +425,17 @@ def score_phase(rollout: Rollout, batch: Batch, key, *, spec: RLSpec
   n = b * g
   k_plain, k_noise = jax.random.split(key)
 
+  host_N = batch.get("host_reward")
+  use_host = rs.host_verifier and "boxed_answer_match" in rs.names
+  if use_host and host_N is None:
+    raise ValueError("reward.host_verifier is on but the batch has no 'host_reward' (float32[B * "
+                     "V] from rl.step.host_rewards): the fused step cannot call a host verifier; "
+                     "run the phases separately (rl.fused_step=False)")
   total_N = jnp.zeros((n,), jnp.float32)
-  plain = rs._build_plain()
+  if use_host:
+    total_N = total_N + dict(rs.weights)["boxed_answer_match"] * _keep_first(
+        jnp.asarray(host_N, jnp.float32), b, v, g)
+  plain = rs._build_plain(host=use_host)
   if plain is not None:
     labels_NA = None if labels_BA is None else jnp.repeat(jnp.asarray(labels_BA, jnp.int32), g, 0)
     total_N = total_N + plain(view, labels_NA, k_plain)
@@ -431,15 +462,19 @@ def score_phase(rollout: Rollout, batch: Batch, key, *, spec: RLSpec
   f32 = jnp.float32
   nan = jnp.asarray(jnp.nan, f32)
   metrics = {"reward/mean": jnp.mean(rewards_N), "reward/std": jnp.std(rewards_N),
-             "reward/zero_var_frac": 1.0 - jnp.mean(varied_N),
+             "reward/zero_var_frac": jnp.mean(1.0 - varied_N),
              "response/length_mean": jnp.mean(kept.lengths.astype(f32)),
              "response/clip_frac": jnp.mean(_clipped(kept, s).astype(f32)),
              "policy/entropy": losses.aggregate(kept.entropy, valid_NM, "token-mean"),
              "reward/true_mean": nan, "reward/agreement": nan}
   true_BA = batch.get("true_answer_tokens")
-  if true_BA is not None:
-    opts = {k: v for k, v in dict(rs.options).items() if k in ("boxed_ids", "close_id",
-                                                                "open_brace_id")}
+  if batch.get("host_true_reward") is not None:
+    true_N = _keep_first(jnp.asarray(batch["host_true_reward"], jnp.float32), b, v, g)
+    metrics["reward/true_mean"] = jnp.mean(true_N)
+    metrics["reward/agreement"] = jnp.mean(((rewards_N > 0.5) == (true_N > 0.5)).astype(f32))
+  elif true_BA is not None:
+    opts = {name: val for name, val in rs.options
+            if name in ("boxed_ids", "close_id", "open_brace_id")}
     if "boxed_ids" in opts and "close_id" in opts:
       true_N = rewards_lib.boxed_answer_match(view, jnp.repeat(jnp.asarray(true_BA, jnp.int32),
                                                                g, 0), **opts)
@@ -653,6 +688,24 @@ def _unsplit(x_KbM, k: int):
   return jnp.swapaxes(x_KbM, 0, 1).reshape(kk * nb, *x_KbM.shape[2:])
 
 
+# ---------------------------------------------------------------------------------- host verifier
+def host_rewards(tokenizer, tokens_NM, lengths_N, labels, true_labels, samples_per_prompt: int,
+                 verify_fn=None) -> tuple[np.ndarray, np.ndarray]:
+  """(reward, true reward), float32[N] each, of decoded responses checked on the host with
+  rewards.host_verifier_reward (math-verify equivalence when installed): the same contract as
+  the in-graph boxed_answer_match, for answers a token comparison cannot judge (\\frac{1}{2} vs
+  0.5, BPE merges). tokens_NM / lengths_N: host arrays of the rollout rows (B * V, samples of a
+  prompt contiguous); labels / true_labels: B strings. Feed the results to `score_phase` as
+  batch["host_reward"] / batch["host_true_reward"]."""
+  texts = tokenizer.decode_batch(np.asarray(tokens_NM), np.asarray(lengths_N))
+  rep = lambda xs: [str(x) for x in xs for _ in range(samples_per_prompt)]  # noqa: E731
+  reward = rewards_lib.host_verifier_reward(texts, rep(labels), verify_fn)
+  same = [str(a) == str(b) for a, b in zip(labels, true_labels)]
+  if all(same):
+    return reward, reward
+  return reward, rewards_lib.host_verifier_reward(texts, rep(true_labels), verify_fn)
+
+
 # ---------------------------------------------------------------------------------- the step
 def rl_step(state: TrainState, ref_params, batch: Batch, key, *, spec: RLSpec,
             mesh: Mesh | None = None) -> tuple[TrainState, Metrics]:
@@ -722,6 +775,6 @@ def jit_rl_phases(spec: RLSpec, mesh: Mesh, shardings: TrainState) -> Phases:
 
 
 __all__ = ["RLSettings", "RewardSpec", "RLSpec", "Rollout", "Scored", "reward_options",
-           "close_brace_ids", "sample_phase", "score_phase", "update_phase", "sequence_inputs",
+           "close_brace_ids", "host_rewards", "sample_phase", "score_phase", "update_phase", "sequence_inputs",
            "response_logprobs", "rl_step", "step_keys", "jit_rl_step", "jit_rl_phases", "Phases",
            "DYNAMIC_SAMPLING"]
