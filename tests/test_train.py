@@ -18,7 +18,6 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import orbax.checkpoint as ocp
 import pytest
 from etils import epath
@@ -287,7 +286,12 @@ RUNNER = textwrap.dedent('''
     import os, sys, time
     os.environ["JAX_PLATFORMS"] = "cpu"
     import jax
-    jax.config.update("jax_num_cpu_devices", 4)
+    NPROC, PID = int(os.environ.get("NPROC", 1)), int(os.environ.get("PID", 0))
+    jax.config.update("jax_num_cpu_devices", 4 // NPROC)
+    if NPROC > 1:                                     # multi-process: 2 devices per process
+      jax.config.update("jax_cpu_collectives_implementation", "gloo")
+      jax.distributed.initialize(coordinator_address=os.environ["COORD"], num_processes=NPROC,
+                                 process_id=PID)
     jax.config.update("jax_compilation_cache_dir", os.environ["CACHE"])
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     import grain, importlib.util
@@ -295,21 +299,22 @@ RUNNER = textwrap.dedent('''
     from rlvr_jax.train import loop
 
     STALL_AT = int(os.environ.get("STALL_AT", -1))   # block forever on this batch index
-    SLOW_FROM = int(os.environ.get("SLOW_FROM", -1))  # sleep 0.3 s per batch from here
+    SLOW_FROM = int(os.environ.get("SLOW_FROM", -1))  # sleep 0.5 s per batch from here
     NAN_FROM = int(os.environ.get("NAN_FROM", -1))    # poison the loss mask from here
 
     def synth(i):
       if i == STALL_AT:
         time.sleep(3600)
       if 0 <= SLOW_FROM <= i:
-        time.sleep(0.3)
+        time.sleep(0.5)
       r = np.random.default_rng(i)
       toks = r.integers(0, 64, (8, 17)).astype(np.int32)
       toks[:, 8:] = toks[:, :9] % 7              # a learnable second half
       mask = np.ones((8, 16), np.float32)
       if 0 <= NAN_FROM <= i:
         mask[0, 0] = np.nan
-      return {"tokens": toks[:, :-1], "targets": toks[:, 1:], "loss_mask": mask}
+      rows = slice(PID * 8 // NPROC, (PID + 1) * 8 // NPROC)    # this process's rows
+      return {"tokens": toks[rows, :-1], "targets": toks[rows, 1:], "loss_mask": mask[rows]}
 
     spec = importlib.util.spec_from_file_location("cfg", sys.argv[2])
     mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
@@ -318,10 +323,12 @@ RUNNER = textwrap.dedent('''
                         num_heads=2, num_kv_heads=1, head_dim=16))
     c.mesh.data, c.mesh.fsdp = 2, 2
     c.update(dict(steps=24, batch_size=8, seq_len=16, log_every=1, eval_every=0,
-                  checkpoint_every=int(os.environ.get("EVERY", 6)), keep_checkpoints=2,
+                  checkpoint_every=int(os.environ.get("EVERY", 12)), keep_checkpoints=2,
                   max_nonfinite_steps=3, progress_bar=False))
     c.optim.warmup = 0.1
-    make = lambda config: iter(grain.MapDataset.range(10**6).map(synth).to_iter_dataset())
+    # No prefetch threads: the map (and its injected stalls) runs in the loop's own next().
+    opts = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
+    make = lambda config: iter(grain.MapDataset.range(10**6).map(synth).to_iter_dataset(opts))
     try:
       status = loop.train(c, sys.argv[1], stage="cpt", make_batches=make)
     except loop.NonFiniteError as e:
@@ -341,10 +348,28 @@ def runner(tmp_path_factory):
   def start(workdir, **env):
     e = dict(os.environ, CACHE=cache, PYTHONPATH=ROOT, **{k: str(v) for k, v in env.items()})
     e.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")   # compile 2-3x faster
-    return subprocess.Popen(["timeout", "-s", "KILL", "300", sys.executable, str(path),
+    # `timeout` bounds every run; its own session lets a SIGKILL reach the whole group (timeout
+    # forwards SIGTERM to the runner but cannot forward SIGKILL).
+    proc = subprocess.Popen(["timeout", "-s", "KILL", "300", sys.executable, str(path),
                              str(workdir), os.path.join(ROOT, "configs/toy/cpt.py")],
-                            env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  return start
+                            env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    started.append(proc)
+    return proc
+
+  started = []
+  yield start
+  for proc in started:                       # nothing outlives the test, whatever happened
+    if proc.poll() is None:
+      os.killpg(proc.pid, signal.SIGKILL)
+      proc.wait()
+
+
+def _free_port():
+  import socket
+  with socket.socket() as sock:
+    sock.bind(("localhost", 0))
+    return sock.getsockname()[1]
 
 
 def _wait_for(pred, proc, what, timeout=240):
@@ -354,7 +379,7 @@ def _wait_for(pred, proc, what, timeout=240):
       raise AssertionError(f"runner exited ({proc.returncode}) before {what}:\n"
                            f"{proc.stderr.read()[-3000:]}")
     if time.time() - t0 > timeout:
-      proc.kill()
+      os.killpg(proc.pid, signal.SIGKILL)
       raise AssertionError(f"timed out waiting for {what}")
     time.sleep(0.1)
 
@@ -383,18 +408,20 @@ def test_loop_resume_sigterm_and_nonfinite(runner, tmp_path):
   - straight: 24 steps;
   - killed: SIGKILL once step 12's checkpoint is on disk (data stalls at batch 12), restarted;
     its final state must equal the straight run's bit for bit;
-  - sigterm: SIGTERM mid-run → exit 0 with status preempted and a restorable checkpoint;
-    restarted, it also ends bit-identical;
+  - sigterm: SIGTERM mid-run → exit 0 with status preempted and a restorable checkpoint at
+    the step it reached;
+  - two processes (jax.distributed, gloo) → the one-process losses and parameters;
   - nonfinite: batches from index 4 on are NaN → 3 skips in a row stop the run; the last
     checkpoint holds the step-4 parameters, untouched."""
   straight, killed = tmp_path / "straight", tmp_path / "killed"
   sigterm, nonfinite = tmp_path / "sigterm", tmp_path / "nonfinite"
+  two_proc = tmp_path / "two_proc"
 
   p_straight = runner(straight)
   p_killed = runner(killed, STALL_AT=12)
   _wait_for(lambda: (killed / "checkpoints" / "12" / "state").exists(), p_killed, "checkpoint 12")
   time.sleep(0.5)
-  p_killed.send_signal(signal.SIGKILL)
+  os.killpg(p_killed.pid, signal.SIGKILL)                   # timeout and the runner
   p_killed.wait(timeout=30)
   assert p_killed.returncode == -signal.SIGKILL
   rc, out, err = _finish(p_straight)
@@ -414,22 +441,32 @@ def test_loop_resume_sigterm_and_nonfinite(runner, tmp_path):
   rc, out, err = _finish(p_resume)
   assert rc == 0 and "STATUS completed" in out, err[-3000:]
 
-  p_term2 = runner(sigterm)
   p_nan = runner(nonfinite, NAN_FROM=4, EVERY=4)
-  rc, out, err = _finish(p_term2)
-  assert rc == 0 and "STATUS completed" in out, err[-3000:]
+  coord = f"localhost:{_free_port()}"
+  p_two = [runner(two_proc, NPROC=2, PID=i, COORD=coord, EVERY=0) for i in range(2)]
+  for p in p_two:
+    rc, out, err = _finish(p)
+    assert rc == 0 and "STATUS completed" in out, err[-3000:]
   rc, out, err = _finish(p_nan)
   assert rc == 3 and "3 non-finite updates in a row" in out, (out, err[-3000:])
 
   ref = _raw_state(str(straight), 24)
   assert int(ref["step"]) == 24
-  for other in (killed, sigterm):
-    got = _raw_state(str(other), 24)
-    jax.tree.map(np.testing.assert_array_equal, got, ref)   # params, opt_state, step, rng
+  got = _raw_state(str(killed), 24)
+  jax.tree.map(np.testing.assert_array_equal, got, ref)     # params, opt_state, step, rng
   losses = {r["step"]: r["loss"] for r in _records(straight) if "loss" in r}
-  assert losses[24] < losses[1]                              # it learns
+  assert losses[24] < losses[1] - 0.5                        # it learns
   resumed = {r["step"]: r["loss"] for r in _records(killed) if "loss" in r}
   assert resumed[24] == losses[24]
+
+  # Two processes (2 devices each, gloo collectives, each feeding its half of every batch)
+  # train like one process with 4 devices.
+  two = {r["step"]: r["loss"] for r in _records(two_proc) if "loss" in r}
+  assert sorted(two) == list(range(1, 25))
+  np.testing.assert_allclose([two[s] for s in range(1, 25)], [losses[s] for s in range(1, 25)],
+                             atol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
+               _raw_state(str(two_proc), 24)["params"], ref["params"])
 
   assert checkpoints.run_steps(str(nonfinite)) == [4, 8]
   s4, s8 = _raw_state(str(nonfinite), 4), _raw_state(str(nonfinite), 8)

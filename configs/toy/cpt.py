@@ -39,16 +39,16 @@ def get_config() -> ConfigDict:
   c.optim.weight_decay = 0.01          # AdamW decay (matrices only; not norms / biases)
   c.optim.clip_norm = 1.0              # global-norm gradient clipping (0 = off)
 
-  c.steps = 300                        # optimizer updates
+  c.steps = 200                        # optimizer updates
   c.batch_size = 16                    # global batch (sequences); divides over data×fsdp
   c.seq_len = 128                      # tokens per packed sequence
   c.microbatches = 1                   # gradient-accumulation microbatches per step
   c.z_loss = 0.0                       # z-loss coefficient on logsumexp² (0 = off)
   c.seed = 0                           # init / data-order seed
   c.log_every = 10                     # steps between metrics.jsonl records
-  c.eval_every = 100                   # steps between held-out evaluations (0 = never)
+  c.eval_every = 50                    # steps between held-out evaluations (0 = never)
   c.eval_batches = 4                   # held-out batches per evaluation
-  c.checkpoint_every = 100             # steps between checkpoints (0 = only at the end)
+  c.checkpoint_every = 50              # steps between checkpoints (0 = only at the end)
   c.keep_checkpoints = 2               # most recent checkpoints kept
   c.keep_best = 1                      # best-by-eval/loss checkpoints kept besides (0 = none)
   c.max_nonfinite_steps = 10           # stop after this many skipped updates in a row (0 = never)

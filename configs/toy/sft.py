@@ -18,10 +18,10 @@ def get_config() -> ConfigDict:
   c.stage = "sft"                      # cpt | sft (recorded in config.json; the loss is the same)
   c.optim.lr = 2e-3                    # peak learning rate
   c.optim.warmup = 0.1                 # warmup: fraction of steps if < 1, else steps
-  c.steps = 300                        # optimizer updates
+  c.steps = 200                        # optimizer updates
   c.batch_size = 16                    # global batch (examples); divides over data×fsdp
   c.seq_len = 128                      # padded example length (longer examples are dropped)
-  c.eval_every = 100                   # steps between held-out evaluations (0 = never)
+  c.eval_every = 50                    # steps between held-out evaluations (0 = never)
   c.data.n_train = 4000                # training problems with reasoning traces
   c.data.n_eval = 128                  # held-out problems
   c.data.thinking = True               # train on the trace + answer (False: answer only)

@@ -1,16 +1,17 @@
 """Train-step benchmark: tokens/s, step time and MFU of the jitted train step, against a large
 f32 matmul's measured throughput (the peak) and a plain PyTorch training step, all in one run.
 
-  .venv/bin/python -m rlvr_jax.bench.train [--size toy-50m --batch 8 --seq 256 --steps 3]
+  .venv/bin/python -m rlvr_jax.bench.train [--size toy-50m --batch 8 --seq 256 --rounds 3]
   rlvr-jax bench train [same flags]
 
 Both sides train the same architecture from the same weights (ours written with `save_hf` and
 loaded by transformers' LlamaForCausalLM) on the same batch: AdamW, global-norm clipping 1.0,
 the mean next-token loss over the same L-1 targets of L input tokens. Our step is
 `rlvr_jax.train.steps.jit_train_step` exactly as the run loop uses it (state donated, in-graph
-non-finite skip). Step times are medians over `--steps` timed steps after one warm-up step
-(compile excluded). MFU = model FLOPs (ModelConfig.flops_per_token: 6·N + attention) × tokens/s
-÷ the measured matmul FLOP/s. On accelerators the step computes in bf16 (`--dtype`).
+non-finite skip). After one warm-up step per side (compile excluded) the peak matmul, our step
+and the PyTorch step are timed in turn, `--rounds` times, and each figure is the median: on a
+machine shared with other work every side sees the same load. MFU = model FLOPs
+(ModelConfig.flops_per_token: 6·N + attention) × tokens/s ÷ the measured matmul FLOP/s. On accelerators the step computes in bf16 (`--dtype`).
 """
 from __future__ import annotations
 
@@ -42,38 +43,41 @@ def _median_seconds(fn, iters: int, warmup: int = 1) -> float:
   return statistics.median(times)
 
 
-def matmul_peak(n: int = 2048, iters: int = 5, dtype=jnp.float32) -> float:
-  """FLOP/s of a jitted n×n @ n×n matmul on the default device (median of `iters`)."""
-  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-  b = jax.random.normal(jax.random.key(1), (n, n), dtype)
-  mm = jax.jit(lambda x, y: x @ y)
-  t = _median_seconds(lambda: mm(a, b).block_until_ready(), iters)
-  return 2.0 * n ** 3 / t
-
-
 def _optim_config(lr: float = 1e-4) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(lr=lr, schedule="constant", warmup=0, final_lr_frac=0.0,
                                         b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01,
                                         clip_norm=1.0))
 
 
-def run(size: str = "toy-50m", batch: int = 8, seq: int = 256, steps_n: int = 3,
+def run(size: str = "toy-50m", batch: int = 8, seq: int = 256, rounds: int = 3,
         dtype: str | None = None, threads: int | None = None, torch_side: bool = True,
         matmul_n: int = 2048, seed: int = 0) -> dict[str, float]:
-  """Runs the benchmark, prints the figures and returns them as a dict."""
+  """Runs the benchmark, prints the figures and returns them as a dict.
+
+  The three measurements are interleaved, `rounds` times: one peak matmul, one of our steps,
+  one PyTorch step; each figure is the median over rounds, so a machine shared with other work
+  loads every side alike.
+  """
   platform = jax.devices()[0].platform
   dtype = dtype or ("float32" if platform == "cpu" else "bfloat16")
   cfg = rj.get_model_config(size, dtype=dtype, param_dtype="float32")
+  if torch_side and cfg.family != "llama":
+    raise ValueError(f"--size {size}: the PyTorch side is LlamaForCausalLM; pick a llama-family "
+                     f"size or pass --no-torch")
   threads = threads or os.cpu_count() or 1
   mesh = sharding.make_mesh()
   print(f"train bench: size={size} ({cfg.num_params() / 1e6:.1f}M params) batch={batch} seq={seq}"
         f" compute {dtype}, f32 master weights; jax {jax.__version__} on {len(jax.devices())} "
         f"{platform} device(s) ({os.cpu_count()} cores)", flush=True)
 
+  # The peak: a jitted n×n matmul in the compute dtype (f32 on CPU), on every device.
   peak_dtype = jnp.float32 if platform == "cpu" else jnp.dtype(dtype)
-  peak = matmul_peak(matmul_n, dtype=peak_dtype) * len(jax.devices())
-  print(f"matmul peak ({matmul_n}^3, {jnp.dtype(peak_dtype).name}): {peak / 1e9:,.1f} GFLOP/s",
-        flush=True)
+  a = jax.random.normal(jax.random.key(0), (matmul_n, matmul_n), peak_dtype)
+  b = jax.random.normal(jax.random.key(1), (matmul_n, matmul_n), peak_dtype)
+  mm = jax.jit(lambda x, y: x @ y)
+
+  def matmul():
+    mm(a, b).block_until_ready()
 
   sample = np.random.default_rng(seed).integers(0, cfg.vocab_size, (batch, seq + 1),
                                                 dtype=np.int32)
@@ -90,37 +94,60 @@ def run(size: str = "toy-50m", batch: int = 8, seq: int = 256, steps_n: int = 3,
   state = state_lib.create_train_state(cfg, opt, mesh, jax.random.key(seed), params)
   train_step = steps.jit_train_step(cfg, opt, mesh, state_lib.state_shardings(cfg, opt, mesh))
   batch_dev = jax.device_put(host_batch, steps.batch_sharding(mesh))
-  box = {"state": state}
+  box = {"state": state, "losses": []}
 
   def ours():
     box["state"], m = train_step(box["state"], batch_dev)
-    box.setdefault("losses", []).append(float(m["loss"]))   # float() waits for the step
+    box["losses"].append(float(m["loss"]))   # float() waits for the step
 
   t0 = time.perf_counter()
   ours()
   compile_s = time.perf_counter() - t0
-  t_ours = _median_seconds(ours, steps_n, warmup=0)
+  matmul()
+  sides = {"matmul": matmul, "ours": ours}
+  if torch_side:
+    theirs, torch_info = _torch_step(hf_dir.name, sample[:, :seq], threads)
+    hf_dir.cleanup()
+    theirs()                               # warm-up
+    sides["torch"] = theirs
+  times = {k: [] for k in sides}
+  for _ in range(rounds):
+    for k, fn in sides.items():
+      t0 = time.perf_counter()
+      fn()
+      times[k].append(time.perf_counter() - t0)
+  med = {k: statistics.median(v) for k, v in times.items()}
+
+  peak = 2.0 * matmul_n ** 3 / med["matmul"] * len(jax.devices())
   n_tok = batch * seq
   flops_tok = cfg.flops_per_token(seq)
-  ours_tps = n_tok / t_ours
+  ours_tps = n_tok / med["ours"]
   ours_mfu = flops_tok * ours_tps / peak
-  print(f"rlvr_jax train step:  {t_ours * 1e3:9.1f} ms/step {ours_tps:10.0f} tokens/s  "
-        f"MFU {100 * ours_mfu:5.1f}%  (first step incl. compile {compile_s:.1f} s)", flush=True)
-  out = {"ours_tokens_per_s": ours_tps, "ours_step_s": t_ours, "ours_mfu": ours_mfu,
-         "peak_flops": peak, "flops_per_token": flops_tok, "ours_first_loss": box["losses"][0]}
-
+  print(f"matmul peak ({matmul_n}^3 {jnp.dtype(peak_dtype).name}): {peak / 1e9:10,.1f} GFLOP/s",
+        flush=True)
+  print(f"rlvr_jax train step:  {med['ours'] * 1e3:9.1f} ms/step {ours_tps:10.0f} tokens/s  "
+        f"MFU {100 * ours_mfu:5.1f}%  (first step incl. compile {compile_s:.1f} s)")
+  out = {"peak_flops": peak, "flops_per_token": flops_tok, "ours_tokens_per_s": ours_tps,
+         "ours_step_s": med["ours"], "ours_mfu": ours_mfu, "ours_first_loss": box["losses"][0]}
   if torch_side:
-    out.update(_torch_step(hf_dir.name, sample[:, :seq], steps_n, threads, flops_tok, peak))
-    hf_dir.cleanup()
-    ratio = ours_tps / out["torch_tokens_per_s"]
-    out["ratio"] = ratio
+    torch_tps = n_tok / med["torch"]
+    print(f"PyTorch train step:   {med['torch'] * 1e3:9.1f} ms/step {torch_tps:10.0f} tokens/s  "
+          f"MFU {100 * flops_tok * torch_tps / peak:5.1f}%  ({torch_info})")
+    ratio = ours_tps / torch_tps
     print(f"ratio rlvr_jax / PyTorch = {ratio:.2f}x  (first-step loss {box['losses'][0]:.5f} vs "
-          f"{out['torch_first_loss']:.5f})")
+          f"{torch_info.losses[0]:.5f}; medians of {rounds} interleaved rounds)")
+    out.update(torch_tokens_per_s=torch_tps, torch_step_s=med["torch"],
+               torch_mfu=flops_tok * torch_tps / peak, torch_first_loss=torch_info.losses[0],
+               ratio=ratio)
   return out
 
 
-def _torch_step(hf_dir: str, ids_np: np.ndarray, steps_n: int, threads: int, flops_tok: float,
-                peak: float) -> dict[str, float]:
+class _TorchInfo(str):
+  losses: list
+
+
+def _torch_step(hf_dir: str, ids_np: np.ndarray, threads: int):
+  """A plain PyTorch train step (LlamaForCausalLM, AdamW, clipping) on the same weights."""
   import torch
   import transformers
   torch.set_num_threads(threads)
@@ -129,7 +156,10 @@ def _torch_step(hf_dir: str, ids_np: np.ndarray, steps_n: int, threads: int, flo
   opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8,
                           weight_decay=0.01)
   ids = torch.from_numpy(ids_np.astype(np.int64))
-  losses = []
+  info = _TorchInfo(f"transformers LlamaForCausalLM, "
+                    f"{getattr(model.config, '_attn_implementation', '?')}, torch "
+                    f"{torch.__version__}, {threads} threads")
+  info.losses = []
 
   def theirs():
     loss = model(input_ids=ids, labels=ids).loss
@@ -137,16 +167,8 @@ def _torch_step(hf_dir: str, ids_np: np.ndarray, steps_n: int, threads: int, flo
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
     opt.zero_grad(set_to_none=True)
-    losses.append(float(loss.detach()))
-
-  t = _median_seconds(theirs, steps_n, warmup=1)
-  tps = ids_np.size / t
-  attn = getattr(model.config, "_attn_implementation", "?")
-  print(f"PyTorch train step:   {t * 1e3:9.1f} ms/step {tps:10.0f} tokens/s  "
-        f"MFU {100 * flops_tok * tps / peak:5.1f}%  (transformers LlamaForCausalLM, {attn}, "
-        f"torch {torch.__version__}, {threads} threads)", flush=True)
-  return {"torch_tokens_per_s": tps, "torch_step_s": t, "torch_mfu": flops_tok * tps / peak,
-          "torch_first_loss": losses[0]}
+    info.losses.append(float(loss.detach()))
+  return theirs, info
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,13 +179,14 @@ def main(argv: list[str] | None = None) -> int:
   ap.add_argument("--size", default="toy-50m", help="a named llama-family size (rj.SIZES)")
   ap.add_argument("--batch", type=int, default=8)
   ap.add_argument("--seq", type=int, default=256)
-  ap.add_argument("--steps", type=int, default=3, help="timed steps per side (median)")
+  ap.add_argument("--rounds", type=int, default=3,
+                  help="interleaved rounds (matmul, our step, torch step); medians reported")
   ap.add_argument("--dtype", default=None, help="compute dtype (default: f32 on CPU, else bf16)")
   ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
   ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch side (e.g. on TPU)")
   ap.add_argument("--matmul-n", type=int, default=2048, help="size of the peak-FLOPs matmul")
   args = ap.parse_args(argv[1:])
-  run(args.size, args.batch, args.seq, args.steps, args.dtype, args.threads, not args.no_torch,
+  run(args.size, args.batch, args.seq, args.rounds, args.dtype, args.threads, not args.no_torch,
       args.matmul_n)
   return 0
 

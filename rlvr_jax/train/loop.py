@@ -65,19 +65,24 @@ def _get(config, dotted: str, default=None):
   return default if node is None else node
 
 
-def resolve_model_config(config, base: ModelConfig | None = None) -> ModelConfig:
-  """The run's ModelConfig: `base` (given by the caller), else the init source's (HF directory or
-  checkpoint), else the named size `config.model.size`; then `config.model.*` overrides.
+def resolve_model_config(config, base: ModelConfig | None = None, *,
+                         resume_dir: str | None = None) -> ModelConfig:
+  """The run's ModelConfig: `base` (given by the caller), else the one recorded in `resume_dir`
+  (a run being resumed), else the init source's (HF directory or checkpoint), else the named
+  size `config.model.size`; then `config.model.*` overrides.
 
-  With an HF / checkpoint source, architecture overrides must agree with it (they cannot change
-  the shapes of loaded weights); numerics (dtype, param_dtype, remat) may change freely.
+  With a recorded / HF / checkpoint source, architecture overrides must agree with it (they
+  cannot change the shapes of saved weights); numerics (dtype, param_dtype, remat) may change.
   """
   from_hf = _get(config, "init.from_hf", "")
   from_ckpt = _get(config, "init.from_checkpoint", "")
   if from_hf and from_ckpt:
     raise ValueError("set only one of init.from_hf and init.from_checkpoint")
-  loaded = base is None and bool(from_hf or from_ckpt)
-  if base is None:
+  loaded = base is None and bool(from_hf or from_ckpt or resume_dir)
+  src = resume_dir or from_hf or from_ckpt
+  if base is None and resume_dir:
+    base = ckpt_lib.read_model_config(resume_dir)
+  elif base is None:
     if from_hf:
       from rlvr_jax.model import hf
       base = hf.config_from_hf(hf.read_hf_config(from_hf),
@@ -92,7 +97,6 @@ def resolve_model_config(config, base: ModelConfig | None = None) -> ModelConfig
     if v is None or (name in ARCH_FIELDS and v == 0 and not isinstance(v, bool)):
       continue
     if loaded and name in ARCH_FIELDS and getattr(base, name) != v and name != "max_seq_len":
-      src = from_hf or from_ckpt
       raise ValueError(f"config.model.{name}={v} differs from {src} ({getattr(base, name)}); "
                        f"unset it (the loaded weights fix the architecture)")
     overrides[name] = v
@@ -275,7 +279,9 @@ def train(config, workdir: str, *, stage: str,
           model_config: ModelConfig | None = None) -> str:
   """Runs (or resumes) a CPT / SFT run in `workdir`; returns "completed" | "preempted" |
   "data_exhausted". See the module docstring for what the batch factories must yield."""
-  cfg = resolve_model_config(config, model_config)
+  resuming = bool(ckpt_lib.run_steps(workdir)) and \
+      os.path.exists(os.path.join(workdir, ckpt_lib.CONFIG_FILE))
+  cfg = resolve_model_config(config, model_config, resume_dir=workdir if resuming else None)
   mesh = sharding.make_mesh((config.mesh.data, config.mesh.fsdp, config.mesh.tensor))
   validate(config, cfg, mesh)
   os.makedirs(workdir, exist_ok=True)
@@ -289,6 +295,32 @@ def train(config, workdir: str, *, stage: str,
   eval_fn = steps.jit_eval_step(cfg, mesh, shardings.params) if make_eval_batches else None
   manager = ckpt_lib.RunCheckpoints(workdir, keep=config.keep_checkpoints,
                                     keep_best=config.keep_best if make_eval_batches else 0)
+  try:
+    return _run(config, workdir, stage, cfg, mesh, optimizer, train_fn, eval_fn, manager,
+                make_batches, make_eval_batches)
+  finally:
+    manager.close()
+
+
+def _check_batch_shape(batch: dict, expected: dict | None, config, step: int) -> dict:
+  """Every batch must have the first batch's shapes (a new shape would silently recompile);
+  the first must hold config.batch_size rows over all processes."""
+  shapes = {k: tuple(np.shape(v)) for k, v in batch.items()}
+  if expected is None:
+    rows = shapes["tokens"][0] * jax.process_count()
+    if rows != config.batch_size:
+      raise ValueError(f"the data yields batches of {rows} rows ({shapes['tokens'][0]} per "
+                       f"process × {jax.process_count()}) but batch_size={config.batch_size}; "
+                       f"make them agree")
+    return shapes
+  if shapes != expected:
+    raise ValueError(f"batch {step} has shapes {shapes}, earlier batches {expected}; batches "
+                     f"must all have one shape (pad or drop the last partial batch)")
+  return expected
+
+
+def _run(config, workdir, stage, cfg, mesh, optimizer, train_fn, eval_fn, manager,
+         make_batches, make_eval_batches) -> str:
   data_iter = make_batches(config)
   saveable = _is_grain_iterator(data_iter)
 
@@ -302,18 +334,20 @@ def train(config, workdir: str, *, stage: str,
     log.info("resumed %s from step %d", workdir, start)
   else:
     state = create_train_state(cfg, optimizer, mesh, jax.random.key(config.seed),
-                               _initial_params(config, cfg, mesh))
+                               _initial_params(config, cfg, mesh), donate_params=True)
     start = 0
   start = int(start)
 
   logger = MetricsLogger(workdir, total=config.steps, initial=start, desc=stage,
                          progress=bool(_get(config, "progress_bar", True)))
-  tokens_per_batch = config.batch_size * config.seq_len
+  tokens_per_batch = 0      # global tokens per batch (set from the first batch)
+  batch_shapes = None
   max_bad = int(config.max_nonfinite_steps)
 
   def evaluate(params) -> dict[str, float]:
     totals = None
     for batch in make_eval_batches(config):
+      batch = steps.select_batch(batch)
       b = int(np.shape(batch["tokens"])[0]) * jax.process_count()
       steps.check_batch(b, mesh, 1, what="eval batch size")
       sums = eval_fn(params, put_batch(batch, mesh))
@@ -386,11 +420,13 @@ def train(config, workdir: str, *, stage: str,
           status = "preempted"
           break
         try:
-          host_batch = next(data_iter)
+          host_batch = steps.select_batch(next(data_iter))
         except StopIteration:
           status = "data_exhausted"
           log.warning("the training data ran out after %d steps (of %d)", step, config.steps)
           break
+        batch_shapes = _check_batch_shape(host_batch, batch_shapes, config, step + 1)
+        tokens_per_batch = int(np.prod(batch_shapes["tokens"])) * jax.process_count()
         batch = put_batch(host_batch, mesh)
         state, metrics = train_fn(state, batch)        # dispatched, not awaited
         step += 1
@@ -412,7 +448,6 @@ def train(config, workdir: str, *, stage: str,
       manager.save(step, state, data_iter if saveable else None, last_eval)
       manager.wait()
   finally:
-    manager.close()
     logger.close()
   if status == "preempted":
     log.warning("stopped by a signal at step %d; checkpoint saved, rerun to resume", step)

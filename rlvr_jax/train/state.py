@@ -7,6 +7,7 @@ carry the same names as the parameters (optax maps over boxed leaves), scalars a
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -32,7 +33,10 @@ class TrainState:
     return jax.random.wrap_key_data(self.rng)
 
 
+@functools.lru_cache(maxsize=16)
 def _boxed_abstract_state(cfg: ModelConfig, optimizer: Optimizer) -> TrainState:
+  """Logically-boxed ShapeDtypeStructs of the state (cached: tracing the model's init costs
+  a fraction of a second, and the loop asks for shardings and shapes several times)."""
   boxed = abstract_params(cfg)
   rng = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))
   return TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=boxed,
@@ -55,12 +59,14 @@ def state_shardings(cfg: ModelConfig, optimizer: Optimizer, mesh: Mesh) -> Train
 
 
 def create_train_state(cfg: ModelConfig, optimizer: Optimizer, mesh: Mesh, key: jax.Array,
-                       params: Any = None) -> TrainState:
+                       params: Any = None, *, donate_params: bool = False) -> TrainState:
   """A fresh state born on its shardings (no full host copy).
 
   key: a jax.random key; split into the parameter-init key and the step RNG. params: optional
   initial parameters (from HF weights or another run); they are placed on the parameter
-  shardings (a no-op when already there) and the optimizer state is created around them.
+  shardings (a no-op when already there), cast to cfg.param_dtype, and the optimizer state is
+  created around them. donate_params=True lets the state take over their device buffers (no
+  second copy of a large model; the caller's arrays are deleted).
   """
   shardings = state_shardings(cfg, optimizer, mesh)
   init_key, step_key = jax.random.split(key)
@@ -73,7 +79,7 @@ def create_train_state(cfg: ModelConfig, optimizer: Optimizer, mesh: Mesh, key: 
                         rng=rng)
     return jax.jit(init, out_shardings=shardings)(init_key, rng)
 
-  check_params_match(cfg, params)
+  check_params_match(cfg, params, nn.unbox(_boxed_abstract_state(cfg, optimizer).params))
   params = jax.device_put(params, shardings.params)
 
   dtype = cfg.jnp_param_dtype
@@ -83,13 +89,15 @@ def create_train_state(cfg: ModelConfig, optimizer: Optimizer, mesh: Mesh, key: 
     p = jax.tree.map(lambda x: x.astype(dtype), p)
     return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=optimizer.tx.init(p),
                       rng=rng)
-  donate = (0,) if same_dtype else ()
+  donate = (0,) if donate_params and same_dtype else ()
   return jax.jit(init_from, out_shardings=shardings, donate_argnums=donate)(params, rng)
 
 
-def check_params_match(cfg: ModelConfig, params: Any) -> None:
-  """Raises ValueError naming the first parameter whose path, shape or dtype differs from cfg's."""
-  want = dict(jax.tree_util.tree_flatten_with_path(nn.unbox(abstract_params(cfg)))[0])
+def check_params_match(cfg: ModelConfig, params: Any, expected: Any = None) -> None:
+  """Raises ValueError naming the first parameter whose path or shape differs from cfg's
+  (`expected`: the abstract parameter tree, when the caller already has it)."""
+  expected = nn.unbox(abstract_params(cfg)) if expected is None else expected
+  want = dict(jax.tree_util.tree_flatten_with_path(expected)[0])
   got = dict(jax.tree_util.tree_flatten_with_path(params)[0])
   hint = "; check the model size / overrides against the checkpoint or HF directory"
   for path in sorted(set(want) | set(got), key=str):

@@ -33,6 +33,14 @@ from rlvr_jax.train.state import TrainState
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
+BATCH_KEYS = ("tokens", "loss_mask", "segment_ids", "positions", "targets")
+
+
+def select_batch(batch: dict) -> dict:
+  """The arrays the steps read (other keys, e.g. metadata strings, are dropped)."""
+  if "tokens" not in batch:
+    raise ValueError(f"a batch must hold 'tokens' (int32[B, L]); got keys {sorted(batch)}")
+  return {k: batch[k] for k in BATCH_KEYS if k in batch}
 
 
 # ---------------------------------------------------------------------------------- the loss
@@ -54,20 +62,26 @@ def lm_inputs(batch: Batch):
           None if seg is None else seg[:, :-1], tokens[:, 1:], weights)
 
 
-def loss_sums(cfg: ModelConfig, params: Any, batch: Batch, z_loss: float = 0.0) -> dict:
+def loss_sums(cfg: ModelConfig, params: Any, batch: Batch, z_loss: float = 0.0,
+              accuracy: bool = True) -> dict:
   """Unnormalised sums over the batch: `nll` (Σ w·NLL), `z` (Σ w·logsumexp²), `count` (Σ w),
-  `correct` (Σ w·[argmax == target]). The objective is (nll + z_loss·z) / count."""
+  `correct` (Σ w·[argmax == target]; 0 when accuracy=False, which saves a pass over the
+  logits). The objective is (nll + z_loss·z) / count."""
   inputs, pos, seg, targets_BT, w_BT = lm_inputs(batch)
+  valid = w_BT != 0
+  targets_BT = jnp.where(valid, targets_BT, 0)      # masked targets may hold any id (padding)
   logits_BTV = forward(cfg, params, inputs, positions=pos, segment_ids=seg)
   lse_BT = jax.nn.logsumexp(logits_BTV, axis=-1)
   target_logit_BT = jnp.take_along_axis(logits_BTV, targets_BT[..., None], axis=-1)[..., 0]
   nll_BT = lse_BT - target_logit_BT
   # where() rather than a product so a masked-out non-finite logit cannot poison the sum;
   # a non-finite *weight* still propagates (and makes the step skip).
-  valid = w_BT != 0
   nll = jnp.sum(jnp.where(valid, nll_BT * w_BT, 0.0))
   z = jnp.sum(jnp.where(valid, lse_BT ** 2 * w_BT, 0.0)) if z_loss else jnp.zeros((), jnp.float32)
-  correct = jnp.sum(jnp.where(valid & (jnp.argmax(logits_BTV, -1) == targets_BT), w_BT, 0.0))
+  if accuracy:
+    correct = jnp.sum(jnp.where(valid & (jnp.argmax(logits_BTV, -1) == targets_BT), w_BT, 0.0))
+  else:
+    correct = jnp.zeros((), jnp.float32)
   count = jnp.sum(w_BT)
   return {"nll": nll, "z": z, "count": count, "correct": correct}
 
@@ -96,7 +110,7 @@ def compute_grads(cfg: ModelConfig, params: Any, batch: Batch, *, microbatches: 
   (totals over the batch).
   """
   def objective(p, mb):
-    sums = loss_sums(cfg, p, mb, z_loss)
+    sums = loss_sums(cfg, p, mb, z_loss, accuracy=False)
     return sums["nll"] + z_loss * sums["z"], sums
   grad_fn = jax.grad(objective, has_aux=True)
 
