@@ -11,18 +11,12 @@ rlvr-jax rl --config=configs/qwen2.5_math_1.5b/rl.py --workdir=gs://.../qwen_mat
   --config.data.files=/path/to/skywork_or1_math.parquet \
   --config.eval.files=math500=/path/to/math500.jsonl,amc=/path/to/amc.jsonl
 """
-import importlib.util
-import os
+from rlvr_jax.config_utils import load_config_file
 
-_spec = importlib.util.spec_from_file_location(
-    "_toy_rl_config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "toy",
-                                   "rl.py"))
-base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(base)
 
 
 def get_config():
-  c = base.get_config()
+  c = load_config_file(__file__, "../toy/rl.py")
   c.model.size = "qwen2.5-math-1.5b"   # named size (the HF directory's config wins)
   c.model.dtype = "bfloat16"           # compute dtype
   c.model.param_dtype = "float32"      # master weights

@@ -3,16 +3,11 @@ count), each batch of 64 filled by repeating them uniformly. Everything else as 
 
 rlvr-jax rl --config=configs/qwen2.5_math_1.5b/rl_n8.py --workdir=DIR --config.init.from_hf=QWEN_DIR --config.data.files=SKYWORK
 """
-import importlib.util
-import os
+from rlvr_jax.config_utils import load_config_file
 
-_spec = importlib.util.spec_from_file_location(
-    "_rl", os.path.join(os.path.dirname(os.path.abspath(__file__)), "rl.py"))
-base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(base)
 
 
 def get_config():
-  c = base.get_config()
+  c = load_config_file(__file__, "rl.py")
   c.data.n_train = 8                   # N (also 16, 32, 64, 128, 512, 1024, 2048 via --config.data.n_train)
   return c

@@ -5,17 +5,12 @@ WORKDIR/data/train.jsonl). γ = 0.5 here; the paper's grid: --config.data.label_
 
 rlvr-jax rl --config=configs/qwen2.5_math_1.5b/rl_noisy.py --workdir=DIR --config.init.from_hf=QWEN_DIR --config.data.files=SKYWORK
 """
-import importlib.util
-import os
+from rlvr_jax.config_utils import load_config_file
 
-_spec = importlib.util.spec_from_file_location(
-    "_rl", os.path.join(os.path.dirname(os.path.abspath(__file__)), "rl.py"))
-base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(base)
 
 
 def get_config():
-  c = base.get_config()
+  c = load_config_file(__file__, "rl.py")
   c.data.label_noise = 0.5             # γ
   c.data.label_noise_samples = 96      # samples per prompt for the most frequent wrong answer
   return c

@@ -3,17 +3,12 @@ logsumexp(z) - mean(z) under the rollout policy, group-normalised by GRPO. No la
 
 rlvr-jax rl --config=configs/qwen2.5_math_1.5b/rl_self_certainty.py --workdir=DIR --config.init.from_hf=QWEN_DIR --config.data.files=SKYWORK
 """
-import importlib.util
-import os
+from rlvr_jax.config_utils import load_config_file
 
-_spec = importlib.util.spec_from_file_location(
-    "_rl", os.path.join(os.path.dirname(os.path.abspath(__file__)), "rl.py"))
-base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(base)
 
 
 def get_config():
-  c = base.get_config()
+  c = load_config_file(__file__, "rl.py")
   c.reward.weights.boxed_answer_match = 0.0   # labels unused in training
   c.reward.weights.self_certainty = 1.0       # self-certainty of the rollout
   return c

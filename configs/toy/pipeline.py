@@ -3,19 +3,13 @@
 rlvr-jax pipeline --config=configs/toy/pipeline.py --workdir=runs/toy [--config.sft.steps=...]
 Each stage's fields are those of its own config file (configs/toy/{cpt,sft,rl,eval}.py).
 """
-import importlib.util
-import os
-
 from ml_collections import ConfigDict
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
+from rlvr_jax.config_utils import load_config_file
 
 
 def _load(name):
-  spec = importlib.util.spec_from_file_location(f"_toy_{name}_config", os.path.join(_HERE, f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return load_config_file(__file__, f"{name}.py")
 
 
 def get_config() -> ConfigDict:
@@ -24,11 +18,10 @@ def get_config() -> ConfigDict:
   domains = "arith"                    # synthetic domain trained and evaluated on
   c.cpt = _load("cpt")                 # continual pre-training (configs/toy/cpt.py)
   c.sft = _load("sft")                 # thinking SFT from cpt (configs/toy/sft.py)
-  c.rl = _load("rl") if os.path.exists(os.path.join(_HERE, "rl.py")) else ConfigDict()  # RL from sft
+  c.rl = _load("rl")                   # GRPO with true rewards from sft (configs/toy/rl.py)
   c.eval = _load("eval")               # evaluation of every trained stage (configs/toy/eval.py)
   c.cpt.data.domains = c.sft.data.domains = c.eval.eval.domains = domains
-  if "data" in c.rl:
-    c.rl.data.domains = c.rl.eval.domains = domains
+  c.rl.data.domains = c.rl.eval.domains = domains
   c.eval.eval.n = 64                   # problems per eval set
   c.eval.eval.k = 8                    # samples per problem (avg@8, pass@1/4/8)
   c.eval.eval.ks = (1, 4, 8)

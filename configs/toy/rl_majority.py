@@ -3,17 +3,12 @@
 
 rlvr-jax rl --config=configs/toy/rl_majority.py --workdir=/tmp/toy_rl_maj --config.init.from_checkpoint=/tmp/toy_sft
 """
-import importlib.util
-import os
+from rlvr_jax.config_utils import load_config_file
 
-_spec = importlib.util.spec_from_file_location(
-    "_toy_rl_config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "rl.py"))
-base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(base)
 
 
 def get_config():
-  c = base.get_config()
+  c = load_config_file(__file__, "rl.py")
   c.reward.weights.boxed_answer_match = 0.0   # no labels in training
   c.reward.weights.majority_vote = 1.0        # match with the majority answer of the V votes
   c.rl.vote_samples = 16               # V: votes per prompt

@@ -2,19 +2,13 @@
 
 rlvr-jax sft --config=configs/toy/sft.py --workdir=/tmp/toy_sft [--config.init.from_checkpoint=/tmp/toy_cpt]
 """
-import importlib.util
-import os
-
 from ml_collections import ConfigDict
 
-_spec = importlib.util.spec_from_file_location(
-    "_toy_cpt_config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpt.py"))
-cpt = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cpt)
+from rlvr_jax.config_utils import load_config_file
 
 
 def get_config() -> ConfigDict:
-  c = cpt.get_config()
+  c = load_config_file(__file__, "cpt.py")
   c.stage = "sft"                      # cpt | sft (recorded in config.json; the loss is the same)
   c.optim.lr = 2e-3                    # peak learning rate
   c.optim.warmup = 0.1                 # warmup: fraction of steps if < 1, else steps

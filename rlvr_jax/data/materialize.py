@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from rlvr_jax.config_utils import csv_list as _csv
+
 # ------------------------------------------------------------------------------------- writing
 
 
@@ -257,10 +259,6 @@ def get_config():
   c.too_long = "drop"         # rows of `source` over max_prompt_chars: "drop" or "error"
   c.max_prompt_chars = 0      # character limit on a problem of `source` (0 = none)
   return c
-
-
-def _csv(value: str) -> list[str]:
-  return [v.strip() for v in str(value).split(",") if v.strip()]
 
 
 def run(config, workdir: str) -> int:

@@ -56,6 +56,7 @@ import jax
 import numpy as np
 
 from rlvr_jax import sampling
+from rlvr_jax.config_utils import get_field as _get
 from rlvr_jax.data import answers as answers_lib
 from rlvr_jax.eval import metrics as metrics_lib
 
@@ -402,31 +403,23 @@ def make_eval_fn(cfg, tokenizer, eval_sets: Mapping[str, Sequence[Any]], *,
   return eval_fn
 
 
-def _field(config, name: str, default=None):
-  try:
-    value = config[name]
-  except (KeyError, AttributeError, TypeError):
-    return default
-  return default if value is None else value
-
-
 def options_from_config(eval_config) -> EvalOptions:
   """EvalOptions from an `eval` ConfigDict (configs/toy/eval.py's fields; missing ones default)."""
   d = EvalOptions()
-  ks = _field(eval_config, "ks", d.ks)
+  ks = _get(eval_config, "ks", d.ks)
   if isinstance(ks, str):
     ks = tuple(int(x) for x in ks.replace(" ", "").split(",") if x)
-  system_prompt = _field(eval_config, "system_prompt", d.system_prompt)
-  return EvalOptions(k=int(_field(eval_config, "k", d.k)), ks=tuple(ks),
-                     temperature=float(_field(eval_config, "temperature", d.temperature)),
-                     top_k=int(_field(eval_config, "top_k", d.top_k)),
-                     top_p=float(_field(eval_config, "top_p", d.top_p)),
-                     max_new_tokens=int(_field(eval_config, "max_new_tokens", d.max_new_tokens)),
-                     template=str(_field(eval_config, "template", d.template)),
-                     batch_size=int(_field(eval_config, "batch_size", d.batch_size)),
-                     greedy=bool(_field(eval_config, "greedy", d.greedy)),
+  system_prompt = _get(eval_config, "system_prompt", d.system_prompt)
+  return EvalOptions(k=int(_get(eval_config, "k", d.k)), ks=tuple(ks),
+                     temperature=float(_get(eval_config, "temperature", d.temperature)),
+                     top_k=int(_get(eval_config, "top_k", d.top_k)),
+                     top_p=float(_get(eval_config, "top_p", d.top_p)),
+                     max_new_tokens=int(_get(eval_config, "max_new_tokens", d.max_new_tokens)),
+                     template=str(_get(eval_config, "template", d.template)),
+                     batch_size=int(_get(eval_config, "batch_size", d.batch_size)),
+                     greedy=bool(_get(eval_config, "greedy", d.greedy)),
                      system_prompt=system_prompt or None,
-                     prompt_suffix=str(_field(eval_config, "prompt_suffix", d.prompt_suffix)))
+                     prompt_suffix=str(_get(eval_config, "prompt_suffix", d.prompt_suffix)))
 
 
 def _split_list(value) -> list[str]:
@@ -445,17 +438,17 @@ def eval_sets_from_config(eval_config) -> dict[str, list[dict]]:
   """
   from rlvr_jax.data import records as records_lib
   sets: dict[str, list[dict]] = {}
-  domains = _split_list(_field(eval_config, "domains", ""))
-  splits = _split_list(_field(eval_config, "splits", "eval"))
-  n, seed = int(_field(eval_config, "n", 64)), int(_field(eval_config, "seed", 0))
+  domains = _split_list(_get(eval_config, "domains", ""))
+  splits = _split_list(_get(eval_config, "splits", "eval"))
+  n, seed = int(_get(eval_config, "n", 64)), int(_get(eval_config, "seed", 0))
   if domains and n < 1:
     raise ValueError(f"eval.n={n} must be >= 1 (records per synthetic eval set)")
   for domain in domains:
     for split in splits:
       sets[f"{domain}_{split}"] = records_lib.domain_records(domain, split, n, seed)
-  limit = int(_field(eval_config, "limit", 0)) or None
-  layout = str(_field(eval_config, "layout", "auto"))
-  for entry in _split_list(_field(eval_config, "files", "")):
+  limit = int(_get(eval_config, "limit", 0)) or None
+  layout = str(_get(eval_config, "layout", "auto"))
+  for entry in _split_list(_get(eval_config, "files", "")):
     name, sep, path = entry.partition("=")
     if not sep:
       path = name
@@ -479,8 +472,8 @@ def make_eval_fn_from_config(eval_config, cfg, tokenizer, *, workdir: str | None
                              ) -> Callable[[Any, int], dict[str, float]]:
   """make_eval_fn with the sets and options of an `eval` ConfigDict (see configs/toy/eval.py)."""
   options = dataclasses.asdict(options_from_config(eval_config))
-  seed = int(_field(eval_config, "seed", 0)) if seed is None else seed
-  write = bool(_field(eval_config, "write_samples", True))
+  seed = int(_get(eval_config, "seed", 0)) if seed is None else seed
+  write = bool(_get(eval_config, "write_samples", True))
   return make_eval_fn(cfg, tokenizer, eval_sets_from_config(eval_config), workdir=workdir,
                       seed=seed, verifier=verifier, write=write, **options)
 
@@ -517,13 +510,13 @@ def _run_tokenizer_path(run_dir: str) -> str | None:
 def _load_for_eval(config, mesh):
   """(cfg, params, source, tag, step, tokenizer path) of init.from_checkpoint / init.from_hf."""
   from rlvr_jax.train import checkpoints as ckpt_lib
-  from_hf = str(_field(config.init, "from_hf", "") or "")
-  from_ckpt = str(_field(config.init, "from_checkpoint", "") or "")
+  from_hf = str(_get(config.init, "from_hf", "") or "")
+  from_ckpt = str(_get(config.init, "from_checkpoint", "") or "")
   if bool(from_hf) == bool(from_ckpt):
     raise ValueError("set exactly one of --config.init.from_checkpoint=RUN_DIR[:STEP] and "
                      "--config.init.from_hf=HF_DIR")
-  dtype = str(_field(config.model, "dtype", "") or "") if "model" in config else ""
-  tok_path = str(_field(config, "tokenizer", "") or "")
+  dtype = str(_get(config.model, "dtype", "") or "") if "model" in config else ""
+  tok_path = str(_get(config, "tokenizer", "") or "")
   if from_hf:
     from rlvr_jax.model.hf import load_hf
     if not os.path.isdir(from_hf):
@@ -576,16 +569,16 @@ def run(config, workdir: str) -> int:
   if tokenizer.vocab_size > cfg.vocab_size:
     raise ValueError(f"tokenizer {tok_path} has {tokenizer.vocab_size} ids but the model's "
                      f"vocab_size is {cfg.vocab_size}; wrong tokenizer for {source}?")
-  tag = str(_field(config.eval, "name", "") or tag)
+  tag = str(_get(config.eval, "name", "") or tag)
   os.makedirs(workdir, exist_ok=True)
-  key = jax.random.key(int(_field(config, "seed", 0)))
+  key = jax.random.key(int(_get(config, "seed", 0)))
   start = time.time()
   with sharding.activate(mesh):
     prepared = prepare_eval_sets(cfg, tokenizer, eval_sets, options)
     metrics, rows = _evaluate_prepared(cfg, params, tokenizer, prepared, options, key, None)
   seconds = time.time() - start
   if jax.process_index() == 0:
-    if bool(_field(config.eval, "write_samples", True)):
+    if bool(_get(config.eval, "write_samples", True)):
       write_samples(rows, os.path.join(workdir, "eval", tag))
     _atomic_write_json(os.path.join(workdir, "eval_metrics.json"),
                        {"source": source, "step": step, "tag": tag, "metrics": metrics,

@@ -46,7 +46,8 @@ from rlvr_jax.rl import step as step_lib
 from rlvr_jax.train import checkpoints as ckpt_lib
 from rlvr_jax.train import loop as train_loop
 from rlvr_jax.train import optim
-from rlvr_jax.train.loop import MetricsLogger, NonFiniteError, _get, stop_signals
+from rlvr_jax.config_utils import get_field as _get
+from rlvr_jax.train.loop import MetricsLogger, NonFiniteError, stop_signals
 from rlvr_jax.train.state import abstract_state, create_train_state, state_shardings
 
 log = logging.getLogger("rlvr_jax.rl")

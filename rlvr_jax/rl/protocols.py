@@ -36,6 +36,7 @@ from typing import Any, Mapping, Sequence
 import jax
 import numpy as np
 
+from rlvr_jax.config_utils import csv_list as _csv, get_field as _get
 from rlvr_jax.data import protocols as data_protocols
 from rlvr_jax.data import records as records_lib
 from rlvr_jax.rl import noise as noise_lib
@@ -92,22 +93,6 @@ def wrong_answer_table(cfg, params, tokenizer, records: Sequence[Mapping], *,
 
 
 # ---------------------------------------------------------------------------------- from config
-def _csv(value) -> list[str]:
-  if isinstance(value, str):
-    return [v.strip() for v in value.split(",") if v.strip()]
-  return [str(v).strip() for v in (value or ()) if str(v).strip()]
-
-
-def _get(config, dotted: str, default=None):
-  node = config
-  for part in dotted.split("."):
-    try:
-      node = node[part]
-    except (KeyError, AttributeError, TypeError):
-      return default
-  return default if node is None else node
-
-
 def settings_of(config) -> dict[str, Any]:
   """The config fields that determine the training set (recorded in protocol.json)."""
   keys = ("domains", "files", "layout", "n_pool", "pool_limit", "difficulty", "n_train",

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlvr_jax import sharding
+from rlvr_jax.config_utils import get_field as _get
 from rlvr_jax.model.config import ModelConfig
 from rlvr_jax.model.sizes import get_model_config
 from rlvr_jax.train import checkpoints as ckpt_lib
@@ -55,14 +56,6 @@ class NonFiniteError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------- config
-def _get(config, dotted: str, default=None):
-  node = config
-  for part in dotted.split("."):
-    try:
-      node = node[part]
-    except (KeyError, AttributeError, TypeError):
-      return default
-  return default if node is None else node
 
 
 def resolve_model_config(config, base: ModelConfig | None = None, *,

@@ -21,14 +21,10 @@ from typing import Any
 
 import jax
 
+from rlvr_jax.config_utils import csv_list as _csv, get_field as _get
 from rlvr_jax.data import builtin, pipelines, records as records_lib
 from rlvr_jax.model.sizes import get_model_config
 from rlvr_jax.train import loop
-from rlvr_jax.train.loop import _get
-
-
-def _csv(value: str) -> list[str]:
-  return [v.strip() for v in str(value or "").split(",") if v.strip()]
 
 
 def _base_model_config(config, tokenizer):
