@@ -11,6 +11,7 @@ min_new_tokens on the transformers side). f32 throughout.
 from __future__ import annotations
 
 import argparse
+import sys
 import os
 import statistics
 import time
@@ -95,14 +96,16 @@ def decode_matmuls_fn(cfg, params, batch: int):
 
 
 def main(argv=None):
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  """argv as sys.argv: argv[0] is the program name (what `rlvr-jax bench sample` passes)."""
+  argv = sys.argv if argv is None else argv
+  ap = argparse.ArgumentParser(prog=argv[0] if argv else None, description=__doc__.splitlines()[0])
   ap.add_argument("--size", default="toy-7m")
   ap.add_argument("--batch", type=int, default=16)
   ap.add_argument("--prompt_len", type=int, default=32)
   ap.add_argument("--new_tokens", type=int, default=128)
   ap.add_argument("--repeats", type=int, default=5)
   ap.add_argument("--skip_hf", action="store_true", help="do not time transformers' generate")
-  args = ap.parse_args(argv)
+  args = ap.parse_args(argv[1:])
 
   cfg = rj.get_model_config(args.size, dtype="float32", param_dtype="float32")
   params = jax.jit(transformer.init_params_fn(cfg))(jax.random.key(0))
