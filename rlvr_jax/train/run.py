@@ -101,26 +101,32 @@ def _per_process_batch(config) -> int:
   return int(config.batch_size) // jax.process_count()
 
 
-def run_cpt(config, workdir: str) -> int:
+def _run_stage(config, workdir: str, stage: str, make_dataset, load_items, extra_kwargs) -> int:
+  """Tokenizer, data and the training loop of one stage; `make_dataset(items, tok, **kw)` is
+  pipelines.cpt_dataset or sft_dataset and `load_items(config)` gives (train, held-out) items."""
   tokenizer = builtin.resolve_tokenizer(_get(config, "data.tokenizer", ""), workdir)
   _check_vocab(config, tokenizer)
-  train_docs, eval_docs = _docs(config)
-  kw = dict(seq_len=int(config.seq_len), batch_size=_per_process_batch(config))
+  train_items, eval_items = load_items(config)
+  kw = dict(seq_len=int(config.seq_len), batch_size=_per_process_batch(config), **extra_kwargs)
 
   def make_batches(c) -> Any:
-    return iter(pipelines.cpt_dataset(train_docs, tokenizer, seed=int(c.seed), num_epochs=None,
-                                      **kw))
+    return iter(make_dataset(train_items, tokenizer, seed=int(c.seed), num_epochs=None, **kw))
 
   def make_eval_batches(c):
-    ds = pipelines.cpt_dataset(eval_docs, tokenizer, seed=0, num_epochs=1, shuffle=False,
-                               drop_remainder=False, **kw)
+    ds = make_dataset(eval_items, tokenizer, seed=0, num_epochs=1, shuffle=False,
+                      drop_remainder=False, **kw)
     return itertools.islice(iter(ds), int(_get(c, "eval_batches", 4)))
 
-  status = loop.train(config, workdir, stage="cpt", make_batches=make_batches,
-                      make_eval_batches=make_eval_batches if eval_docs else None,
+  status = loop.train(config, workdir, stage=stage, make_batches=make_batches,
+                      make_eval_batches=make_eval_batches if eval_items else None,
                       model_config=_base_model_config(config, tokenizer))
-  print(f"cpt: {status} ({workdir})")
+  print(f"{stage}: {status} ({workdir})")
   return 0 if status in ("completed", "preempted") else 1
+
+
+def run_cpt(config, workdir: str) -> int:
+  """`rlvr-jax cpt`: packed LM loss on the domain corpus (+ config.data.files)."""
+  return _run_stage(config, workdir, "cpt", pipelines.cpt_dataset, _docs, {})
 
 
 def sft_kwargs(config) -> dict:
@@ -133,25 +139,9 @@ def sft_kwargs(config) -> dict:
 
 
 def run_sft(config, workdir: str) -> int:
-  tokenizer = builtin.resolve_tokenizer(_get(config, "data.tokenizer", ""), workdir)
-  _check_vocab(config, tokenizer)
-  train_recs, eval_recs = _problem_records(config)
-  kw = dict(seq_len=int(config.seq_len), batch_size=_per_process_batch(config), **sft_kwargs(config))
-
-  def make_batches(c):
-    return iter(pipelines.sft_dataset(train_recs, tokenizer, seed=int(c.seed), num_epochs=None,
-                                      **kw))
-
-  def make_eval_batches(c):
-    ds = pipelines.sft_dataset(eval_recs, tokenizer, seed=0, num_epochs=1, shuffle=False,
-                               drop_remainder=False, **kw)
-    return itertools.islice(iter(ds), int(_get(c, "eval_batches", 4)))
-
-  status = loop.train(config, workdir, stage="sft", make_batches=make_batches,
-                      make_eval_batches=make_eval_batches if eval_recs else None,
-                      model_config=_base_model_config(config, tokenizer))
-  print(f"sft: {status} ({workdir})")
-  return 0 if status in ("completed", "preempted") else 1
+  """`rlvr-jax sft`: loss on assistant tokens of chat-formatted problems with their traces."""
+  return _run_stage(config, workdir, "sft", pipelines.sft_dataset, _problem_records,
+                    sft_kwargs(config))
 
 
 def tokenizer_of_run(workdir: str):
