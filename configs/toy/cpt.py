@@ -62,5 +62,7 @@ def get_config() -> ConfigDict:
   c.data.domains = "arith"             # comma-separated synthetic domains
   c.data.n_train = 20000               # training documents generated
   c.data.n_eval = 256                  # held-out documents
-  c.data.tokenizer = ""                # tokenizer path ('' = the built-in toy tokenizer)
+  c.data.files = ""                    # comma-separated text / JSONL `text` corpus files ('' = none)
+  c.data.layout = "auto"               # record layout of data.files (sft: auto | verl | gsm8k | math | qa)
+  c.data.tokenizer = ""                # tokenizer path ('' = init's tokenizer, else the built-in toy one)
   return c

@@ -19,4 +19,8 @@ def get_config() -> ConfigDict:
   c.data.n_train = 4000                # training problems with reasoning traces
   c.data.n_eval = 128                  # held-out problems
   c.data.thinking = True               # train on the trace + answer (False: answer only)
+  c.data.template = "toy"              # chat template: toy | plain | llama3 | chatml
+  c.data.system_prompt = "default"     # system prompt ('default' = the paper's, '' = none); RL/eval use the same
+  c.data.truncation = "drop"           # examples longer than seq_len: drop | truncate (counted)
+  c.data.pack = False                  # first-fit pack several examples per row
   return c

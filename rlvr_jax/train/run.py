@@ -7,7 +7,8 @@ Data (config.data):
   layout       record layout of `files` ("auto" detects problem/answer, GSM8K, MATH, verl)
   n_train      synthetic examples (SFT) or corpus documents (CPT) per domain
   n_eval       held-out examples / documents per domain
-  tokenizer    tokenizer path ('' = the built-in toy sentencepiece model); copied into the run
+  tokenizer    tokenizer path ('' = the init HF dir's / init run's, else the built-in toy
+               sentencepiece model); copied into the run
   template     chat template for SFT prompts ("toy", "llama3", "chatml", "plain")
   thinking     SFT on the <think> trace + solution (True) or the solution only (False)
   system_prompt  SFT system prompt: "default" (the paper's, when the field is absent), a string,
@@ -97,6 +98,23 @@ def _problem_records(config) -> tuple[list[dict], list[dict]]:
   return train, held
 
 
+def _tokenizer_spec(config) -> str:
+  """data.tokenizer, else the init source's tokenizer (an HF dir, or the tokenizer copied into a
+  run dir), else '' (the built-in toy tokenizer)."""
+  spec = _get(config, "data.tokenizer", "")
+  if spec:
+    return spec
+  if _get(config, "init.from_hf", ""):
+    return _get(config, "init.from_hf")
+  ckpt = _get(config, "init.from_checkpoint", "")
+  if ckpt:
+    from rlvr_jax.train.checkpoints import parse_checkpoint_ref
+    run_dir = parse_checkpoint_ref(ckpt)[0]
+    if any(os.path.exists(os.path.join(run_dir, n)) for n in builtin.RUN_TOKENIZER_FILES):
+      return run_dir
+  return ""
+
+
 def _per_process_batch(config) -> int:
   return int(config.batch_size) // jax.process_count()
 
@@ -104,7 +122,7 @@ def _per_process_batch(config) -> int:
 def _run_stage(config, workdir: str, stage: str, make_dataset, load_items, extra_kwargs) -> int:
   """Tokenizer, data and the training loop of one stage; `make_dataset(items, tok, **kw)` is
   pipelines.cpt_dataset or sft_dataset and `load_items(config)` gives (train, held-out) items."""
-  tokenizer = builtin.resolve_tokenizer(_get(config, "data.tokenizer", ""), workdir)
+  tokenizer = builtin.resolve_tokenizer(_tokenizer_spec(config), workdir)
   _check_vocab(config, tokenizer)
   train_items, eval_items = load_items(config)
   kw = dict(seq_len=int(config.seq_len), batch_size=_per_process_batch(config), **extra_kwargs)
