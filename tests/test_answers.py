@@ -1,8 +1,8 @@
 """Answer extraction and normalisation rules of rlvr_jax.data.answers (values written by hand)."""
 import pytest
 
-from rlvr_jax.data.answers import (answers_match, extract_answer, extract_boxed, extract_gsm8k,
-                                   normalize_answer)
+from rlvr_jax.data.answers import (answers_match, boxed_spans, extract_answer, extract_boxed,
+                                   extract_gsm8k, normalize_answer)
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -24,6 +24,20 @@ from rlvr_jax.data.answers import (answers_match, extract_answer, extract_boxed,
 ])
 def test_extract_boxed(text, expected):
   assert extract_boxed(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    (r"a \boxed{12} b \fbox{x{y}} c", ["12", "x{y}"]),
+    (r"\boxed 5$ and \boxed{}", ["5", ""]),
+    (r"\boxed{1} and a cut-off \boxed{\frac{1}{", ["1"]),
+    ("no box here", []),
+    (None, []),
+])
+def test_boxed_spans_every_box_in_order(text, expected):
+  spans = boxed_spans(text)
+  assert [text[a:b] for a, b in spans] == expected
+  if spans and extract_boxed(text) is not None:
+    assert text[slice(*spans[-1])] == extract_boxed(text)
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -386,13 +386,18 @@ def test_sft_with_real_sentencepiece(tmp_path):
   sp = T.load_tokenizer(T.train_sentencepiece(text, tmp_path / "sp", 400))
   recs = [from_example(e) for e in exs]
   ds = P.sft_dataset(recs, sp, seq_len=256, batch_size=4, template="toy", thinking=True,
-                     shuffle=False, **ONE_SHARD)
+                     shuffle=False, answer_mask=True, **ONE_SHARD)
   b = next(iter(ds))
   for i in range(4):
     m = b["loss_mask"][i].astype(bool)
     # The trained targets decode to exactly the reply and its end-of-turn marker.
     reply = P.assistant_reply(recs[i], thinking=True) + "<|end|>"
     assert sp.decode(b["targets"][i][m], skip_special=False) == reply
+    # The answer targets are the label, once in the trace's box and once in the solution's.
+    a = b["answer_mask"][i].astype(bool)
+    assert not (a & ~m).any()
+    answer = sp.decode(b["targets"][i][a], skip_special=False).replace(" ", "")
+    assert answer == recs[i]["answer"] * 2, (answer, recs[i]["answer"])
     prompt_len = int(np.argmax(m))  # first trained position = last prompt token
     prompt = sp.decode(b["tokens"][i][:prompt_len + 1], skip_special=False)
     assert prompt.endswith("<|assistant|>") and recs[i]["problem"] in prompt

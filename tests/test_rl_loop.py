@@ -125,6 +125,20 @@ def test_run_writes_metrics_resumes_and_stops_on_signal(init_dir, tmp_path, monk
   assert read_metrics(workdir)[-1]["step"] == 4
 
 
+def test_resample_refills_zero_variance_groups_from_new_prompts(init_dir, tmp_path):
+  """dynamic_sampling="resample": a random model never answers right, so every group has zero
+  reward variance; each step samples resample_rounds more batches, then trains on the first
+  batch's groups with the loss masked (no update to the policy loss)."""
+  c = tiny_config(init_dir)
+  c.steps, c.eval_every, c.rl.minibatches = 1, 0, 1
+  c.rl.dynamic_sampling, c.rl.resample_rounds = "resample", 2
+  assert rl_loop.run(c, str(tmp_path / "rl")) == 0
+  (row,) = [r for r in read_metrics(str(tmp_path / "rl")) if r["step"] == 1]
+  assert row["reward/mean"] == 0.0 and row["reward/zero_var_frac"] == 1.0
+  assert row["dynamic/rounds"] == 3 and row["dynamic/varied_frac"] == 0.0
+  assert row["pg_loss"] == 0.0
+
+
 def test_protocol_chain_with_stubbed_sampler(tmp_path, monkeypatch):
   """Difficulty filter -> stratified N-subset -> γ label replacement -> saved variant, reused
   on the next call; the sampler is replaced by a stub with known solve counts / answers."""

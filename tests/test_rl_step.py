@@ -369,6 +369,33 @@ def test_host_verifier_rewards_replace_the_token_match():
 
 
 # ---------------------------------------------------------------------------------- errors
+def test_select_groups_keeps_each_groups_rows_together():
+  """Dynamic sampling's refill picks whole groups (G rows, their rewards, advantages and mask,
+  their prompt) out of several sampled batches, in the order asked."""
+  b, g, m = 2, 3, 4
+
+  def batch_round(offset):
+    n = b * g
+    rows = np.arange(n, dtype=np.int32) + offset
+    rollout = S.Rollout(tokens=np.tile(rows[:, None], (1, m)), lengths=rows,
+                        logprobs=np.tile(rows[:, None], (1, m)).astype(np.float32),
+                        entropy=np.zeros((n, m), np.float32),
+                        self_certainty=np.zeros((n, m), np.float32))
+    scored = S.Scored(rewards=rows.astype(np.float32), advantages=-rows.astype(np.float32),
+                      loss_mask=np.ones((n, m), np.float32))
+    prompts = np.arange(b, dtype=np.int32)[:, None] + offset + np.zeros((1, 5), np.int32)
+    return rollout, scored, prompts, np.arange(b, dtype=np.int32) + offset
+  rounds = (batch_round(0), batch_round(100))
+  # groups: 0, 1 of round 0 (rows 0-2, 3-5), 2, 3 of round 1 (rows 100-102, 103-105)
+  rollout, scored, prompts, plens = S.select_groups(rounds, np.array([3, 0], np.int32),
+                                                    group_size=g)
+  np.testing.assert_array_equal(rollout.lengths, [103, 104, 105, 0, 1, 2])
+  np.testing.assert_array_equal(rollout.tokens[:, 0], [103, 104, 105, 0, 1, 2])
+  np.testing.assert_array_equal(scored.advantages, [-103, -104, -105, 0, -1, -2])
+  np.testing.assert_array_equal(prompts[:, 0], [101, 0])
+  np.testing.assert_array_equal(plens, [101, 0])
+
+
 def test_bad_inputs_fail_before_compiling():
   with pytest.raises(ValueError, match="unknown reward 'exact_match'"):
     S.RewardSpec.make({"exact_match": 1.0}, OPTIONS)
@@ -383,7 +410,8 @@ def test_bad_inputs_fail_before_compiling():
                      (dict(estimator="ppo"), "estimator='ppo'"),
                      (dict(agg="mean"), "agg='mean'"),
                      (dict(dual_clip=0.5), "dual_clip=0.5"),
-                     (dict(dynamic_sampling="resample"), "not implemented yet"),
+                     (dict(dynamic_sampling="refill"), "dynamic_sampling='refill'"),
+                     (dict(resample_rounds=-1), "resample_rounds=-1"),
                      (dict(vote_samples=2, group_size=4), "vote_samples=2")):
     kw = dict(group_size=4, max_new_tokens=4, pad_id=PAD)
     kw.update(bad)

@@ -28,6 +28,7 @@ def get_config() -> ConfigDict:
   c.eval.splits = "eval,ood"           # comma-separated splits per domain: eval (in-domain levels), ood
   c.eval.n = 64                        # problems per synthetic eval set
   c.eval.seed = 0                      # seed of the synthetic problems
+  c.eval.difficulty = 0                # level 1-5 of the in-domain eval sets (0 = 1-3; ood stays 4-5)
   c.eval.files = ""                    # comma-separated [NAME=]PATH of JSONL / Parquet problem files
   c.eval.layout = "auto"               # record layout of eval.files (auto | verl | gsm8k | math | qa)
   c.eval.limit = 0                     # records read per file (0 = all)

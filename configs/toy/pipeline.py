@@ -22,6 +22,7 @@ def get_config() -> ConfigDict:
   c.eval = _load("eval")               # evaluation of every trained stage (configs/toy/eval.py)
   c.cpt.data.domains = c.sft.data.domains = c.eval.eval.domains = domains
   c.rl.data.domains = c.rl.eval.domains = domains
+  c.eval.eval.difficulty = c.rl.eval.difficulty  # in-domain eval at the RL pool's level (1)
   c.eval.eval.n = 64                   # problems per eval set
   c.eval.eval.k = 8                    # samples per problem (avg@8, pass@1/4/8)
   c.eval.eval.ks = (1, 4, 8)

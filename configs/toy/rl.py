@@ -27,7 +27,7 @@ def get_config() -> ConfigDict:
   c.mesh.tensor = 1                    # tensor-parallel axis (heads / mlp / vocab)
 
   c.optim = ConfigDict()
-  c.optim.lr = 5e-5                    # learning rate (5e-4 collapses the toy model; the paper: 1e-6)
+  c.optim.lr = 1e-4                    # learning rate (3e-4 drifts to long, high-entropy replies; the paper: 1e-6)
   c.optim.schedule = "constant"        # constant | warmup_cosine | warmup_linear
   c.optim.warmup = 0                   # warmup: fraction of updates if < 1, else updates
   c.optim.final_lr_frac = 0.0          # final lr as a fraction of the peak (decaying schedules)
@@ -70,7 +70,8 @@ def get_config() -> ConfigDict:
   c.rl.minibatches = 1                 # optimizer updates per rollout (per epoch)
   c.rl.epochs = 1                      # passes over the rollout
   c.rl.microbatches = 1                # gradient-accumulation chunks per minibatch
-  c.rl.dynamic_sampling = "none"       # none | mask (drop zero-reward-variance groups from the loss)
+  c.rl.dynamic_sampling = "none"       # none | mask (drop zero-reward-variance groups from the loss) | resample (refill them with new prompts)
+  c.rl.resample_rounds = 3             # resample: at most this many extra prompt batches per step
   c.rl.log_kl = True                   # compute policy/kl even when kl_coef is 0
   c.rl.fused_step = False              # one fused jit per step (no sample/reward/update time split)
 
@@ -115,6 +116,7 @@ def get_config() -> ConfigDict:
   c.eval.splits = "eval"               # splits per domain: eval (in-domain), ood
   c.eval.n = 32                        # problems per eval set
   c.eval.seed = 0                      # seed of the eval problems
+  c.eval.difficulty = 1                # level 1-5 of the in-domain eval sets (0 = 1-3; ood stays 4-5): the pool's level
   c.eval.files = ""                    # [NAME=]PATH problem files
   c.eval.layout = "auto"               # record layout of eval.files
   c.eval.limit = 0                     # records per file (0 = all)

@@ -10,14 +10,15 @@ from rlvr_jax.config_utils import load_config_file
 def get_config() -> ConfigDict:
   c = load_config_file(__file__, "cpt.py")
   c.stage = "sft"                      # cpt | sft (recorded in config.json; the loss is the same)
-  c.optim.lr = 2e-3                    # peak learning rate
+  c.optim.lr = 5e-3                    # peak learning rate (2e-3: answer-token accuracy 0.35 vs 0.53 at 150 steps)
   c.optim.warmup = 0.1                 # warmup: fraction of steps if < 1, else steps
   c.steps = 200                        # optimizer updates
   c.batch_size = 16                    # global batch (examples); divides over data×fsdp
-  c.seq_len = 128                      # padded example length (longer examples are dropped)
+  c.seq_len = 176                      # padded example length (longer examples are dropped; 128 dropped ~70% of levels 2-3)
   c.eval_every = 50                    # steps between held-out evaluations (0 = never)
   c.data.n_train = 4000                # training problems with reasoning traces
   c.data.n_eval = 128                  # held-out problems
+  c.data.difficulty = 0                # synthetic level 1-5 of train and held-out problems (0 = 1-3)
   c.data.thinking = True               # train on the trace + answer (False: answer only)
   c.data.template = "toy"              # chat template: toy | plain | llama3 | chatml
   c.data.system_prompt = "default"     # system prompt ('default' = the paper's, '' = none); RL/eval use the same

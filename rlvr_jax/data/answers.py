@@ -46,13 +46,9 @@ from fractions import Fraction
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 
 
-def extract_boxed(text: str | None) -> str | None:
-  """The content of the last `\\boxed{...}` / `\\fbox{...}` of `text` (rules in the docstring)."""
-  if not text:
-    return None
-  start, cmd = max((text.rfind(c), c) for c in _BOX_COMMANDS)
-  if start < 0:
-    return None
+def _boxed_content_span(text: str, start: int, cmd: str) -> tuple[int, int] | None:
+  """[begin, end) of the content of the box command `cmd` found at text[start]; None when the
+  box never closes."""
   i = start + len(cmd)
   j = i
   while j < len(text) and text[j] == " ":
@@ -70,13 +66,41 @@ def extract_boxed(text: str | None) -> str | None:
       elif ch == "}":
         depth -= 1
         if depth == 0:
-          return text[j + 1:k]
+          return j + 1, k
       k += 1
     return None
   if j > i:  # "\boxed 5": up to the next space or "$"
     m = re.match(r"[^\s$]+", text[j:])
-    return m.group(0) if m else None
+    return (j, j + m.end()) if m else None
   return None
+
+
+def boxed_spans(text: str | None) -> list[tuple[int, int]]:
+  """[begin, end) character spans of the contents of every `\\boxed{...}` / `\\fbox{...}` of
+  `text`, in order (the last one is what `extract_boxed` returns)."""
+  spans: list[tuple[int, int]] = []
+  pos = 0
+  while text:
+    hits = [(i, c) for c in _BOX_COMMANDS if (i := text.find(c, pos)) >= 0]
+    if not hits:
+      break
+    start, cmd = min(hits)
+    span = _boxed_content_span(text, start, cmd)
+    if span is not None:
+      spans.append(span)
+    pos = start + len(cmd)
+  return spans
+
+
+def extract_boxed(text: str | None) -> str | None:
+  """The content of the last `\\boxed{...}` / `\\fbox{...}` of `text` (rules in the docstring)."""
+  if not text:
+    return None
+  start, cmd = max((text.rfind(c), c) for c in _BOX_COMMANDS)
+  if start < 0:
+    return None
+  span = _boxed_content_span(text, start, cmd)
+  return None if span is None else text[span[0]:span[1]]
 
 
 def extract_gsm8k(text: str | None) -> str | None:

@@ -65,6 +65,7 @@ from typing import Any
 import grain
 import numpy as np
 
+from rlvr_jax.data import answers as answers_lib
 from rlvr_jax.data.records import Policy, text_record
 from rlvr_jax.data.sources import DataError
 
@@ -321,8 +322,13 @@ def _token_batch(rows: Sequence[Mapping[str, np.ndarray]], pad_id: int) -> dict[
     same_next[:, :-1] &= assistant[:, 1:]
   targets = np.full_like(tokens, pad_id)
   targets[:, :-1] = np.where(same_next[:, :-1], tokens[:, 1:], pad_id)
-  return {"tokens": tokens, "targets": targets.astype(np.int32),
-          "loss_mask": same_next.astype(np.int32), "segment_ids": seg, "positions": pos}
+  batch = {"tokens": tokens, "targets": targets.astype(np.int32),
+           "loss_mask": same_next.astype(np.int32), "segment_ids": seg, "positions": pos}
+  if "answer" in rows[0]:
+    answer_mask = np.zeros_like(same_next)
+    answer_mask[:, :-1] = same_next[:, :-1] & np.stack([r["answer"] for r in rows])[:, 1:].astype(bool)
+    batch["answer_mask"] = answer_mask.astype(np.int32)
+  return batch
 
 
 def _segments(row) -> np.ndarray:
@@ -336,12 +342,15 @@ def _token_row_counts(row) -> dict[str, int]:
   return {"tokens": n, "pad": len(seg) - n, "segments": int(seg.max()) if n else 0}
 
 
-def _empty_row(seq_len: int, with_assistant: bool) -> Callable[[], dict]:
+def _empty_row(seq_len: int, with_assistant: bool, with_answer: bool = False
+               ) -> Callable[[], dict]:
   def make():
     row = {"tokens": np.zeros(seq_len, np.int32), "segment_ids": np.zeros(seq_len, np.int32),
            "positions": np.zeros(seq_len, np.int32)}
     if with_assistant:
       row["assistant"] = np.zeros(seq_len, np.int32)
+    if with_answer:
+      row["answer"] = np.zeros(seq_len, np.int32)
     return row
   return make
 
@@ -469,6 +478,24 @@ def encode_sft_example(record: Mapping[str, Any], tokenizer, *, template: str,
   return prompt, completion
 
 
+def answer_token_mask(tokenizer, ids: Sequence[int]) -> np.ndarray:
+  """int32[len(ids)]: 1 on the tokens that overlap the content of a `\\boxed{...}` span of the
+  decoded text (the answer tokens of a reply), else 0.
+
+  Token i covers the characters between the decodings of ids[:i] and ids[:i+1], so the mask
+  follows the tokenizer's own segmentation (O(len(ids)²) decodes: meant for held-out sets).
+  """
+  ends = [len(tokenizer.decode(ids[:i + 1], skip_special=False)) for i in range(len(ids))]
+  spans = answers_lib.boxed_spans(tokenizer.decode(ids, skip_special=False))
+  mask = np.zeros(len(ids), np.int32)
+  begin = 0
+  for i, end in enumerate(ends):
+    if any(begin < hi and lo < end for lo, hi in spans):
+      mask[i] = 1
+    begin = max(begin, end)
+  return mask
+
+
 _SFT_COUNTS = ("examples_in", "dropped_no_trace", "dropped_too_long", "dropped_prompt_too_long",
                "truncated", "tokens_truncated", "tokens_in")
 
@@ -480,7 +507,8 @@ def sft_dataset(records: Sequence[Mapping[str, Any]], tokenizer, *, seq_len: int
                 truncation: str = "drop", pack: bool = False, pack_bins: int | None = None,
                 drop_remainder: bool = True, shard_index: int | None = None,
                 shard_count: int | None = None, drop_uneven: bool = False,
-                read_threads: int = 4, prefetch: int = 256) -> grain.IterDataset:
+                read_threads: int = 4, prefetch: int = 256,
+                answer_mask: bool = False) -> grain.IterDataset:
   """SFT batches of int32[batch_size, seq_len] with loss only on assistant tokens.
 
   records: problem records (records.py schema). template: a tokenizer chat template name.
@@ -491,6 +519,9 @@ def sft_dataset(records: Sequence[Mapping[str, Any]], tokenizer, *, seq_len: int
     (truncated, tokens_truncated; a prompt of >= seq_len tokens is dropped_prompt_too_long).
   pack: first-fit pack examples into rows (pack_bins open rows, default batch_size) instead of
     one example per row.
+  answer_mask: batches also hold `answer_mask` int32[B, L], the loss mask restricted to targets
+    inside the reply's `\\boxed{...}` answers (`answer_token_mask`; costly, for held-out sets),
+    from which the eval step measures teacher-forced answer-token accuracy.
   accounting(): examples_in, the drop/truncation counts, tokens_in (kept tokens, after
     truncation), then tokens/pad/segments/loss_tokens _out and _remainder, rows, batches.
   """
@@ -532,12 +563,19 @@ def sft_dataset(records: Sequence[Mapping[str, Any]], tokenizer, *, seq_len: int
     assistant = np.zeros(len(ids), np.int32)
     assistant[len(prompt):] = 1
     counts["tokens_in"] = len(ids)
+    channels = {"tokens": ids, "assistant": assistant}
+    if answer_mask:
+      channels["answer"] = np.concatenate([np.zeros(len(prompt), np.int32),
+                                           answer_token_mask(tokenizer, completion)])
     if pack:
-      return {"tokens": ids, "assistant": assistant, "_keep": True, "_counts": counts}
+      return {**channels, "_keep": True, "_counts": counts}
     n = len(ids)
-    row = {"tokens": np.full(seq_len, pad_id, np.int32), "assistant": np.zeros(seq_len, np.int32),
-           "segment_ids": np.zeros(seq_len, np.int32), "positions": np.zeros(seq_len, np.int32)}
-    row["tokens"][:n], row["assistant"][:n] = ids, assistant
+    row = {"tokens": np.full(seq_len, pad_id, np.int32), "segment_ids": np.zeros(seq_len, np.int32),
+           "positions": np.zeros(seq_len, np.int32)}
+    for name, values in channels.items():
+      if name != "tokens":
+        row[name] = np.zeros(seq_len, np.int32)
+      row[name][:n] = values
     row["segment_ids"][:n], row["positions"][:n] = 1, np.arange(n)
     return {**row, "_keep": True, "_counts": counts}
 
@@ -546,12 +584,13 @@ def sft_dataset(records: Sequence[Mapping[str, Any]], tokenizer, *, seq_len: int
   it = _CountingIterDataset(it, _SFT_COUNTS)
   if pack:
     it = grain.experimental.FirstFitPackIterDataset(
-        it, length_struct={"tokens": seq_len, "assistant": seq_len},
+        it, length_struct=dict.fromkeys(("tokens", "assistant", "answer")[:3 if answer_mask else 2],
+                                        seq_len),
         num_packing_bins=pack_bins or batch_size, shuffle_bins=False)
   counts = lambda row: {**_token_row_counts(row), "loss_tokens": _row_loss_tokens(row)}
   return _BatchIterDataset(
       it, batch_size=batch_size, collate=lambda rows: _token_batch(rows, pad_id),
-      count=counts, drop_remainder=drop_remainder, pad_row=_empty_row(seq_len, True),
+      count=counts, drop_remainder=drop_remainder, pad_row=_empty_row(seq_len, True, answer_mask),
       count_names=("tokens", "pad", "segments", "loss_tokens"),
       info={"kind": "sft", "seq_len": seq_len, "batch_size": batch_size, "template": template,
             "thinking": thinking, "pack": pack, "shard": shard.index,

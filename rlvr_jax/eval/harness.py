@@ -432,7 +432,8 @@ def eval_sets_from_config(eval_config) -> dict[str, list[dict]]:
   """{name: records} from an `eval` ConfigDict.
 
   Synthetic sets: for each domain of `domains` and split of `splits`, `n` records drawn with
-  `seed`, named DOMAIN_SPLIT. File sets: each entry of `files` ("[NAME=]PATH", comma-separated;
+  `seed`, named DOMAIN_SPLIT; `difficulty` (1-5, 0 = the split's default levels) sets the level
+  of the in-domain sets (the ood split keeps its harder levels 4-5). File sets: each entry of `files` ("[NAME=]PATH", comma-separated;
   a JSONL / Parquet / glob path read by records.load_records with `layout`; NAME defaults to the
   file's stem), at most `limit` records each (0 = all).
   """
@@ -443,9 +444,11 @@ def eval_sets_from_config(eval_config) -> dict[str, list[dict]]:
   n, seed = int(_get(eval_config, "n", 64)), int(_get(eval_config, "seed", 0))
   if domains and n < 1:
     raise ValueError(f"eval.n={n} must be >= 1 (records per synthetic eval set)")
+  difficulty = int(_get(eval_config, "difficulty", 0)) or None   # in-domain sets only
   for domain in domains:
     for split in splits:
-      sets[f"{domain}_{split}"] = records_lib.domain_records(domain, split, n, seed)
+      level = difficulty if split != "ood" else None
+      sets[f"{domain}_{split}"] = records_lib.domain_records(domain, split, n, seed, level)
   limit = int(_get(eval_config, "limit", 0)) or None
   layout = str(_get(eval_config, "layout", "auto"))
   for entry in _split_list(_get(eval_config, "files", "")):

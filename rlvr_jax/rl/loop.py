@@ -143,6 +143,7 @@ def rl_settings(config, tokenizer) -> step_lib.RLSettings:
       minibatches=int(r.minibatches), epochs=int(_get(config, "rl.epochs", 1)),
       microbatches=int(_get(config, "rl.microbatches", 1)),
       dynamic_sampling=str(_get(config, "rl.dynamic_sampling", "none")),
+      resample_rounds=int(_get(config, "rl.resample_rounds", 3)),
       log_kl=bool(_get(config, "rl.log_kl", True)))
 
 
@@ -160,6 +161,9 @@ def validate(config, cfg: ModelConfig, mesh, settings: step_lib.RLSettings) -> N
     problems.append(f"data.max_prompt_len={max_prompt} + rl.max_new_tokens="
                     f"{settings.max_new_tokens} exceeds the model's max_seq_len={cfg.max_seq_len};"
                     f" lower them or set model.max_seq_len")
+  if settings.dynamic_sampling == "resample" and bool(_get(config, "rl.fused_step", False)):
+    problems.append("rl.dynamic_sampling='resample' samples further prompt batches on demand, "
+                    "which the fused step cannot; set rl.fused_step=False or use 'mask'")
   if problems:
     raise ValueError("bad config: " + "; ".join(problems))
   b = int(config.batch_size)
@@ -331,6 +335,15 @@ def run(config, workdir: str) -> int:
           f"The last good checkpoint in {manager.directory} is intact. Lower optim.lr or check "
           f"the rewards")
 
+  def next_batch() -> dict:
+    """The next prompt batch on the devices (plus its host rows for the host verifier)."""
+    host = next(data_iter)
+    batch = device_batch(host, tokenizer, answer_width, label_cache, mesh)
+    if host_fn is not None:
+      batch["_host"] = host
+    return batch
+  more_batches = next_batch if settings.dynamic_sampling == "resample" else None
+
   step = start
   try:
     with stop_signals() as stop:
@@ -341,17 +354,15 @@ def run(config, workdir: str) -> int:
         if train_loop._any_process(bool(stop)):
           status = "preempted"
           break
-        host = next(data_iter)
-        batch = device_batch(host, tokenizer, answer_width, label_cache, mesh)
-        if host_fn is not None:
-          batch["_host"] = host
+        batch = next_batch()
         key = jax.random.fold_in(base_key, step)
         step += 1
         if fused:
           state, metrics = step_fn(state, ref_params, batch, key)   # dispatched, not awaited
           times = None
         else:
-          state, metrics, times = _run_phases(phases, state, ref_params, batch, key, host_fn)
+          state, metrics, times = _run_phases(phases, state, ref_params, batch, key, host_fn,
+                                              more_batches, settings)
         ev = None
         busy = step == first_step
         at_end = step == int(config.steps)
@@ -397,24 +408,68 @@ def _host_verify(rollout, host: dict, tokenizer, settings, mesh) -> dict:
   return train_loop.put_batch({"host_reward": reward, "host_true_reward": truth}, mesh)
 
 
-def _run_phases(phases: step_lib.Phases, state, ref_params, batch, key, host_fn=None):
-  """Sample, (verify on the host,) score and update one after the other, each waited on:
-  (state, metrics, times); the host verification counts as reward time."""
+def _sample_and_score(phases: step_lib.Phases, params, batch, key, host_fn, times):
+  """One prompt batch through sample, (host verification,) score; adds to times."""
   k_sample, k_reward = step_lib.step_keys(key)
   host = batch.pop("_host", None)
   t0 = time.perf_counter()
-  rollout = jax.block_until_ready(phases.sample(state.params, batch["prompt_tokens"],
+  rollout = jax.block_until_ready(phases.sample(params, batch["prompt_tokens"],
                                                 batch["prompt_lengths"], k_sample))
   t1 = time.perf_counter()
   if host_fn is not None:
     batch = {**batch, **host_fn(rollout, host)}
   kept, scored, m_score = jax.block_until_ready(phases.score(rollout, batch, k_reward))
-  t2 = time.perf_counter()
-  state, m_update = phases.update(state, ref_params, kept, scored, batch["prompt_tokens"],
-                                  batch["prompt_lengths"])
+  times["sample"] += t1 - t0
+  times["reward"] += time.perf_counter() - t1
+  return (kept, scored, batch["prompt_tokens"], batch["prompt_lengths"]), m_score
+
+
+def _group_variance(scored, g: int) -> np.ndarray:
+  """bool[B] on the host: the groups whose rewards are not all equal."""
+  rewards = scored.rewards
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    rewards = multihost_utils.process_allgather(rewards, tiled=True)
+  r_BG = np.asarray(rewards).reshape(-1, g)
+  return r_BG.max(axis=1) > r_BG.min(axis=1)
+
+
+def _run_phases(phases: step_lib.Phases, state, ref_params, batch, key, host_fn=None,
+                more_batches=None, settings: step_lib.RLSettings | None = None):
+  """Sample, (verify on the host,) score and update one after the other, each waited on:
+  (state, metrics, times); the host verification counts as reward time.
+
+  With `more_batches` (dynamic_sampling="resample") further prompt batches are sampled and
+  scored, up to settings.resample_rounds, until B groups have nonzero reward variance; the update
+  trains on the first B such groups (topped up with the first batch's zero-variance groups,
+  which the loss mask drops). The reward metrics stay those of the first batch (the policy's
+  unfiltered rollout); dynamic/rounds and dynamic/varied_frac tell how the refill went.
+  """
+  times = {"sample": 0.0, "reward": 0.0, "update": 0.0}
+  first, m_score = _sample_and_score(phases, state.params, batch, key, host_fn, times)
+  kept, scored, prompts, prompt_lengths = first
+  if more_batches is not None:
+    g, b = settings.group_size, int(prompts.shape[0])
+    rounds, varied = [first], [_group_variance(scored, g)]
+    while sum(int(v.sum()) for v in varied) < b and len(rounds) <= settings.resample_rounds:
+      extra, _ = _sample_and_score(phases, state.params, more_batches(),
+                                   jax.random.fold_in(key, len(rounds)), host_fn, times)
+      rounds.append(extra)
+      varied.append(_group_variance(extra[1], g))
+    flat = np.concatenate(varied)
+    chosen = list(np.flatnonzero(flat)[:b]) + list(np.flatnonzero(~varied[0]))
+    index = np.asarray(chosen[:b], np.int32)
+    t = time.perf_counter()
+    kept, scored, prompts, prompt_lengths = jax.block_until_ready(
+        phases.select(tuple(rounds), index))
+    times["reward"] += time.perf_counter() - t
+    m_score = {**m_score, "dynamic/rounds": float(len(rounds)),
+               "dynamic/varied_frac": float(min(int(flat.sum()), b)) / b}
+  t = time.perf_counter()
+  state, m_update = phases.update(state, ref_params, kept, scored, prompts, prompt_lengths)
   m_update = jax.block_until_ready(m_update)
-  t3 = time.perf_counter()
-  return state, {**m_score, **m_update}, {"sample": t1 - t0, "reward": t2 - t1, "update": t3 - t2}
+  times["update"] = time.perf_counter() - t
+  return state, {**m_score, **m_update}, times
 
 
 __all__ = ["run", "reward_spec", "rl_settings", "model_config", "validate", "check_labels",

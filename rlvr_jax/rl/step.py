@@ -28,8 +28,9 @@ The three phases (each a pure function; `rl_step` composes them):
    boxed answer among its V samples and the first G samples are kept and scored against it
    (V = G: votes within the group). Then the advantages (rl.compute_advantages) and the loss
    mask: valid response tokens, times the nonzero-variance mask of the groups when
-   settings.dynamic_sampling == "mask" (groups whose rewards are all equal are dropped from the
-   loss; "resample", refilling the batch with new prompts, is a TODO).
+   settings.dynamic_sampling is "mask" or "resample" (groups whose rewards are all equal are
+   dropped from the loss; with "resample" the run loop first refills the batch with such groups
+   from up to `resample_rounds` further prompt batches, DAPO-style, through `select_groups`).
 3. `update_phase`: reference log-probs (frozen initial model; when kl_coef != 0 or log_kl), then
    `epochs` passes over `minibatches` strided minibatches of the rollout rows, one optimizer
    update each (`lax.scan`), each minibatch's gradient accumulated exactly over `microbatches`
@@ -87,7 +88,7 @@ from rlvr_jax.train.state import TrainState
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
-DYNAMIC_SAMPLING = ("none", "mask")
+DYNAMIC_SAMPLING = ("none", "mask", "resample")
 _TOKEN_MEAN_KEYS = ("kl", "clip_frac", "dual_clip_frac", "ratio_mean")
 MAJORITY = "majority_vote"
 
@@ -103,8 +104,11 @@ class RLSettings:
   clip_low, clip_high, dual_clip (None or > 1), kl_coef, kl_estimator (k1 | k2 | k3), agg (one
   of rl.AGGREGATIONS), entropy_coef. Updates: minibatches (optimizer updates per epoch),
   epochs (passes over the rollout), microbatches (gradient accumulation per minibatch).
-  dynamic_sampling: "none" | "mask" (drop zero-variance groups from the loss). log_kl: compute
-  reference log-probs (and policy/kl) even when kl_coef == 0.
+  dynamic_sampling: "none" | "mask" (drop zero-variance groups from the loss) | "resample"
+  (the run loop samples up to `resample_rounds` further prompt batches and trains on the first
+  B groups with nonzero reward variance; if too few turn up, the rest are zero-variance groups,
+  masked as with "mask"). log_kl: compute reference log-probs (and policy/kl) even when
+  kl_coef == 0.
   """
   group_size: int
   max_new_tokens: int
@@ -126,6 +130,7 @@ class RLSettings:
   epochs: int = 1
   microbatches: int = 1
   dynamic_sampling: str = "none"
+  resample_rounds: int = 3
   log_kl: bool = True
 
   def __post_init__(self):
@@ -158,10 +163,11 @@ class RLSettings:
       if not getattr(self, name) >= 0:
         problems.append(f"{name}={getattr(self, name)!r} must be >= 0")
     if self.dynamic_sampling not in DYNAMIC_SAMPLING:
-      hint = (" ('resample' is not implemented yet: use 'mask')"
-              if self.dynamic_sampling == "resample" else "")
       problems.append(f"dynamic_sampling={self.dynamic_sampling!r} is not one of "
-                      f"{DYNAMIC_SAMPLING}{hint}")
+                      f"{DYNAMIC_SAMPLING}")
+    if isinstance(self.resample_rounds, bool) or not isinstance(self.resample_rounds, int) \
+        or self.resample_rounds < 0:
+      problems.append(f"resample_rounds={self.resample_rounds!r} must be an integer >= 0")
     if problems:
       raise ValueError("bad RL settings: " + "; ".join(problems))
 
@@ -457,7 +463,7 @@ def score_phase(rollout: Rollout, batch: Batch, key, *, spec: RLSpec
   advantages_N = adv_lib.compute_advantages(rewards_N, g, s.estimator)
   varied_N = adv_lib.nonzero_variance_mask(rewards_N, g)
   valid_NM = kept.valid_mask()
-  loss_mask_NM = valid_NM * varied_N[:, None] if s.dynamic_sampling == "mask" else valid_NM
+  loss_mask_NM = valid_NM * varied_N[:, None] if s.dynamic_sampling != "none" else valid_NM
 
   f32 = jnp.float32
   nan = jnp.asarray(jnp.nan, f32)
@@ -490,6 +496,20 @@ def _clipped(rollout: Rollout, s: RLSettings) -> jax.Array:
                              axis=1)[:, 0]
   stopped = jnp.isin(last, jnp.asarray(s.eos_ids or (-1,), jnp.int32))
   return (rollout.lengths >= m) & ~stopped
+
+
+def select_groups(rounds, group_index_B, *, group_size: int):
+  """Dynamic sampling's refill: `rounds` is a tuple of (kept Rollout, Scored, prompts_BP,
+  prompt_lengths_B) of equal shapes, one per sampled prompt batch; group_index_B int32[B] picks
+  B groups from their concatenation (group j of round r is r * B + j). Returns the picked
+  (Rollout, Scored, prompts, prompt_lengths), each group's G rows kept together."""
+  cat = jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *rounds)
+  rollout, scored, prompts_BP, prompt_lengths_B = cat
+  rows_N = (group_index_B[:, None] * group_size + jnp.arange(group_size)[None, :]).reshape(-1)
+  take_rows = lambda x: jnp.take(x, rows_N, axis=0)   # noqa: E731
+  return (jax.tree.map(take_rows, rollout), jax.tree.map(take_rows, scored),
+          jnp.take(prompts_BP, group_index_B, axis=0),
+          jnp.take(prompt_lengths_B, group_index_B, axis=0))
 
 
 # ---------------------------------------------------------------------------------- phase 3
@@ -759,6 +779,7 @@ class Phases:
   sample: Callable
   score: Callable
   update: Callable
+  select: Callable | None = None   # select_groups (dynamic_sampling="resample")
 
 
 def jit_rl_phases(spec: RLSpec, mesh: Mesh, shardings: TrainState) -> Phases:
@@ -771,10 +792,13 @@ def jit_rl_phases(spec: RLSpec, mesh: Mesh, shardings: TrainState) -> Phases:
   update = jax.jit(functools.partial(update_phase, spec=spec, mesh=mesh),
                    in_shardings=(shardings, shardings.params, rows, rows, rows, rows),
                    out_shardings=(shardings, rep), donate_argnums=(0,))
-  return Phases(_under_mesh(sample, mesh), _under_mesh(score, mesh), _under_mesh(update, mesh))
+  select = jax.jit(functools.partial(select_groups, group_size=spec.settings.group_size),
+                   out_shardings=rows)
+  return Phases(_under_mesh(sample, mesh), _under_mesh(score, mesh), _under_mesh(update, mesh),
+                _under_mesh(select, mesh))
 
 
 __all__ = ["RLSettings", "RewardSpec", "RLSpec", "Rollout", "Scored", "reward_options",
            "close_brace_ids", "host_rewards", "sample_phase", "score_phase", "update_phase", "sequence_inputs",
-           "response_logprobs", "rl_step", "step_keys", "jit_rl_step", "jit_rl_phases", "Phases",
+           "response_logprobs", "select_groups", "rl_step", "step_keys", "jit_rl_step", "jit_rl_phases", "Phases",
            "DYNAMIC_SAMPLING"]

@@ -340,7 +340,7 @@ def _run(config, workdir, stage, cfg, mesh, optimizer, train_fn, eval_fn, manage
   def evaluate(params) -> dict[str, float]:
     totals = None
     for batch in make_eval_batches(config):
-      batch = steps.select_batch(batch)
+      batch = steps.select_batch(batch, steps.EVAL_KEYS)
       b = int(np.shape(batch["tokens"])[0]) * jax.process_count()
       steps.check_batch(b, mesh, 1, what="eval batch size")
       sums = eval_fn(params, put_batch(batch, mesh))
@@ -349,8 +349,14 @@ def _run(config, workdir, stage, cfg, mesh, optimizer, train_fn, eval_fn, manage
       raise ValueError("make_eval_batches yielded no batches")
     t = jax.device_get(totals)
     n = max(float(t["count"]), 1.0)
-    return {"eval/loss": float(t["nll"]) / n, "eval/accuracy": float(t["correct"]) / n,
-            "eval/num_tokens": float(t["count"])}
+    out = {"eval/loss": float(t["nll"]) / n, "eval/accuracy": float(t["correct"]) / n,
+           "eval/num_tokens": float(t["count"])}
+    if "answer_count" in t:   # teacher-forced accuracy on the boxed-answer tokens alone
+      a = max(float(t["answer_count"]), 1.0)
+      out.update({"eval/answer_loss": float(t["answer_nll"]) / a,
+                  "eval/answer_accuracy": float(t["answer_correct"]) / a,
+                  "eval/answer_tokens": float(t["answer_count"])})
+    return out
 
   status = "completed"
   step = start

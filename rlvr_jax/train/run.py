@@ -7,6 +7,8 @@ Data (config.data):
   layout       record layout of `files` ("auto" detects problem/answer, GSM8K, MATH, verl)
   n_train      synthetic examples (SFT) or corpus documents (CPT) per domain
   n_eval       held-out examples / documents per domain
+  difficulty   SFT: synthetic level (1-5) of the train and held-out problems (0 = the splits'
+               default levels 1-3)
   tokenizer    tokenizer path ('' = the init HF dir's / init run's, else the built-in toy
                sentencepiece model); copied into the run
   template     chat template for SFT prompts ("toy", "llama3", "chatml", "plain")
@@ -86,10 +88,11 @@ def _docs(config) -> tuple[list[str], list[str]]:
 
 def _problem_records(config) -> tuple[list[dict], list[dict]]:
   n_train, n_eval = int(config.data.n_train), int(config.data.n_eval)
+  difficulty = int(_get(config, "data.difficulty", 0)) or None   # 0: the splits' default levels
   train, held = [], []
   for name in _csv(config.data.domains):
-    train.extend(records_lib.domain_records(name, "train", n_train, int(config.seed)))
-    held.extend(records_lib.domain_records(name, "eval", n_eval, int(config.seed)))
+    train.extend(records_lib.domain_records(name, "train", n_train, int(config.seed), difficulty))
+    held.extend(records_lib.domain_records(name, "eval", n_eval, int(config.seed), difficulty))
   file_train, file_held = _file_records(config)
   train.extend(file_train)
   held.extend(file_held)
@@ -119,9 +122,11 @@ def _per_process_batch(config) -> int:
   return int(config.batch_size) // jax.process_count()
 
 
-def _run_stage(config, workdir: str, stage: str, make_dataset, load_items, extra_kwargs) -> int:
+def _run_stage(config, workdir: str, stage: str, make_dataset, load_items, extra_kwargs,
+               eval_kwargs=None) -> int:
   """Tokenizer, data and the training loop of one stage; `make_dataset(items, tok, **kw)` is
-  pipelines.cpt_dataset or sft_dataset and `load_items(config)` gives (train, held-out) items."""
+  pipelines.cpt_dataset or sft_dataset and `load_items(config)` gives (train, held-out) items;
+  `eval_kwargs` are passed to the held-out dataset only."""
   tokenizer = builtin.resolve_tokenizer(_tokenizer_spec(config), workdir)
   _check_vocab(config, tokenizer)
   train_items, eval_items = load_items(config)
@@ -132,7 +137,7 @@ def _run_stage(config, workdir: str, stage: str, make_dataset, load_items, extra
 
   def make_eval_batches(c):
     ds = make_dataset(eval_items, tokenizer, seed=0, num_epochs=1, shuffle=False,
-                      drop_remainder=False, **kw)
+                      drop_remainder=False, **kw, **(eval_kwargs or {}))
     return itertools.islice(iter(ds), int(_get(c, "eval_batches", 4)))
 
   status = loop.train(config, workdir, stage=stage, make_batches=make_batches,
@@ -159,7 +164,7 @@ def sft_kwargs(config) -> dict:
 def run_sft(config, workdir: str) -> int:
   """`rlvr-jax sft`: loss on assistant tokens of chat-formatted problems with their traces."""
   return _run_stage(config, workdir, "sft", pipelines.sft_dataset, _problem_records,
-                    sft_kwargs(config))
+                    sft_kwargs(config), eval_kwargs={"answer_mask": True})
 
 
 def tokenizer_of_run(workdir: str):

@@ -10,6 +10,8 @@ A batch is a dict of arrays with a leading batch axis B:
   targets      int32[B, L]   optional explicit targets; without it the targets are the tokens
                              shifted by one: position t predicts tokens[t+1], weighted by
                              loss_mask[t], and a target in another segment never counts
+  answer_mask  {0,1}[B, L]   eval only, optional: the targets that are answer tokens (inside the
+                             reply's \\boxed{}); the eval step also sums their hits and NLL
 
 loss = Σ NLL over valid targets / number of valid targets in the GLOBAL batch. With k
 microbatches the numerator, the valid count and the gradient of the numerator are summed by
@@ -34,13 +36,14 @@ from rlvr_jax.train.state import TrainState
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
 BATCH_KEYS = ("tokens", "loss_mask", "segment_ids", "positions", "targets")
+EVAL_KEYS = BATCH_KEYS + ("answer_mask",)
 
 
-def select_batch(batch: dict) -> dict:
-  """The arrays the steps read (other keys, e.g. metadata strings, are dropped)."""
+def select_batch(batch: dict, keys: tuple[str, ...] = BATCH_KEYS) -> dict:
+  """The arrays a step reads (`keys`; other keys, e.g. metadata strings, are dropped)."""
   if "tokens" not in batch:
     raise ValueError(f"a batch must hold 'tokens' (int32[B, L]); got keys {sorted(batch)}")
-  return {k: batch[k] for k in BATCH_KEYS if k in batch}
+  return {k: batch[k] for k in keys if k in batch}
 
 
 # ---------------------------------------------------------------------------------- the loss
@@ -62,28 +65,35 @@ def lm_inputs(batch: Batch):
           None if seg is None else seg[:, :-1], tokens[:, 1:], weights)
 
 
-def loss_sums(cfg: ModelConfig, params: Any, batch: Batch, z_loss: float = 0.0,
-              accuracy: bool = True) -> dict:
-  """Unnormalised sums over the batch: `nll` (Σ w·NLL), `z` (Σ w·logsumexp²), `count` (Σ w),
-  `correct` (Σ w·[argmax == target]; 0 when accuracy=False, which saves a pass over the
-  logits). The objective is (nll + z_loss·z) / count."""
+def _token_terms(cfg: ModelConfig, params: Any, batch: Batch, accuracy: bool):
+  """Per-target terms [B, T]: weights, NLL, logsumexp and (accuracy=True) argmax hits."""
   inputs, pos, seg, targets_BT, w_BT = lm_inputs(batch)
   valid = w_BT != 0
   targets_BT = jnp.where(valid, targets_BT, 0)      # masked targets may hold any id (padding)
   logits_BTV = forward(cfg, params, inputs, positions=pos, segment_ids=seg)
   lse_BT = jax.nn.logsumexp(logits_BTV, axis=-1)
   target_logit_BT = jnp.take_along_axis(logits_BTV, targets_BT[..., None], axis=-1)[..., 0]
-  nll_BT = lse_BT - target_logit_BT
-  # where() rather than a product so a masked-out non-finite logit cannot poison the sum;
+  hit_BT = (jnp.argmax(logits_BTV, -1) == targets_BT) if accuracy else None
+  return w_BT, lse_BT - target_logit_BT, lse_BT, hit_BT
+
+
+def _masked_sum(x_BT, w_BT):
+  # where() rather than a product so a masked-out non-finite term cannot poison the sum;
   # a non-finite *weight* still propagates (and makes the step skip).
-  nll = jnp.sum(jnp.where(valid, nll_BT * w_BT, 0.0))
-  z = jnp.sum(jnp.where(valid, lse_BT ** 2 * w_BT, 0.0)) if z_loss else jnp.zeros((), jnp.float32)
-  if accuracy:
-    correct = jnp.sum(jnp.where(valid & (jnp.argmax(logits_BTV, -1) == targets_BT), w_BT, 0.0))
-  else:
-    correct = jnp.zeros((), jnp.float32)
-  count = jnp.sum(w_BT)
-  return {"nll": nll, "z": z, "count": count, "correct": correct}
+  return jnp.sum(jnp.where(w_BT != 0, x_BT * w_BT, 0.0))
+
+
+def loss_sums(cfg: ModelConfig, params: Any, batch: Batch, z_loss: float = 0.0,
+              accuracy: bool = True) -> dict:
+  """Unnormalised sums over the batch: `nll` (Σ w·NLL), `z` (Σ w·logsumexp²), `count` (Σ w),
+  `correct` (Σ w·[argmax == target]; 0 when accuracy=False, which saves a pass over the
+  logits). The objective is (nll + z_loss·z) / count."""
+  w_BT, nll_BT, lse_BT, hit_BT = _token_terms(cfg, params, batch, accuracy)
+  zero = jnp.zeros((), jnp.float32)
+  return {"nll": _masked_sum(nll_BT, w_BT),
+          "z": _masked_sum(lse_BT ** 2, w_BT) if z_loss else zero,
+          "count": jnp.sum(w_BT),
+          "correct": _masked_sum(hit_BT.astype(jnp.float32), w_BT) if accuracy else zero}
 
 
 def split_microbatches(batch: Batch, k: int, mesh: Mesh | None = None) -> Batch:
@@ -171,9 +181,20 @@ def train_step(state: TrainState, batch: Batch, *, cfg: ModelConfig, optimizer: 
 
 def eval_step(params: Any, batch: Batch, *, cfg: ModelConfig) -> Metrics:
   """Sums for held-out metrics: nll, count, correct (teacher-forced argmax hits on valid
-  targets). Sum them over eval batches; loss = nll / count, accuracy = correct / count."""
-  sums = loss_sums(cfg, params, batch)
-  return {"nll": sums["nll"], "count": sums["count"], "correct": sums["correct"]}
+  targets). Sum them over eval batches; loss = nll / count, accuracy = correct / count.
+  With batch["answer_mask"] also answer_nll, answer_count and answer_correct over the answer
+  targets alone (answer accuracy = answer_correct / answer_count)."""
+  w_BT, nll_BT, _, hit_BT = _token_terms(cfg, params, batch, accuracy=True)
+  hit_BT = hit_BT.astype(jnp.float32)
+  sums = {"nll": _masked_sum(nll_BT, w_BT), "count": jnp.sum(w_BT),
+          "correct": _masked_sum(hit_BT, w_BT)}
+  if "answer_mask" in batch:
+    a_BT = jnp.asarray(batch["answer_mask"], jnp.float32)
+    a_BT = a_BT if "targets" in batch else a_BT[:, :-1]
+    a_BT = a_BT * (w_BT != 0)
+    sums.update(answer_nll=_masked_sum(nll_BT, a_BT), answer_count=jnp.sum(a_BT),
+                answer_correct=_masked_sum(hit_BT, a_BT))
+  return sums
 
 
 # ---------------------------------------------------------------------------------- jitting
