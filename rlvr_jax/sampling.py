@@ -269,7 +269,7 @@ class _State:
   done: jax.Array            # bool[N]
 
 
-_CACHE_AXES = (None, "act_batch", None, "act_kv_heads", None)   # [layers, N, slots, K, H]
+_CACHE_AXES = (None, "act_batch", "act_kv_heads", None, None)   # [layers, N, K, slots, H]
 
 
 def _constrain(x, axes):
@@ -313,7 +313,7 @@ def _decode_forward(cfg, params, layer_params, tokens_N1, positions_N1, caches):
   `nn.scan` over stacked ones: inside a while_loop, the scan would copy every layer's weights
   and KV cache out of / back into the stacked arrays at every step. layer_params: per-layer
   param trees, or None to slice the stacked params inside the step. caches: per-layer
-  {"k", "v"} [N, S, K, H]. Returns logits float32[N, V] and the updated caches.
+  {"k", "v"} [N, K, S, H]. Returns logits float32[N, V] and the updated caches.
   """
   emb_VD = params["embed_tokens"]["embedding"]
   x = jnp.take(emb_VD, tokens_N1, axis=0).astype(cfg.jnp_dtype)
@@ -379,7 +379,7 @@ def sample_core(cfg: ModelConfig, params, prompts, prompt_lengths, key,
 
   logits_BV, cache = _prefill(cfg, params, prompts_BP, lengths_B, cache_dtype)
   # Broadcast to N rows and grow to P + M slots: one copy, no recomputation per sample.
-  grow = ((0, 0), (0, 0), (0, m), (0, 0), (0, 0))
+  grow = ((0, 0), (0, 0), (0, 0), (0, m), (0, 0))
   cache = jax.tree.map(lambda x: _constrain(jnp.repeat(jnp.pad(x, grow), s, axis=1), _CACHE_AXES),
                        cache)
   logits_NV = _constrain(jnp.repeat(logits_BV, s, axis=0), ("act_batch", "act_vocab"))

@@ -50,6 +50,7 @@ def get_config():
   c.rl.entropy_coef = 0.0              # no entropy bonus
   c.rl.minibatches = 1                 # one update per step
   c.rl.microbatches = 64               # 8 rollout rows per forward/backward (memory)
+  c.rl.dynamic_sampling = "none"       # the paper trains on every group (the toy config resamples)
 
   c.reward.weights.boxed_answer_match = 1.0   # binary verifier reward, no format reward
   c.reward.host_verifier = True        # math-verify equivalence on decoded text (BPE-safe)

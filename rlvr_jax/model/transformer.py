@@ -13,7 +13,8 @@ Parameter layout (layers stacked on a leading axis by `nn.scan`; logical axis na
   norm/scale                                  [embed]
   lm_head/kernel                              [embed, vocab]                     (untied only)
 
-The KV cache is explicit state: `{"k": [layers, B, S, kv_heads, head_dim], "v": ...}`. Each call
+The KV cache is explicit state: `{"k": [layers, B, kv_heads, S, head_dim], "v": ...}` (slots next
+to head_dim, so decode attention reads each head's keys in place, with no per-step transpose). Each call
 writes the new keys/values at `positions` and attends to cache slots `<= position` of its row, so
 right-padded prompts of different lengths share one cache layout (decode overwrites the padding).
 """
@@ -138,26 +139,48 @@ class Attention(nn.Module):
     k_BTKH = apply_rope(k_BTKH, positions_BT, inv_freq)
 
     if cache is None:
-      keys, values = k_BTKH, v_BTKH
       mask = attention_mask(positions_BT, segment_ids_BT, positions_BT, segment_ids_BT)
+      out_BTNH = jax.nn.dot_product_attention(q_BTNH, k_BTKH, v_BTKH, mask=mask,
+                                              scale=1.0 / np.sqrt(h))
       new_cache = None
     else:
       b = x_BTD.shape[0]
       rows_B1 = jnp.arange(b)[:, None]
-      keys = cache["k"].at[rows_B1, positions_BT].set(k_BTKH.astype(cache["k"].dtype))
-      values = cache["v"].at[rows_B1, positions_BT].set(v_BTKH.astype(cache["v"].dtype))
-      keys = _constrain(keys, ("act_batch", None, "act_kv_heads", None))
-      values = _constrain(values, ("act_batch", None, "act_kv_heads", None))
-      new_cache = {"k": keys, "v": values}
-      slots_BS = jnp.broadcast_to(jnp.arange(keys.shape[1]), (b, keys.shape[1]))
+      # [B, K, S, H] indexed at (row, :, position): the written block is [B, T, K, H]
+      keys_BKSH = cache["k"].at[rows_B1, :, positions_BT].set(k_BTKH.astype(cache["k"].dtype))
+      values_BKSH = cache["v"].at[rows_B1, :, positions_BT].set(v_BTKH.astype(cache["v"].dtype))
+      keys_BKSH = _constrain(keys_BKSH, ("act_batch", "act_kv_heads", None, None))
+      values_BKSH = _constrain(values_BKSH, ("act_batch", "act_kv_heads", None, None))
+      new_cache = {"k": keys_BKSH, "v": values_BKSH}
+      s = keys_BKSH.shape[2]
+      slots_BS = jnp.broadcast_to(jnp.arange(s), (b, s))
       mask = attention_mask(positions_BT, jnp.zeros_like(positions_BT), slots_BS,
                             jnp.zeros_like(slots_BS))
-      keys, values = keys.astype(cfg.jnp_dtype), values.astype(cfg.jnp_dtype)
-
-    out_BTNH = jax.nn.dot_product_attention(q_BTNH, keys, values, mask=mask,
-                                            scale=1.0 / np.sqrt(h))
+      out_BTNH = _cached_attention(q_BTNH, keys_BKSH.astype(cfg.jnp_dtype),
+                                   values_BKSH.astype(cfg.jnp_dtype), mask)
     out_BTD = Linear(cfg, (n, h), d, ("heads", "head_dim", "embed"), name="o_proj")(out_BTNH)
     return out_BTD, new_cache
+
+
+def _cached_attention(q_BTNH, keys_BKSH, values_BKSH, mask_B1TS):
+  """Grouped-query attention of queries [B, T, N, H] over a cache laid out [B, K, S, H]
+  (softmax in float32); the same function as jax.nn.dot_product_attention on [B, S, K, H]."""
+  b, t, n, h = q_BTNH.shape
+  k = keys_BKSH.shape[1]
+  q_BTKGH = q_BTNH.reshape(b, t, k, n // k, h)
+  if t == 1:   # decode: tiny per-(row, head) products run faster as fused multiply-reduce
+    q_BKGH = q_BTKGH[:, 0]
+    scores_BKGTS = jnp.sum(q_BKGH[:, :, :, None, :] * keys_BKSH[:, :, None], axis=-1)[:, :, :, None]
+  else:
+    scores_BKGTS = jnp.einsum("btkgh,bksh->bkgts", q_BTKGH, keys_BKSH)
+  scores_BKGTS = jnp.where(mask_B1TS[:, :, None], scores_BKGTS.astype(jnp.float32) / np.sqrt(h),
+                           jnp.finfo(jnp.float32).min)
+  probs_BKGTS = jax.nn.softmax(scores_BKGTS, axis=-1).astype(values_BKSH.dtype)
+  if t == 1:
+    out_BKGH = jnp.sum(probs_BKGTS[:, :, :, 0, :, None] * values_BKSH[:, :, None], axis=3)
+    return out_BKGH.reshape(b, 1, n, h)
+  out_BTKGH = jnp.einsum("bkgts,bksh->btkgh", probs_BKGTS, values_BKSH)
+  return out_BTKGH.reshape(b, t, n, h)
 
 
 class MLP(nn.Module):
@@ -248,7 +271,7 @@ def forward(cfg: ModelConfig, params: Any, tokens, *, positions=None, segment_id
 
 
 def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> Cache:
-  shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+  shape = (cfg.num_layers, batch, cfg.num_kv_heads, max_len, cfg.head_dim)
   dtype = jnp.dtype(dtype or cfg.dtype)
   return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
 
