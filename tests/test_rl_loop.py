@@ -43,6 +43,7 @@ def tiny_config(init_dir: str):
   c.rl.group_size = 2
   c.rl.max_new_tokens = 6
   c.rl.minibatches = 2
+  c.rl.dynamic_sampling = "none"            # a random model's groups are all zero-variance
   c.data.n_pool = 16
   c.data.max_prompt_len = 96
   c.eval.n = 8
