@@ -7,8 +7,9 @@ split over fsdp on their `embed` dimension and over tensor on heads / mlp / voca
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -64,6 +65,17 @@ def activate(mesh: Mesh, rules=RULES):
   """Context in which model code sees the mesh and the logical rules (activation constraints)."""
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     yield
+
+
+def under_mesh(fn: Callable, mesh: Mesh) -> Callable:
+  """`fn` (a jitted step) called inside `activate(mesh)`, so it traces with the mesh and the
+  logical rules; the jitted function stays reachable as `.jitted` (e.g. to lower it)."""
+  @functools.wraps(fn)
+  def wrapped(*args):
+    with activate(mesh):
+      return fn(*args)
+  wrapped.jitted = fn
+  return wrapped
 
 
 def logical_to_sharding(logical_specs: Any, mesh: Mesh, rules=RULES) -> Any:

@@ -584,7 +584,7 @@ def sft_dataset(records: Sequence[Mapping[str, Any]], tokenizer, *, seq_len: int
   it = _CountingIterDataset(it, _SFT_COUNTS)
   if pack:
     it = grain.experimental.FirstFitPackIterDataset(
-        it, length_struct=dict.fromkeys(("tokens", "assistant", "answer")[:3 if answer_mask else 2],
+        it, length_struct=dict.fromkeys(("tokens", "assistant") + (("answer",) if answer_mask else ()),
                                         seq_len),
         num_packing_bins=pack_bins or batch_size, shuffle_bins=False)
   counts = lambda row: {**_token_row_counts(row), "loss_tokens": _row_loss_tokens(row)}

@@ -745,15 +745,6 @@ def step_keys(key):
 
 
 # ---------------------------------------------------------------------------------- jitting
-def _under_mesh(fn: Callable, mesh: Mesh) -> Callable:
-  @functools.wraps(fn)
-  def wrapped(*args):
-    with sharding.activate(mesh):
-      return fn(*args)
-  wrapped.jitted = fn
-  return wrapped
-
-
 def jit_rl_step(spec: RLSpec, mesh: Mesh, shardings: TrainState) -> Callable:
   """`step(state, ref_params, batch, key) -> (state, metrics)` jitted over the mesh: the state
   donated, batch rows over (data, fsdp), ref params on the parameter shardings, metrics
@@ -763,7 +754,7 @@ def jit_rl_step(spec: RLSpec, mesh: Mesh, shardings: TrainState) -> Callable:
   fn = functools.partial(rl_step, spec=spec, mesh=mesh)
   jitted = jax.jit(fn, in_shardings=(shardings, shardings.params, rows, rep),
                    out_shardings=(shardings, rep), donate_argnums=(0,))
-  return _under_mesh(jitted, mesh)
+  return sharding.under_mesh(jitted, mesh)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -794,8 +785,8 @@ def jit_rl_phases(spec: RLSpec, mesh: Mesh, shardings: TrainState) -> Phases:
                    out_shardings=(shardings, rep), donate_argnums=(0,))
   select = jax.jit(functools.partial(select_groups, group_size=spec.settings.group_size),
                    out_shardings=rows)
-  return Phases(_under_mesh(sample, mesh), _under_mesh(score, mesh), _under_mesh(update, mesh),
-                _under_mesh(select, mesh))
+  return Phases(sharding.under_mesh(sample, mesh), sharding.under_mesh(score, mesh), sharding.under_mesh(update, mesh),
+                sharding.under_mesh(select, mesh))
 
 
 __all__ = ["RLSettings", "RewardSpec", "RLSpec", "Rollout", "Scored", "reward_options",

@@ -214,15 +214,6 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(sharding.BATCH_AXES))
 
 
-def _under_mesh(fn: Callable, mesh: Mesh) -> Callable:
-  @functools.wraps(fn)
-  def wrapped(*args):
-    with sharding.activate(mesh):
-      return fn(*args)
-  wrapped.jitted = fn
-  return wrapped
-
-
 def jit_train_step(cfg: ModelConfig, optimizer: Optimizer, mesh: Mesh, shardings: TrainState, *,
                    microbatches: int = 1, z_loss: float = 0.0) -> Callable:
   """`step(state, batch) -> (state, metrics)` jitted over the mesh: explicit in/out shardings,
@@ -232,7 +223,7 @@ def jit_train_step(cfg: ModelConfig, optimizer: Optimizer, mesh: Mesh, shardings
                          z_loss=z_loss, mesh=mesh)
   jitted = jax.jit(fn, in_shardings=(shardings, batch_sharding(mesh)),
                    out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=(0,))
-  return _under_mesh(jitted, mesh)
+  return sharding.under_mesh(jitted, mesh)
 
 
 def jit_eval_step(cfg: ModelConfig, mesh: Mesh, param_shardings: Any) -> Callable:
@@ -240,4 +231,4 @@ def jit_eval_step(cfg: ModelConfig, mesh: Mesh, param_shardings: Any) -> Callabl
   jitted = jax.jit(functools.partial(eval_step, cfg=cfg),
                    in_shardings=(param_shardings, batch_sharding(mesh)),
                    out_shardings=sharding.replicated(mesh))
-  return _under_mesh(jitted, mesh)
+  return sharding.under_mesh(jitted, mesh)
