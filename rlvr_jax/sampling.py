@@ -171,11 +171,19 @@ def draw_categorical(key, z_NK):
 
 
 class Greedy:
-  """argmax of the logits (temperature 0)."""
+  """argmax of the logits (temperature 0): the first index holding the row maximum.
+
+  Written as min(where(logits == max, index, V)) rather than jnp.argmax: the row max is the one
+  `token_statistics` takes anyway (XLA shares it), and a min-reduce is several times cheaper on
+  CPU than argmax's variadic (value, index) reduce. Rows with NaN logits get the last id."""
 
   def __call__(self, logits_NV, key):
     del key
-    return jnp.argmax(logits_NV, axis=-1).astype(jnp.int32)
+    v = logits_NV.shape[-1]
+    max_N1 = jnp.max(logits_NV, axis=-1, keepdims=True)
+    index_NV = jax.lax.broadcasted_iota(jnp.int32, logits_NV.shape, 1)
+    first_N = jnp.min(jnp.where(logits_NV == max_N1, index_NV, v), axis=-1)
+    return jnp.minimum(first_N, v - 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,7 +277,8 @@ class _State:
   done: jax.Array            # bool[N]
 
 
-_CACHE_AXES = (None, "act_batch", "act_kv_heads", None, None)   # [layers, N, K, slots, H]
+_CACHE_AXES = (None, "act_batch", "act_kv_heads", None, None)   # [layers, N, K, H|slots, slots|H]
+_SLOT_AXIS = {"k": 4, "v": 3}                                     # see transformer.init_cache
 
 
 def _constrain(x, axes):
@@ -313,7 +322,7 @@ def _decode_forward(cfg, params, layer_params, tokens_N1, positions_N1, caches):
   `nn.scan` over stacked ones: inside a while_loop, the scan would copy every layer's weights
   and KV cache out of / back into the stacked arrays at every step. layer_params: per-layer
   param trees, or None to slice the stacked params inside the step. caches: per-layer
-  {"k", "v"} [N, K, S, H]. Returns logits float32[N, V] and the updated caches.
+  {"k": [N, K, H, S], "v": [N, K, S, H]}. Returns logits float32[N, V] and the updated caches.
   """
   emb_VD = params["embed_tokens"]["embedding"]
   x = jnp.take(emb_VD, tokens_N1, axis=0).astype(cfg.jnp_dtype)
@@ -379,9 +388,11 @@ def sample_core(cfg: ModelConfig, params, prompts, prompt_lengths, key,
 
   logits_BV, cache = _prefill(cfg, params, prompts_BP, lengths_B, cache_dtype)
   # Broadcast to N rows and grow to P + M slots: one copy, no recomputation per sample.
-  grow = ((0, 0), (0, 0), (0, 0), (0, m), (0, 0))
-  cache = jax.tree.map(lambda x: _constrain(jnp.repeat(jnp.pad(x, grow), s, axis=1), _CACHE_AXES),
-                       cache)
+  def grow(name, x):
+    widths = [(0, 0)] * x.ndim
+    widths[_SLOT_AXIS[name]] = (0, m)
+    return _constrain(jnp.repeat(jnp.pad(x, widths), s, axis=1), _CACHE_AXES)
+  cache = {name: grow(name, x) for name, x in cache.items()}
   logits_NV = _constrain(jnp.repeat(logits_BV, s, axis=0), ("act_batch", "act_vocab"))
   lengths_N = jnp.repeat(lengths_B, s, axis=0)
 

@@ -92,6 +92,17 @@ def test_statistics_equal_teacher_forced_forward(params, prompts, temperature, n
              for b in range(4))
 
 
+def test_greedy_takes_the_first_maximum_like_argmax():
+  rng = np.random.default_rng(0)
+  logits = rng.integers(-3, 3, (64, 37)).astype(np.float32)      # many ties per row
+  logits[5] = -np.inf
+  logits[5, 30] = 0.0                                             # a row of masked entries
+  logits[6, :] = 2.5                                              # all tied: index 0
+  got = np.asarray(jax.jit(sampling.Greedy().__call__)(jnp.asarray(logits), None))
+  np.testing.assert_array_equal(got, np.argmax(logits, axis=-1))
+  assert got[5] == 30 and got[6] == 0
+
+
 def test_temperature_sampling_draws_from_tempered_softmax(params, prompts):
   t, s = 0.7, 3000
   out = rj.generate(CFG, params, prompts[:2], PROMPT_LENGTHS[:2], jax.random.key(4),

@@ -13,10 +13,12 @@ Parameter layout (layers stacked on a leading axis by `nn.scan`; logical axis na
   norm/scale                                  [embed]
   lm_head/kernel                              [embed, vocab]                     (untied only)
 
-The KV cache is explicit state: `{"k": [layers, B, kv_heads, S, head_dim], "v": ...}` (slots next
-to head_dim, so decode attention reads each head's keys in place, with no per-step transpose). Each call
-writes the new keys/values at `positions` and attends to cache slots `<= position` of its row, so
-right-padded prompts of different lengths share one cache layout (decode overwrites the padding).
+The KV cache is explicit state: `{"k": [layers, B, kv_heads, head_dim, S], "v": [layers, B,
+kv_heads, S, head_dim]}`: keys are stored transposed, so that both attention products of a decode
+step are plain batched matmuls over the cache as it lies (q·K reads [head_dim, S], p·V reads
+[S, head_dim]), with no per-step transpose or packing copy of the cache. Each call writes the new
+keys/values at `positions` and attends to cache slots `<= position` of its row, so right-padded
+prompts of different lengths share one cache layout (decode overwrites the padding).
 """
 from __future__ import annotations
 
@@ -146,41 +148,36 @@ class Attention(nn.Module):
     else:
       b = x_BTD.shape[0]
       rows_B1 = jnp.arange(b)[:, None]
-      # [B, K, S, H] indexed at (row, :, position): the written block is [B, T, K, H]
-      keys_BKSH = cache["k"].at[rows_B1, :, positions_BT].set(k_BTKH.astype(cache["k"].dtype))
+      # Keys [B, K, H, S] indexed at (row, :, :, position) and values [B, K, S, H] indexed at
+      # (row, :, position): either written block is [B, T, K, H].
+      keys_BKHS = cache["k"].at[rows_B1, :, :, positions_BT].set(k_BTKH.astype(cache["k"].dtype))
       values_BKSH = cache["v"].at[rows_B1, :, positions_BT].set(v_BTKH.astype(cache["v"].dtype))
-      keys_BKSH = _constrain(keys_BKSH, ("act_batch", "act_kv_heads", None, None))
+      keys_BKHS = _constrain(keys_BKHS, ("act_batch", "act_kv_heads", None, None))
       values_BKSH = _constrain(values_BKSH, ("act_batch", "act_kv_heads", None, None))
-      new_cache = {"k": keys_BKSH, "v": values_BKSH}
-      s = keys_BKSH.shape[2]
+      new_cache = {"k": keys_BKHS, "v": values_BKSH}
+      s = values_BKSH.shape[2]
       slots_BS = jnp.broadcast_to(jnp.arange(s), (b, s))
       mask = attention_mask(positions_BT, jnp.zeros_like(positions_BT), slots_BS,
                             jnp.zeros_like(slots_BS))
-      out_BTNH = _cached_attention(q_BTNH, keys_BKSH.astype(cfg.jnp_dtype),
+      out_BTNH = _cached_attention(q_BTNH, keys_BKHS.astype(cfg.jnp_dtype),
                                    values_BKSH.astype(cfg.jnp_dtype), mask)
     out_BTD = Linear(cfg, (n, h), d, ("heads", "head_dim", "embed"), name="o_proj")(out_BTNH)
     return out_BTD, new_cache
 
 
-def _cached_attention(q_BTNH, keys_BKSH, values_BKSH, mask_B1TS):
-  """Grouped-query attention of queries [B, T, N, H] over a cache laid out [B, K, S, H]
-  (softmax in float32); the same function as jax.nn.dot_product_attention on [B, S, K, H]."""
+def _cached_attention(q_BTNH, keys_BKHS, values_BKSH, mask_B1TS):
+  """Grouped-query attention of queries [B, T, N, H] over a cache of keys [B, K, H, S] and values
+  [B, K, S, H] (softmax in float32); the same function as jax.nn.dot_product_attention. Both
+  products are batched matmuls over (row, kv head) with the cache as the plain right operand."""
   b, t, n, h = q_BTNH.shape
-  k = keys_BKSH.shape[1]
-  q_BTKGH = q_BTNH.reshape(b, t, k, n // k, h)
-  if t == 1:   # decode: tiny per-(row, head) products run faster as fused multiply-reduce
-    q_BKGH = q_BTKGH[:, 0]
-    scores_BKGTS = jnp.sum(q_BKGH[:, :, :, None, :] * keys_BKSH[:, :, None], axis=-1)[:, :, :, None]
-  else:
-    scores_BKGTS = jnp.einsum("btkgh,bksh->bkgts", q_BTKGH, keys_BKSH)
+  k, s = keys_BKHS.shape[1], keys_BKHS.shape[3]
+  q_BKGTH = q_BTNH.reshape(b, t, k, n // k, h).transpose(0, 2, 3, 1, 4)
+  scores_BKGTS = jnp.einsum("bkgth,bkhs->bkgts", q_BKGTH, keys_BKHS)
   scores_BKGTS = jnp.where(mask_B1TS[:, :, None], scores_BKGTS.astype(jnp.float32) / np.sqrt(h),
                            jnp.finfo(jnp.float32).min)
   probs_BKGTS = jax.nn.softmax(scores_BKGTS, axis=-1).astype(values_BKSH.dtype)
-  if t == 1:
-    out_BKGH = jnp.sum(probs_BKGTS[:, :, :, 0, :, None] * values_BKSH[:, :, None], axis=3)
-    return out_BKGH.reshape(b, 1, n, h)
-  out_BTKGH = jnp.einsum("bkgts,bksh->btkgh", probs_BKGTS, values_BKSH)
-  return out_BTKGH.reshape(b, t, n, h)
+  out_BKGTH = jnp.einsum("bkgts,bksh->bkgth", probs_BKGTS, values_BKSH)
+  return out_BKGTH.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
 
 
 class MLP(nn.Module):
@@ -271,9 +268,11 @@ def forward(cfg: ModelConfig, params: Any, tokens, *, positions=None, segment_id
 
 
 def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> Cache:
-  shape = (cfg.num_layers, batch, cfg.num_kv_heads, max_len, cfg.head_dim)
+  """Zeros: keys [layers, batch, kv_heads, head_dim, max_len], values [..., max_len, head_dim]."""
   dtype = jnp.dtype(dtype or cfg.dtype)
-  return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+  lbk = (cfg.num_layers, batch, cfg.num_kv_heads)
+  return {"k": jnp.zeros(lbk + (cfg.head_dim, max_len), dtype),
+          "v": jnp.zeros(lbk + (max_len, cfg.head_dim), dtype)}
 
 
 def abstract_params(cfg: ModelConfig):
