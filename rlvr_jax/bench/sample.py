@@ -1,12 +1,14 @@
 """Benchmark of the in-graph sampler: decode tokens/s of `rj.generate`, transformers' `generate`
-on the same weights, and the decode roofline (one decode step's matmuls alone, jitted).
+on the same weights, the decode roofline (one decode step's matmuls alone, jitted), and the
+memory-bandwidth bound (the bytes a decode must read, at this device's measured bandwidth).
 
   .venv/bin/python -m rlvr_jax.bench.sample [--size toy-7m --batch 16 --prompt_len 32
-                                             --new_tokens 128 --repeats 5]
+                                             --new_tokens 128 --repeats 5 --dtype float32]
+  # on a GPU, the 1B target:  --size llama-3.2-1b --batch 64 --dtype bfloat16 --skip_hf
 
 Every figure is the median over `--repeats` timed runs after a warm-up (compile excluded,
 `block_until_ready`). Decoding is forced to exactly `new_tokens` steps (no EOS on our side,
-min_new_tokens on the transformers side). f32 throughout.
+min_new_tokens on the transformers side). Weights, activations and the KV cache use `--dtype`.
 """
 from __future__ import annotations
 
@@ -64,13 +66,14 @@ def to_torch_llama(cfg, params):
 
 def decode_matmuls_fn(cfg, params, batch: int):
   """The roofline probe: one decode step's matmuls alone (q/k/v/o/gate/up/down per layer, then
-  lm_head) for [batch, 1] tokens, chained as in the model, jitted together, in f32. Weights are
-  passed as separate per-layer 2-D arrays so that nothing but the matmuls runs."""
+  lm_head) for [batch, 1] tokens, chained as in the model, jitted together, in the compute dtype.
+  Weights are passed as separate per-layer 2-D arrays so that nothing but the matmuls runs."""
   lay = params["layers"]
   d = cfg.hidden_size
+  dtype = cfg.jnp_dtype
 
   def w(tree, i, shape):
-    return jnp.array(np.asarray(tree["kernel"][i], np.float32).reshape(shape))
+    return jnp.asarray(tree["kernel"][i], dtype).reshape(shape)
   per_layer = []
   for i in range(cfg.num_layers):
     attn, mlp = lay["self_attn"], lay["mlp"]
@@ -78,8 +81,8 @@ def decode_matmuls_fn(cfg, params, batch: int):
                       w(attn["v_proj"], i, (d, -1)), w(attn["o_proj"], i, (-1, d)),
                       w(mlp["gate_proj"], i, (d, -1)), w(mlp["up_proj"], i, (d, -1)),
                       w(mlp["down_proj"], i, (-1, d))))
-  head = jnp.array(np.asarray(params["embed_tokens"]["embedding"], np.float32).T
-                   if cfg.tie_embeddings else np.asarray(params["lm_head"]["kernel"], np.float32))
+  head = (jnp.asarray(params["embed_tokens"]["embedding"], dtype).T if cfg.tie_embeddings
+          else jnp.asarray(params["lm_head"]["kernel"], dtype))
 
   @jax.jit
   def step(x_BD, per_layer, head):
@@ -91,8 +94,33 @@ def decode_matmuls_fn(cfg, params, batch: int):
       x_BD = x_BD + ((x_BD @ wg) * (x_BD @ wu)) @ wd
     return x_BD @ head, kv
 
-  x = jax.random.normal(jax.random.key(0), (batch, d), jnp.float32)
+  x = jax.random.normal(jax.random.key(0), (batch, d), dtype)
   return lambda: jax.block_until_ready(step(x, per_layer, head))
+
+
+def decode_bytes(cfg, batch: int, prompt_len: int, new_tokens: int) -> tuple[float, float]:
+  """(weight bytes, mean live KV-cache bytes) one decode step must read at least: every weight
+  but the embedding table (only `batch` rows of it are gathered; it is the head when tied),
+  and keys+values of the slots a step attends to (prompt + tokens so far), averaged over steps."""
+  item = jnp.dtype(cfg.dtype).itemsize
+  weights = cfg.num_params(include_embeddings=False) + cfg.vocab_size * cfg.hidden_size
+  mean_slots = prompt_len + (new_tokens - 1) / 2
+  kv = 2 * cfg.num_layers * batch * cfg.num_kv_heads * cfg.head_dim * mean_slots
+  return weights * item, kv * item
+
+
+def measured_bandwidth(nbytes: int = 256 << 20, repeats: int = 5) -> float:
+  """Bytes/s of a jitted streaming op (x <- 2x in place, each byte read once and written once)
+  over an array of `nbytes` on the default device: the bandwidth a decode step can hope for.
+  The buffer is donated, so no fresh output pages are faulted in during the timing."""
+  scale = jax.jit(lambda a: a * 2.0, donate_argnums=0)
+  x = jax.block_until_ready(scale(jnp.ones((nbytes // 4,), jnp.float32)))
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    x = jax.block_until_ready(scale(x))
+    times.append(time.perf_counter() - t0)
+  return 2 * nbytes / statistics.median(times)
 
 
 def main(argv=None):
@@ -104,17 +132,19 @@ def main(argv=None):
   ap.add_argument("--prompt_len", type=int, default=32)
   ap.add_argument("--new_tokens", type=int, default=128)
   ap.add_argument("--repeats", type=int, default=5)
+  ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                  help="weights, activations and KV cache")
   ap.add_argument("--skip_hf", action="store_true", help="do not time transformers' generate")
   args = ap.parse_args(argv[1:])
 
-  cfg = rj.get_model_config(args.size, dtype="float32", param_dtype="float32")
+  cfg = rj.get_model_config(args.size, dtype=args.dtype, param_dtype=args.dtype)
   params = jax.jit(transformer.init_params_fn(cfg))(jax.random.key(0))
   b, p, m = args.batch, args.prompt_len, args.new_tokens
   prompts = np.asarray(jax.random.randint(jax.random.key(1), (b, p), 0, cfg.vocab_size), np.int32)
   lengths = np.full((b,), p, np.int32)
   print(f"sampler bench: size={args.size} ({cfg.num_params() / 1e6:.1f}M params) batch={b} "
-        f"prompt={p} new_tokens={m} f32, jax {jax.__version__} on {jax.devices()[0].platform} "
-        f"({os.cpu_count()} cores)")
+        f"prompt={p} new_tokens={m} {args.dtype}, jax {jax.__version__} on "
+        f"{jax.devices()[0].device_kind} ({os.cpu_count()} cores)")
 
   def run_ours():
     return jax.block_until_ready(
@@ -146,10 +176,20 @@ def main(argv=None):
         f"(matmuls of one step {t_roof / m * 1e3:.3f} ms x {m})")
   print(f"  rj.generate reaches {100 * roof_share:.0f}% of the roofline (median over repeats of "
         f"roofline / generate; target >= 70%)")
+  weight_bytes, kv_bytes = decode_bytes(cfg, b, p, m)
+  bandwidth = measured_bandwidth()
+  t_mem = m * (weight_bytes + kv_bytes) / bandwidth
+  print(f"memory-bandwidth bound: {t_mem * 1e3:8.1f} ms  ({m} steps x (weights "
+        f"{weight_bytes / 2**20:.1f} MiB + live KV cache {kv_bytes / 2**20:.1f} MiB on average) at "
+        f"{bandwidth / 1e9:.1f} GB/s measured)")
+  print(f"  rj.generate takes {t_ours / t_mem:.2f}x the memory-bandwidth bound (GPU target: "
+        f"<= 2x at batch 64 for a 1B model)")
 
   if not args.skip_hf:
     import torch
     model = to_torch_llama(cfg, params)
+    if args.dtype != "float32":
+      model = model.to(getattr(torch, args.dtype))
     ids = torch.from_numpy(prompts.astype(np.int64))
     hf_box = {}
 
