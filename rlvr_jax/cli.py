@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 import sys
+import traceback
 from typing import Callable
 
 USAGE = """usage: rlvr-jax COMMAND --config=PATH --workdir=DIR [--config.key=value ...]
@@ -46,6 +48,11 @@ COMMANDS: dict[str, Command] = {
 
 class UsageError(Exception):
   pass
+
+
+# What a command raises for bad input; `main` prints these as one clear error line (exit 2).
+INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
+                IsADirectoryError)
 
 
 def _usage() -> str:
@@ -128,12 +135,19 @@ def main(argv: list[str] | None = None) -> int:
   except UsageError as e:
     print(f"rlvr-jax {name}: error: {e}", file=sys.stderr)
     return 2
+  except INPUT_ERRORS as e:
+    # Bad input (a config value, a data row, a path) is reported as its message, which names
+    # the file/row/field and what to do, without a traceback around it.
+    if os.environ.get("RLVR_JAX_TRACEBACK"):
+      raise
+    frame = traceback.extract_tb(e.__traceback__)[-1]
+    print(f"rlvr-jax {name}: error: {e}\n  ({type(e).__name__} at {frame.filename}:{frame.lineno}; "
+          f"RLVR_JAX_TRACEBACK=1 shows the whole traceback)", file=sys.stderr)
+    return 2
 
 
 def _setup_runtime() -> None:
   """absl flags parsed (grain workers need it), multi-host init, a persistent compile cache."""
-  import os
-
   from absl import flags as absl_flags
   if not absl_flags.FLAGS.is_parsed():
     absl_flags.FLAGS(["rlvr-jax"], known_only=True)

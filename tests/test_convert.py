@@ -41,13 +41,18 @@ def test_convert_hf_to_orbax_and_back(hf_dir, tmp_path):
                                atol=1e-5)
 
 
-def test_convert_refuses_to_overwrite(hf_dir, tmp_path):
+def test_convert_refuses_to_overwrite(hf_dir, tmp_path, capsys, monkeypatch):
   src, _ = hf_dir
   out = tmp_path / "orbax"
   args = ["rlvr-jax", "convert", "--config=configs/convert.py", f"--workdir={out}",
           f"--config.src={src}"]
   assert cli.main(args) == 0
   before = sorted(os.listdir(out))
+  assert cli.main(args) == 2
+  err = capsys.readouterr().err
+  assert "rlvr-jax convert: error:" in err and "never overwritten" in err
+  assert "Traceback" not in err
+  assert sorted(os.listdir(out)) == before
+  monkeypatch.setenv("RLVR_JAX_TRACEBACK", "1")
   with pytest.raises(FileExistsError, match="never overwritten"):
     cli.main(args)
-  assert sorted(os.listdir(out)) == before
