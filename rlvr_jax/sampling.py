@@ -60,7 +60,7 @@ from rlvr_jax.model import transformer
 
 __all__ = ["SampleConfig", "SampleOutput", "Greedy", "RandomSampling", "TopK", "TopP",
            "draw_categorical", "sampling_method", "token_statistics", "prompt_bucket",
-           "sample_core", "generate"]
+           "sample_core", "generate", "check_against_model"]
 
 
 # ---------------------------------------------------------------------------------- config / output
@@ -141,7 +141,7 @@ def _check_settings(c: SampleConfig) -> None:
       raise ValueError(f"cache_dtype={c.cache_dtype!r} is not a dtype") from None
 
 
-def _check_against_model(cfg: ModelConfig, c: SampleConfig) -> None:
+def check_against_model(cfg: ModelConfig, c: SampleConfig) -> None:
   """Checks of the settings that need the vocabulary."""
   v = cfg.vocab_size
   if not 0 <= c.pad_id < v:
@@ -373,7 +373,7 @@ def sample_core(cfg: ModelConfig, params, prompts, prompt_lengths, key,
   contiguous). Traceable inside any jit; no host validation of array values (see `generate`).
   Positions run up to P + max_new_tokens - 1, so keep that <= cfg.max_seq_len.
   """
-  _check_against_model(cfg, config)
+  check_against_model(cfg, config)
   c = config
   method = sampling_method(c.temperature, c.top_k, c.top_p)
   prompts_BP = jnp.asarray(prompts, jnp.int32)
@@ -481,7 +481,7 @@ def generate(cfg: ModelConfig, params, prompts, prompt_lengths, key, *, max_new_
                         temperature=temperature, top_k=top_k, top_p=top_p,
                         num_samples=num_samples, stop_sequences=stops, cache_dtype=cache_dtype,
                         unstack_weights=unstack_weights)
-  _check_against_model(cfg, config)
+  check_against_model(cfg, config)
 
   prompts_np = np.asarray(prompts)
   if prompts_np.ndim != 2 or prompts_np.shape[0] == 0 or prompts_np.shape[1] == 0:

@@ -117,7 +117,7 @@ def test_run_writes_metrics_resumes_and_stops_on_signal(init_dir, tmp_path, monk
 
   # preemption (a stop signal seen before step 5): a checkpoint at step 4, rerun resumes there
   seen = []
-  monkeypatch.setattr(rl_loop.train_loop, "_any_process", lambda flag: seen.append(1) or
+  monkeypatch.setattr(rl_loop.train_loop, "any_process", lambda flag: seen.append(1) or
                       len(seen) > 1)
   c.steps = 6
   c.reward.host_verifier = True            # and the host-verifier path of the loop

@@ -342,7 +342,7 @@ def from_example(example: Any) -> dict:
   meta = dict(meta) if isinstance(meta, Mapping) else {"meta": meta}
   steps = get("steps")
   if steps is not None:
-    meta.setdefault("steps", _jsonable(steps))
+    meta.setdefault("steps", jsonable(steps))
   answer = str(get("answer"))
   return {
       "id": str(get("id")),
@@ -356,17 +356,18 @@ def from_example(example: Any) -> dict:
       "solution": str(get("solution") or ""),
       "system": "",
       "messages": None,
-      "meta": _jsonable(meta),
+      "meta": jsonable(meta),
   }
 
 
-def _jsonable(x):
+def jsonable(x):
+  """x with mappings, sequences and dataclasses turned into plain JSON values (dict keys as str)."""
   if isinstance(x, Mapping):
-    return {str(k): _jsonable(v) for k, v in x.items()}
+    return {str(k): jsonable(v) for k, v in x.items()}
   if isinstance(x, (list, tuple)):
-    return [_jsonable(v) for v in x]
+    return [jsonable(v) for v in x]
   if dataclasses.is_dataclass(x) and not isinstance(x, type):
-    return _jsonable(dataclasses.asdict(x))
+    return jsonable(dataclasses.asdict(x))
   if isinstance(x, (str, int, float, bool)) or x is None:
     return x
   if hasattr(x, "item"):

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from rlvr_jax.data import records
 from rlvr_jax.data.sources import TfdsSource, tfds_source
 
 VERSION = "1.0.0"
@@ -108,14 +109,9 @@ def example_features(ex: Any) -> dict[str, Any]:
       "difficulty": np.int32(get("difficulty")), "problem": str(get("problem")),
       "answer": str(get("answer")), "thinking": str(get("thinking") or ""),
       "solution": str(get("solution") or ""),
-      "steps_json": json.dumps(_plain(get("steps") or []), sort_keys=True),
-      "meta_json": json.dumps(_plain(get("meta") or {}), sort_keys=True),
+      "steps_json": json.dumps(records.jsonable(get("steps") or []), sort_keys=True),
+      "meta_json": json.dumps(records.jsonable(get("meta") or {}), sort_keys=True),
   }
-
-
-def _plain(x):
-  from rlvr_jax.data.records import _jsonable
-  return _jsonable(x)
 
 
 def builder(domain: str, data_dir: str, *, n_train: int, n_eval: int, n_ood: int,
@@ -148,11 +144,10 @@ def synthetic_source(domain: str, split: str, data_dir: str, *, n_train: int, n_
 
 def tfds_record(row: dict[str, Any]) -> dict[str, Any]:
   """A decoded TFDS row of this builder as a problem record (records.py schema)."""
-  from rlvr_jax.data.records import from_example
   fields = dict(row)
   fields["steps"] = json.loads(fields.pop("steps_json", "[]") or "[]")
   fields["meta"] = json.loads(fields.pop("meta_json", "{}") or "{}")
-  return from_example(fields)
+  return records.from_example(fields)
 
 
 def tfds_records(source: TfdsSource) -> list[dict[str, Any]]:

@@ -234,7 +234,7 @@ def run(config, workdir: str) -> int:
     ckpt_lib.write_config_json(workdir, {**train_loop.config_to_dict(config), "stage": "rl"}, cfg)
 
   shardings = state_shardings(cfg, optimizer, mesh)
-  initial = train_loop._initial_params(config, cfg, mesh)
+  initial = train_loop.initial_params(config, cfg, mesh)
   if initial is None:
     log.warning("no init.from_checkpoint / init.from_hf: RL starts from random parameters")
     initial = sharding.init_params(cfg, jax.random.fold_in(jax.random.key(int(config.seed)), 7),
@@ -351,7 +351,7 @@ def run(config, workdir: str) -> int:
         logger.write(0, evaluate(state.params, 0))
       pending = None   # fused mode: (step, metrics, None, busy, eval) awaiting its pull
       while step < int(config.steps):
-        if train_loop._any_process(bool(stop)):
+        if train_loop.any_process(bool(stop)):
           status = "preempted"
           break
         batch = next_batch()

@@ -244,9 +244,9 @@ class RewardSpec:
                                                      jax.random.key(0), **params))
       except TypeError as e:
         raise ValueError(f"reward noise model {self.noise!r} with rates {params}: {e}") from None
-    self._build_plain()              # a missing static option -> ValueError naming it
+    self.build_plain()              # a missing static option -> ValueError naming it
     if MAJORITY in self.names:
-      self._majority_options()
+      self.majority_options()
 
   def _plain_weights(self, host: bool = False) -> dict[str, float]:
     """The rewards computed by rewards.combine_rewards (not majority vote; not the boxed match
@@ -254,7 +254,7 @@ class RewardSpec:
     return {n: w for n, w in self.weights
             if n != MAJORITY and not (host and n == "boxed_answer_match")}
 
-  def _build_plain(self, host: bool = False):
+  def build_plain(self, host: bool = False):
     weights = self._plain_weights(host)
     if not weights:
       return None
@@ -264,7 +264,7 @@ class RewardSpec:
       accepted |= _keyword_options(rewards_lib.REWARDS[name])
     return rewards_lib.combine_rewards(weights, **{k: v for k, v in opts.items() if k in accepted})
 
-  def _majority_options(self) -> dict[str, Any]:
+  def majority_options(self) -> dict[str, Any]:
     opts = dict(self.options)
     missing = [k for k in ("boxed_ids", "close_id") if k not in opts]
     if missing:
@@ -298,7 +298,7 @@ class RLSpec:
       raise ValueError(f"vote_samples={s.vote_samples} > group_size={s.group_size} only makes "
                        f"sense with the majority_vote reward (reward.weights has "
                        f"{list(self.rewards.names)}); set vote_samples=0")
-    sampling._check_against_model(self.cfg, s.sample_config())  # pad / eos ids in the vocabulary
+    sampling.check_against_model(self.cfg, s.sample_config())  # pad / eos ids in the vocabulary
 
 
 def reward_options(tokenizer, names, *, max_answer_len: int = 32,
@@ -441,13 +441,13 @@ def score_phase(rollout: Rollout, batch: Batch, key, *, spec: RLSpec
   if use_host:
     total_N = total_N + dict(rs.weights)["boxed_answer_match"] * _keep_first(
         jnp.asarray(host_N, jnp.float32), b, v, g)
-  plain = rs._build_plain(host=use_host)
+  plain = rs.build_plain(host=use_host)
   if plain is not None:
     labels_NA = None if labels_BA is None else jnp.repeat(jnp.asarray(labels_BA, jnp.int32), g, 0)
     total_N = total_N + plain(view, labels_NA, k_plain)
   weights = dict(rs.weights)
   if MAJORITY in weights:
-    opts = rs._majority_options()
+    opts = rs.majority_options()
     answers_NA, ok_N = rewards_lib.extract_boxed_tokens(
         view_all.tokens, view_all.lengths, max_answer_len=rs.max_answer_len, **opts)
     pseudo_BA = rewards_lib.majority_vote_labels(answers_NA.reshape(b, v, -1), ok_N.reshape(b, v))

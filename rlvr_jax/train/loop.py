@@ -247,7 +247,7 @@ def stop_signals():
       signal.signal(s, h)
 
 
-def _any_process(flag: bool) -> bool:
+def any_process(flag: bool) -> bool:
   if jax.process_count() == 1:
     return flag
   from jax.experimental import multihost_utils
@@ -327,7 +327,7 @@ def _run(config, workdir, stage, cfg, mesh, optimizer, train_fn, eval_fn, manage
     log.info("resumed %s from step %d", workdir, start)
   else:
     state = create_train_state(cfg, optimizer, mesh, jax.random.key(config.seed),
-                               _initial_params(config, cfg, mesh), donate_params=True)
+                               initial_params(config, cfg, mesh), donate_params=True)
     start = 0
   start = int(start)
 
@@ -415,7 +415,7 @@ def _run(config, workdir, stage, cfg, mesh, optimizer, train_fn, eval_fn, manage
         logger.write(0, evaluate(state.params))
       pending = None          # (step, device metrics, host work?) of the last dispatched step
       while step < config.steps:
-        if _any_process(bool(stop)):
+        if any_process(bool(stop)):
           status = "preempted"
           break
         try:
@@ -453,7 +453,7 @@ def _run(config, workdir, stage, cfg, mesh, optimizer, train_fn, eval_fn, manage
   return status
 
 
-def _initial_params(config, cfg: ModelConfig, mesh):
+def initial_params(config, cfg: ModelConfig, mesh):
   """Initial params from init.from_hf / init.from_checkpoint, or None (random init)."""
   from_hf = _get(config, "init.from_hf", "")
   from_ckpt = _get(config, "init.from_checkpoint", "")
