@@ -135,10 +135,17 @@ def _run_stage(config, workdir: str, stage: str, make_dataset, load_items, extra
   def make_batches(c) -> Any:
     return iter(make_dataset(train_items, tokenizer, seed=int(c.seed), num_epochs=None, **kw))
 
+  eval_cache: dict[int, list] = {}
+
   def make_eval_batches(c):
-    ds = make_dataset(eval_items, tokenizer, seed=0, num_epochs=1, shuffle=False,
-                      drop_remainder=False, **kw, **(eval_kwargs or {}))
-    return itertools.islice(iter(ds), int(_get(c, "eval_batches", 4)))
+    # The held-out batches are the same at every eval (no shuffle, seed 0): build them once and
+    # keep the few host batches, instead of re-encoding (and re-masking answers) every time.
+    n = int(_get(c, "eval_batches", 4))
+    if n not in eval_cache:
+      ds = make_dataset(eval_items, tokenizer, seed=0, num_epochs=1, shuffle=False,
+                        drop_remainder=False, **kw, **(eval_kwargs or {}))
+      eval_cache[n] = list(itertools.islice(iter(ds), n))
+    return eval_cache[n]
 
   status = loop.train(config, workdir, stage=stage, make_batches=make_batches,
                       make_eval_batches=make_eval_batches if eval_items else None,
