@@ -291,6 +291,10 @@ def test_score_phase_rewards_against_host_references():
   np.testing.assert_allclose(float(m["reward/mean"]), want.mean())
   np.testing.assert_allclose(float(m["reward/true_mean"]), truth.mean())
   np.testing.assert_allclose(float(m["reward/agreement"]), np.mean(want == truth))
+  np.testing.assert_allclose(float(m["reward/true_corr"]), np.corrcoef(want, truth)[0, 1],
+                             atol=1e-6)
+  # Within groups the reward is perfectly wrong on prompt 0 and right on prompt 1: they cancel.
+  np.testing.assert_allclose(float(m["reward/true_group_corr"]), 0.0, atol=1e-6)
   assert float(m["reward/zero_var_frac"]) == 0.0
   np.testing.assert_allclose(float(m["policy/entropy"]), 0.5)
   np.testing.assert_allclose(float(m["response/length_mean"]), 23 / 6)
@@ -334,6 +338,29 @@ def test_score_phase_rewards_against_host_references():
       rewards_lib.RolloutBatch(tokens=ro.tokens, lengths=ro.lengths), None, None, group_size=g,
       **OPTIONS)
   np.testing.assert_array_equal(np.asarray(scored4.rewards), np.asarray(registry))
+
+
+def test_reward_fidelity_reads_continuous_proxies_within_groups():
+  rng = np.random.default_rng(0)
+  g = 4
+  truth = rng.integers(0, 2, (8, g)).astype(np.float32)
+  ease = np.repeat(rng.normal(0, 3, (8, 1)), g, 1)          # a per-prompt offset only
+  faithful = truth + 0.1 * rng.normal(size=(8, g)) + ease     # continuous, tracks the truth
+  m = jax.jit(S.reward_fidelity, static_argnums=2)(jnp.asarray(faithful.ravel()),
+                                                  jnp.asarray(truth.ravel()), g)
+  centred = lambda x: (x - x.mean(1, keepdims=True)).ravel()
+  np.testing.assert_allclose(float(m["reward/true_group_corr"]),
+                             np.corrcoef(centred(faithful), centred(truth))[0, 1], rtol=1e-5)
+  np.testing.assert_allclose(float(m["reward/true_corr"]),
+                             np.corrcoef(faithful.ravel(), truth.ravel())[0, 1], rtol=1e-5)
+  assert float(m["reward/true_group_corr"]) > 0.95
+  assert float(m["reward/true_corr"]) < 0.5                  # hidden by the prompt offsets
+  prompt_only = jax.jit(S.reward_fidelity, static_argnums=2)(
+      jnp.asarray(ease.ravel() + truth.mean(1, keepdims=True).repeat(g, 1).ravel()),
+      jnp.asarray(truth.ravel()), g)
+  assert np.isnan(float(prompt_only["reward/true_group_corr"]))  # constant within every group
+  constant = S.reward_fidelity(jnp.ones(8 * g), jnp.asarray(truth.ravel()), g)
+  assert np.isnan(float(constant["reward/true_corr"]))
 
 
 def test_host_verifier_rewards_replace_the_token_match():

@@ -53,6 +53,8 @@ in `RewardSpec.close_ids` is mapped to the first one before the rewards see the 
 
 Metrics (scalars): reward/mean, reward/std, reward/true_mean, reward/agreement (share of trained
 samples where (reward > 0.5) equals the ground truth; for binary rewards the two agree),
+reward/true_corr and reward/true_group_corr (Pearson correlation of reward and ground truth,
+over the batch and within groups; see `reward_fidelity`),
 reward/zero_var_frac, response/length_mean, response/clip_frac (no stop token within
 max_new_tokens), policy/entropy (mean token entropy of the rollout policy over valid tokens),
 policy/kl (mean of the configured estimator over loss tokens), policy/clip_frac,
@@ -472,21 +474,46 @@ def score_phase(rollout: Rollout, batch: Batch, key, *, spec: RLSpec
              "response/length_mean": jnp.mean(kept.lengths.astype(f32)),
              "response/clip_frac": jnp.mean(_clipped(kept, s).astype(f32)),
              "policy/entropy": losses.aggregate(kept.entropy, valid_NM, "token-mean"),
-             "reward/true_mean": nan, "reward/agreement": nan}
+             **{name: nan for name in FIDELITY_METRICS}}
   true_BA = batch.get("true_answer_tokens")
   if batch.get("host_true_reward") is not None:
     true_N = _keep_first(jnp.asarray(batch["host_true_reward"], jnp.float32), b, v, g)
-    metrics["reward/true_mean"] = jnp.mean(true_N)
-    metrics["reward/agreement"] = jnp.mean(((rewards_N > 0.5) == (true_N > 0.5)).astype(f32))
+    metrics.update(reward_fidelity(rewards_N, true_N, g))
   elif true_BA is not None:
     opts = {name: val for name, val in rs.options
             if name in ("boxed_ids", "close_id", "open_brace_id")}
     if "boxed_ids" in opts and "close_id" in opts:
       true_N = rewards_lib.boxed_answer_match(view, jnp.repeat(jnp.asarray(true_BA, jnp.int32),
                                                                g, 0), **opts)
-      metrics["reward/true_mean"] = jnp.mean(true_N)
-      metrics["reward/agreement"] = jnp.mean(((rewards_N > 0.5) == (true_N > 0.5)).astype(f32))
+      metrics.update(reward_fidelity(rewards_N, true_N, g))
   return kept, Scored(rewards=rewards_N, advantages=advantages_N, loss_mask=loss_mask_NM), metrics
+
+
+FIDELITY_METRICS = ("reward/true_mean", "reward/agreement", "reward/true_corr",
+                    "reward/true_group_corr")
+
+
+def _pearson(x_N, y_N) -> jax.Array:
+  """Pearson correlation of two float vectors; NaN when either is constant."""
+  xc_N, yc_N = x_N - jnp.mean(x_N), y_N - jnp.mean(y_N)
+  den = jnp.sqrt(jnp.sum(xc_N * xc_N) * jnp.sum(yc_N * yc_N))
+  return jnp.where(den > 0, jnp.sum(xc_N * yc_N) / jnp.where(den > 0, den, 1.0), jnp.nan)
+
+
+def reward_fidelity(rewards_N, true_N, group_size: int) -> dict[str, jax.Array]:
+  """How faithful the training reward is to the ground truth, over N = groups * group_size rows:
+  true_mean; agreement (share of rows where reward > 0.5 equals truth > 0.5: for binary rewards,
+  label accuracy); true_corr (Pearson of reward and truth over the batch); true_group_corr
+  (Pearson after centring both within each group: what a group-relative advantage sees, so a
+  proxy that only tells easy prompts from hard ones scores 0 here). The correlations are what
+  to read for continuous proxy rewards (self-certainty, entropy), where agreement means little."""
+  r_N, t_N = rewards_N.astype(jnp.float32), true_N.astype(jnp.float32)
+  centre = lambda x: (x.reshape(-1, group_size)
+                      - jnp.mean(x.reshape(-1, group_size), axis=1, keepdims=True)).reshape(-1)
+  return {"reward/true_mean": jnp.mean(t_N),
+          "reward/agreement": jnp.mean(((r_N > 0.5) == (t_N > 0.5)).astype(jnp.float32)),
+          "reward/true_corr": _pearson(r_N, t_N),
+          "reward/true_group_corr": _pearson(centre(r_N), centre(t_N))}
 
 
 def _clipped(rollout: Rollout, s: RLSettings) -> jax.Array:
