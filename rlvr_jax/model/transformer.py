@@ -170,7 +170,7 @@ def _cached_attention(q_BTNH, keys_BKHS, values_BKSH, mask_B1TS):
   [B, K, S, H] (softmax in float32); the same function as jax.nn.dot_product_attention. Both
   products are batched matmuls over (row, kv head) with the cache as the plain right operand."""
   b, t, n, h = q_BTNH.shape
-  k, s = keys_BKHS.shape[1], keys_BKHS.shape[3]
+  k = keys_BKHS.shape[1]
   q_BKGTH = q_BTNH.reshape(b, t, k, n // k, h).transpose(0, 2, 3, 1, 4)
   scores_BKGTS = jnp.einsum("bkgth,bkhs->bkgts", q_BKGTH, keys_BKHS)
   scores_BKGTS = jnp.where(mask_B1TS[:, :, None], scores_BKGTS.astype(jnp.float32) / np.sqrt(h),
