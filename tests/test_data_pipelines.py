@@ -323,6 +323,26 @@ def test_sft_truncation_policies_and_counts():
   assert list(it) == [] and it.accounting()["dropped_prompt_too_long"] == 1
 
 
+def test_endless_sft_stream_that_drops_everything_fails_instead_of_spinning():
+  common = dict(batch_size=2, template="toy", system_prompt=None, thinking=False,
+                num_epochs=None, **ONE_SHARD)
+  recs = _num_records([2, 2, 3, 1], [3, 8, 7, 2])  # totals 11, 16, 16, 9
+  with pytest.raises(DataError, match=r"all 4 examples .*dropped_too_long.*raise seq_len"):
+    next(iter(P.sft_dataset(recs, BoxTok(), seq_len=8, **common)))
+  # One example in four fits: a shuffled endless stream keeps yielding it, pass after pass,
+  # even when two passes' shuffles put it far apart.
+  it = iter(P.sft_dataset(recs, BoxTok(), seq_len=10, seed=3, **common))
+  batches = [next(it) for _ in range(20)]              # 40 kept rows: 39 whole passes and part
+  assert all(int(b["loss_mask"].sum()) > 0 for b in batches)
+  assert 3 * 39 <= it.accounting()["dropped_too_long"] <= 3 * 40
+
+
+def test_endless_cpt_stream_of_empty_documents_fails_instead_of_spinning():
+  with pytest.raises(DataError, match="docs_empty"):
+    next(iter(P.cpt_dataset(["", ""], BoxTok(), seq_len=8, batch_size=1, num_epochs=None,
+                            add_eos=False, **ONE_SHARD)))
+
+
 def test_sft_thinking_mode_drops_records_without_trace():
   recs = [_rec(0, "10", "20", "0"), _rec(1, "11", "", "0")]
   for r in recs:

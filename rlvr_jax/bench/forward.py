@@ -52,6 +52,7 @@ def run(size: str = "toy-50m", batch: int = 8, seq: int = 256, iters: int = 5,
     raise ValueError(f"--size {size}: this benchmark compares against LlamaForCausalLM; pick a "
                      f"llama-family size")
   mesh = sharding.make_mesh()
+  sharding.check_divisible(batch, mesh, what="--batch")
   params = jax.block_until_ready(sharding.init_params(cfg, jax.random.key(seed), mesh))
   tokens = np.random.default_rng(seed).integers(0, cfg.vocab_size, (batch, seq), dtype=np.int32)
   print(f"forward bench: size={size} ({cfg.num_params() / 1e6:.1f}M params) batch={batch} "

@@ -66,6 +66,7 @@ def run(size: str = "toy-50m", batch: int = 8, seq: int = 256, rounds: int = 3,
                      f"size or pass --no-torch")
   threads = threads or os.cpu_count() or 1
   mesh = sharding.make_mesh()
+  sharding.check_divisible(batch, mesh, what="--batch")
   print(f"train bench: size={size} ({cfg.num_params() / 1e6:.1f}M params) batch={batch} seq={seq}"
         f" remat={remat}"
         f" compute {dtype}, f32 master weights; jax {jax.__version__} on {len(jax.devices())} "

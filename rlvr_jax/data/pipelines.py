@@ -150,23 +150,47 @@ def _ordered(src, shard: Shard, seed: int, shuffle: bool, num_epochs: int | None
   return ds
 
 
+_DROP_HINTS = {
+    "dropped_too_long": "raise seq_len, or truncation='truncate'",
+    "dropped_prompt_too_long": "raise seq_len (the prompts alone fill it)",
+    "dropped_no_trace": "use thinking=False, or records that have a reasoning trace",
+    "docs_empty": "the documents are empty after tokenisation",
+}
+
+
+def _endless_pass_size(src, shard: Shard, num_epochs: int | None) -> int | None:
+  """Records of `src` in this shard (one pass of `_ordered`) when the passes repeat without end,
+  else None: a finite dataset that drops everything simply ends (empty), it cannot spin."""
+  start, stop = shard_bounds(len(src), shard)
+  return stop - start if num_epochs is None else None
+
+
 class _CountingIterDataset(grain.IterDataset):
   """Consumes `_counts` (dict of increments) and `_keep` (bool) from each element, keeps the
-  running totals in its (checkpointed) state and drops the elements with _keep False."""
+  running totals in its (checkpointed) state and drops the elements with _keep False.
 
-  def __init__(self, parent: grain.IterDataset, keys: Sequence[str]):
+  pass_size: elements in one pass over the source (this shard's records). When a whole pass is
+  dropped (the first pass of a fresh iterator, or any 2 * pass_size elements in a row, which
+  always cover one whole pass), no later pass can keep anything either, so iteration fails with
+  a DataError naming the drop counts, instead of spinning forever over a repeated source."""
+
+  def __init__(self, parent: grain.IterDataset, keys: Sequence[str], pass_size: int | None = None):
     super().__init__(parent)
     self._keys = tuple(keys)
+    self._pass_size = pass_size
 
   def __iter__(self):
-    return _CountingIterator(self._parent.__iter__(), self._keys)
+    return _CountingIterator(self._parent.__iter__(), self._keys, self._pass_size)
 
 
 class _CountingIterator(grain.DatasetIterator):
 
-  def __init__(self, parent, keys):
+  def __init__(self, parent, keys, pass_size=None):
     super().__init__(parent)
     self.counts = dict.fromkeys(keys, 0)
+    self._pass_size = pass_size
+    self._dropped_in_a_row = 0
+    self._at_first_pass = True        # a fresh iterator starts at a pass boundary
 
   def __next__(self):
     while True:
@@ -174,7 +198,17 @@ class _CountingIterator(grain.DatasetIterator):
       for k, v in element.pop("_counts").items():
         self.counts[k] = self.counts.get(k, 0) + int(v)
       if element.pop("_keep"):
+        self._dropped_in_a_row = 0
+        self._at_first_pass = False
         return element
+      self._dropped_in_a_row += 1
+      limit = self._pass_size * (1 if self._at_first_pass else 2) if self._pass_size else 0
+      if limit and self._dropped_in_a_row >= limit:
+        dropped = {k: v for k, v in self.counts.items() if v and k in _DROP_HINTS}
+        hints = "; ".join(f"{k}: {_DROP_HINTS[k]}" for k in dropped)
+        raise DataError(f"all {self._pass_size} examples of a whole pass over the data were "
+                        f"dropped, so there is nothing to batch (counts so far: {dropped}); "
+                        f"{hints}")
 
   def get_state(self):
     return {"parent": self._parent.get_state(), "counts": dict(self.counts)}
@@ -182,6 +216,7 @@ class _CountingIterator(grain.DatasetIterator):
   def set_state(self, state):
     self._parent.set_state(state["parent"])
     self.counts = {k: int(v) for k, v in state["counts"].items()}
+    self._dropped_in_a_row, self._at_first_pass = 0, False
 
 
 def _find_counters(it) -> list[_CountingIterator]:
@@ -399,7 +434,7 @@ def cpt_dataset(docs: Sequence[Any], tokenizer, *, seq_len: int, batch_size: int
 
   ds = _ordered(docs, shard, seed, shuffle, num_epochs).map(tokenize)
   it = ds.to_iter_dataset(_read_options(read_threads, prefetch))
-  it = _CountingIterDataset(it, ("docs_in", "docs_empty", "tokens_in"))
+  it = _CountingIterDataset(it, ("docs_in", "docs_empty", "tokens_in"), _endless_pass_size(docs, shard, num_epochs))
   it = grain.experimental.ConcatThenSplitIterDataset(it, length_struct={"tokens": seq_len})
   counts = lambda row: {**_token_row_counts(row),
                         "loss_tokens": _row_loss_tokens(row)}
@@ -581,7 +616,8 @@ def sft_dataset(records: Sequence[Mapping[str, Any]], tokenizer, *, seq_len: int
 
   ds = _ordered(records, shard, seed, shuffle, num_epochs).map(encode)
   it = ds.to_iter_dataset(_read_options(read_threads, prefetch))
-  it = _CountingIterDataset(it, _SFT_COUNTS)
+  it = _CountingIterDataset(it, _SFT_COUNTS,
+                            _endless_pass_size(records, shard, num_epochs))
   if pack:
     it = grain.experimental.FirstFitPackIterDataset(
         it, length_struct=dict.fromkeys(("tokens", "assistant") + (("answer",) if answer_mask else ()),

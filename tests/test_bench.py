@@ -1,0 +1,47 @@
+"""The benchmark commands run end to end on tiny shapes and print their figures (speed itself is
+never asserted: it is measured by running the benchmarks, see README). Where a benchmark checks
+correctness against its reference (greedy tokens equal transformers'), that is asserted."""
+import re
+
+import pytest
+
+from rlvr_jax import bench
+
+
+def _run(capsys, *args) -> str:
+  assert bench.main(["rlvr-jax bench", *args]) == 0
+  return capsys.readouterr().out
+
+
+def _number(pattern: str, text: str) -> float:
+  match = re.search(pattern, text)
+  assert match, f"no line matching {pattern!r} in:\n{text}"
+  return float(match.group(1))
+
+
+def test_bench_sample_prints_roofline_bandwidth_and_transformers_figures(capsys):
+  out = _run(capsys, "sample", "--size", "toy-1m", "--batch", "2", "--prompt_len", "8",
+             "--new_tokens", "4", "--repeats", "1")
+  assert _number(r"rj\.generate:\s+([\d.]+) ms", out) > 0
+  assert _number(r"reaches (\d+)% of the roofline", out) > 0
+  assert _number(r"takes ([\d.]+)x the memory-bandwidth bound", out) > 0
+  assert _number(r"at ([\d.]+) GB/s measured", out) > 0
+  assert _number(r"rj\.generate / transformers = ([\d.]+)x", out) > 0
+  assert _number(r"greedy tokens equal on ([\d.]+)% of positions", out) == 100.0
+
+
+def test_bench_sample_rejects_an_unknown_dtype(capsys):
+  with pytest.raises(SystemExit):
+    bench.main(["rlvr-jax bench", "sample", "--dtype", "float16"])
+  assert "invalid choice" in capsys.readouterr().err
+
+
+def test_bench_forward_and_train_print_ratios_against_torch(capsys):
+  out = _run(capsys, "forward", "--size", "toy-1m", "--batch", "8", "--seq", "16", "--iters", "1")
+  assert re.search(r"\d+\.\d+x", out), out
+  for name in ("forward", "train"):                     # 8 simulated devices: 2 rows don't split
+    with pytest.raises(ValueError, match="--batch=2 does not divide"):
+      bench.main(["rlvr-jax bench", name, "--size", "toy-1m", "--batch", "2", "--seq", "16"])
+  out = _run(capsys, "train", "--size", "toy-1m", "--batch", "8", "--seq", "16", "--rounds", "1",
+             "--matmul-n", "256")
+  assert re.search(r"MFU", out) and re.search(r"\d+\.\d+x", out), out
