@@ -154,7 +154,7 @@ _DROP_HINTS = {
     "dropped_too_long": "raise seq_len, or truncation='truncate'",
     "dropped_prompt_too_long": "raise seq_len (the prompts alone fill it)",
     "dropped_no_trace": "use thinking=False, or records that have a reasoning trace",
-    "docs_empty": "the documents are empty after tokenisation",
+    "docs_empty": "the documents tokenise to nothing: check text_key / text_fn",
 }
 
 
@@ -361,7 +361,8 @@ def _token_batch(rows: Sequence[Mapping[str, np.ndarray]], pad_id: int) -> dict[
            "loss_mask": same_next.astype(np.int32), "segment_ids": seg, "positions": pos}
   if "answer" in rows[0]:
     answer_mask = np.zeros_like(same_next)
-    answer_mask[:, :-1] = same_next[:, :-1] & np.stack([r["answer"] for r in rows])[:, 1:].astype(bool)
+    answer_BL = np.stack([r["answer"] for r in rows]).astype(bool)
+    answer_mask[:, :-1] = same_next[:, :-1] & answer_BL[:, 1:]
     batch["answer_mask"] = answer_mask.astype(np.int32)
   return batch
 
@@ -434,7 +435,8 @@ def cpt_dataset(docs: Sequence[Any], tokenizer, *, seq_len: int, batch_size: int
 
   ds = _ordered(docs, shard, seed, shuffle, num_epochs).map(tokenize)
   it = ds.to_iter_dataset(_read_options(read_threads, prefetch))
-  it = _CountingIterDataset(it, ("docs_in", "docs_empty", "tokens_in"), _endless_pass_size(docs, shard, num_epochs))
+  it = _CountingIterDataset(it, ("docs_in", "docs_empty", "tokens_in"),
+                            _endless_pass_size(docs, shard, num_epochs))
   it = grain.experimental.ConcatThenSplitIterDataset(it, length_struct={"tokens": seq_len})
   counts = lambda row: {**_token_row_counts(row),
                         "loss_tokens": _row_loss_tokens(row)}
@@ -619,9 +621,9 @@ def sft_dataset(records: Sequence[Mapping[str, Any]], tokenizer, *, seq_len: int
   it = _CountingIterDataset(it, _SFT_COUNTS,
                             _endless_pass_size(records, shard, num_epochs))
   if pack:
+    channels_of_row = ("tokens", "assistant") + (("answer",) if answer_mask else ())
     it = grain.experimental.FirstFitPackIterDataset(
-        it, length_struct=dict.fromkeys(("tokens", "assistant") + (("answer",) if answer_mask else ()),
-                                        seq_len),
+        it, length_struct=dict.fromkeys(channels_of_row, seq_len),
         num_packing_bins=pack_bins or batch_size, shuffle_bins=False)
   counts = lambda row: {**_token_row_counts(row), "loss_tokens": _row_loss_tokens(row)}
   return _BatchIterDataset(

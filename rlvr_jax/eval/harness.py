@@ -433,8 +433,8 @@ def eval_sets_from_config(eval_config) -> dict[str, list[dict]]:
 
   Synthetic sets: for each domain of `domains` and split of `splits`, `n` records drawn with
   `seed`, named DOMAIN_SPLIT; `difficulty` (1-5, 0 = the split's default levels) sets the level
-  of the in-domain sets (the ood split keeps its harder levels 4-5). File sets: each entry of `files` ("[NAME=]PATH", comma-separated;
-  a JSONL / Parquet / glob path read by records.load_records with `layout`; NAME defaults to the
+  of the in-domain sets (the ood split keeps its harder levels 4-5). File sets: each entry of
+  `files` ("[NAME=]PATH", comma-separated; a JSONL / Parquet / glob path read by records.load_records with `layout`; NAME defaults to the
   file's stem), at most `limit` records each (0 = all).
   """
   from rlvr_jax.data import records as records_lib

@@ -812,11 +812,11 @@ def jit_rl_phases(spec: RLSpec, mesh: Mesh, shardings: TrainState) -> Phases:
                    out_shardings=(shardings, rep), donate_argnums=(0,))
   select = jax.jit(functools.partial(select_groups, group_size=spec.settings.group_size),
                    out_shardings=rows)
-  return Phases(sharding.under_mesh(sample, mesh), sharding.under_mesh(score, mesh), sharding.under_mesh(update, mesh),
-                sharding.under_mesh(select, mesh))
+  return Phases(*(sharding.under_mesh(fn, mesh) for fn in (sample, score, update, select)))
 
 
 __all__ = ["RLSettings", "RewardSpec", "RLSpec", "Rollout", "Scored", "reward_options",
-           "close_brace_ids", "host_rewards", "sample_phase", "score_phase", "update_phase", "sequence_inputs",
-           "response_logprobs", "select_groups", "rl_step", "step_keys", "jit_rl_step", "jit_rl_phases", "Phases",
+           "close_brace_ids", "host_rewards", "sample_phase", "score_phase", "update_phase",
+           "sequence_inputs", "response_logprobs", "select_groups", "reward_fidelity",
+           "FIDELITY_METRICS", "rl_step", "step_keys", "jit_rl_step", "jit_rl_phases", "Phases",
            "DYNAMIC_SAMPLING"]
