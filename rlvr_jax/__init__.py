@@ -1,6 +1,6 @@
 """rlvr_jax: RL with verifiable rewards under weak supervision, in JAX/Flax.
 
-Public API (stable names; see shared/DESIGN.md):
+Public API (stable names; see docs/DESIGN.md):
   rj.ModelConfig, rj.get_model_config(name)
   rj.forward(cfg, params, tokens, positions=None, segment_ids=None) -> float32[B, T, V]
   rj.load_hf(path, dtype=...) -> (cfg, params);  rj.save_hf(path, cfg, params)

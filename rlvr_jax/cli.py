@@ -1,26 +1,37 @@
 """`rlvr-jax COMMAND --config=PATH --workdir=DIR [--config.key=value ...]`.
 
 Every command reads an ml_collections config file (`get_config()`), applies `--config.*`
-overrides (an unknown or ill-typed field fails here, before anything compiles) and calls the
-command's `run(config, workdir)`. `bench` takes a sub-benchmark name and passes the remaining
+overrides (an unknown or ill-typed field fails here, before anything compiles), makes every user
+path absolute (the workdir and the config's path fields: run.paths), locks the workdir and calls
+the command's `run(config, workdir)`. `bench` takes a sub-benchmark name and passes the remaining
 arguments to it.
+
+Exit statuses (run.errors): 0 done; 2 bad input or a run the user must act on, printed as one
+line that names the file / field / step and what to do (RLVR_JAX_TRACEBACK=1 shows the
+traceback); 75 preempted (a checkpoint was saved: run the same command again); 1 a bug.
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import os
+import re
 import sys
-import traceback
 from typing import Callable
+
+from rlvr_jax.run import paths
+from rlvr_jax.run.errors import EXIT_USER_ERROR, RunError
 
 USAGE = """usage: rlvr-jax COMMAND --config=PATH --workdir=DIR [--config.key=value ...]
 
 commands:
 {commands}
 
-`rlvr-jax COMMAND --help` shows the command's flags. `rlvr-jax bench NAME --help` for benchmarks.
+`rlvr-jax COMMAND --help` lists the command's config fields with their defaults and comments
+(`--config=PATH --help` for another config file). `rlvr-jax bench NAME --help` for benchmarks.
 """
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,18 +40,29 @@ class Command:
   function: str
   help: str
   needs_workdir: bool = True
+  default_config: str = ""   # the config `--help` describes (relative to the repository)
+  locks_workdir: bool = True  # one process at a time in WORKDIR (run.workdir.locked)
 
 
 COMMANDS: dict[str, Command] = {
     "pipeline": Command("rlvr_jax.pipeline", "run",
-                        "the built-in end-to-end job: data → tokenizer → CPT → SFT → eval on toy domains"),
+                        "the built-in end-to-end job: toy domains → CPT → SFT → RL → eval",
+                        default_config="configs/toy/pipeline.py"),
     "data": Command("rlvr_jax.data.materialize", "run",
-                    "generate, materialise (JSONL / ArrayRecord / TFDS) and inspect datasets"),
-    "cpt": Command("rlvr_jax.train.run", "run_cpt", "continual pre-training (packed LM loss)"),
-    "sft": Command("rlvr_jax.train.run", "run_sft", "supervised fine-tuning on reasoning traces"),
-    "rl": Command("rlvr_jax.rl.loop", "run", "RL with verifiable / noisy / proxy rewards (GRPO family)"),
-    "eval": Command("rlvr_jax.eval.harness", "run", "avg@k / pass@k / maj@k evaluation of a checkpoint"),
-    "convert": Command("rlvr_jax.convert", "run", "HF directory <-> orbax checkpoint conversion"),
+                    "generate, materialise (JSONL / ArrayRecord / TFDS) and inspect datasets",
+                    default_config="configs/data.py"),
+    "cpt": Command("rlvr_jax.train.run", "run_cpt", "continual pre-training (packed LM loss)",
+                   default_config="configs/toy/cpt.py"),
+    "sft": Command("rlvr_jax.train.run", "run_sft", "supervised fine-tuning on reasoning traces",
+                   default_config="configs/toy/sft.py"),
+    "rl": Command("rlvr_jax.rl.loop", "run",
+                  "RL with verifiable / noisy / proxy rewards (GRPO family)",
+                  default_config="configs/toy/rl.py"),
+    "eval": Command("rlvr_jax.eval.harness", "run",
+                    "avg@k / pass@k / maj@k evaluation of a checkpoint",
+                    default_config="configs/toy/eval.py"),
+    "convert": Command("rlvr_jax.convert", "run", "HF directory <-> orbax checkpoint conversion",
+                       default_config="configs/convert.py", locks_workdir=False),
     "bench": Command("rlvr_jax.bench", "main", "benchmarks: forward, train, sample, data",
                      needs_workdir=False),
 }
@@ -50,9 +72,10 @@ class UsageError(Exception):
   pass
 
 
-# What a command raises for bad input; `main` prints these as one clear error line (exit 2).
-INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
-                IsADirectoryError)
+# What a command raises for bad input or a run the user must act on; `main` prints these as
+# one clear error line (exit 2). OSError covers a full disk, a read-only or missing directory and
+# denied permissions: the message names the path.
+INPUT_ERRORS = (ValueError, OSError, RunError)
 
 
 def _usage() -> str:
@@ -72,6 +95,43 @@ def _resolve(cmd: Command) -> Callable:
   return getattr(module, cmd.function)
 
 
+def _config_path(argv: list[str]) -> str | None:
+  for i, a in enumerate(argv):
+    if a.startswith("--config="):
+      return a.split("=", 1)[1]
+    if a == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def load_config_module(path: str):
+  """The config file's module, checked: it exists, parses and defines get_config() (each
+  failure is one UsageError line naming the file, and the line for a syntax error)."""
+  if not os.path.isfile(path):
+    base, _, _arg = path.rpartition(":")      # ml_collections' PATH:ARG form
+    if base and os.path.isfile(base):
+      path = base
+    else:
+      raise UsageError(f"config file {path} not found (paths are relative to the current "
+                       f"directory: {os.getcwd()})")
+  with open(path) as f:
+    source = f.read()
+  try:
+    compile(source, path, "exec")
+  except SyntaxError as e:
+    raise UsageError(f"{path}:{e.lineno}: syntax error in the config file: {e.msg}") from None
+  spec = importlib.util.spec_from_file_location("_rlvr_jax_config", path)
+  module = importlib.util.module_from_spec(spec)
+  try:
+    spec.loader.exec_module(module)
+  except Exception as e:  # noqa: BLE001 - any error of the user's file, reported as one line
+    raise UsageError(f"cannot load config file {path}: {type(e).__name__}: {e}") from None
+  if not callable(getattr(module, "get_config", None)):
+    raise UsageError(f"{path} defines no get_config(); a config file's get_config() returns an "
+                     f"ml_collections.ConfigDict (see configs/toy/cpt.py)")
+  return module
+
+
 def parse_config_flags(argv: list[str], *, needs_workdir: bool = True):
   """Parses `--config=PATH --workdir=DIR --config.x=y` with absl + ml_collections.
 
@@ -81,6 +141,10 @@ def parse_config_flags(argv: list[str], *, needs_workdir: bool = True):
   from absl import flags
   from ml_collections import config_flags
 
+  path = _config_path(argv[1:])
+  if path is None:
+    raise UsageError("--config=PATH is required (e.g. --config=configs/toy/sft.py)")
+  load_config_module(path)
   fv = flags.FlagValues()
   config_flag = config_flags.DEFINE_config_file("config", None, "path to a config file",
                                                 flag_values=fv, lock_config=True,
@@ -106,7 +170,7 @@ def parse_config_flags(argv: list[str], *, needs_workdir: bool = True):
     raise UsageError(f"cannot load config file {fv['config'].config_filename}: {error}")
   if needs_workdir and not fv.workdir:
     raise UsageError("--workdir=DIR is required")
-  return config, fv.workdir
+  return config, (paths.resolve(fv.workdir) if fv.workdir else fv.workdir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,26 +188,111 @@ def main(argv: list[str] | None = None) -> int:
     if name == "bench":
       return int(_resolve(cmd)([f"{prog} bench", *rest]) or 0)
     if any(a in ("-h", "--help") for a in rest):
-      print(f"usage: {prog} {name} --config=PATH --workdir=DIR [--config.key=value ...]\n\n"
-            f"{cmd.help}")
+      print(command_help(name, cmd, _config_path(rest)))
       return 0
     config, workdir = parse_config_flags([f"{prog} {name}", *rest],
                                          needs_workdir=cmd.needs_workdir)
+    paths.resolve_config_paths(config)
     fn = _resolve(cmd)
     _setup_runtime()
-    return int(fn(config, workdir) or 0)
+    if not workdir or not cmd.locks_workdir:   # convert: writes only into a new directory
+      return int(fn(config, workdir) or 0)
+    from rlvr_jax.run import workdir as workdir_lib
+    with workdir_lib.locked(workdir):
+      return int(fn(config, workdir) or 0)
   except UsageError as e:
     print(f"rlvr-jax {name}: error: {e}", file=sys.stderr)
-    return 2
+    return EXIT_USER_ERROR
+  except BrokenPipeError:        # `rlvr-jax ... --help | head`
+    return 0
   except INPUT_ERRORS as e:
-    # Bad input (a config value, a data row, a path) is reported as its message, which names
-    # the file/row/field and what to do, without a traceback around it.
+    # Bad input (a config value, a data row, a path) or a run to act on is reported as its
+    # message, which names the file/row/field and what to do, without a traceback around it.
     if os.environ.get("RLVR_JAX_TRACEBACK"):
       raise
-    frame = traceback.extract_tb(e.__traceback__)[-1]
-    print(f"rlvr-jax {name}: error: {e}\n  ({type(e).__name__} at {frame.filename}:{frame.lineno}; "
-          f"RLVR_JAX_TRACEBACK=1 shows the whole traceback)", file=sys.stderr)
-    return 2
+    print(f"rlvr-jax {name}: error: {_one_line(e)}", file=sys.stderr)
+    return EXIT_USER_ERROR
+
+
+def _one_line(e: BaseException) -> str:
+  """The exception's message on one line; an OSError as 'what: path' plus what to do."""
+  if isinstance(e, OSError) and not isinstance(e, (FileNotFoundError, FileExistsError)) and \
+      e.errno is not None:
+    where = f": {e.filename}" if e.filename else ""
+    advice = {28: "free some space or choose another --workdir",
+              30: "the file system is read-only: choose another --workdir",
+              13: "permission denied: choose a --workdir you can write to"}.get(e.errno, "")
+    text = f"{e.strerror}{where}" + (f"; {advice}" if advice else "")
+    return text + "; checkpoints already written are intact, rerun to resume"
+  text = " ".join(str(e).split()) or type(e).__name__
+  return text if isinstance(e, (ValueError, RunError, OSError)) else f"{type(e).__name__}: {text}"
+
+
+# ---------------------------------------------------------------------------------- --help
+def command_help(name: str, cmd: Command, config_path: str | None) -> str:
+  """The usage line and every field of the command's config: default and comment."""
+  path = config_path or (os.path.join(REPO_ROOT, cmd.default_config) if cmd.default_config
+                         else None)
+  head = (f"usage: rlvr-jax {name} --config=PATH --workdir=DIR [--config.key=value ...]\n\n"
+          f"{cmd.help}\n")
+  if not path or not os.path.isfile(path):
+    return head
+  config = load_config_module(path).get_config()
+  comments = field_comments(path)
+  rows = []
+  for key, value in _flat_items(config):
+    comment = _lookup_comment(key, comments)
+    rows.append((f"--config.{key}={value!r}", comment))
+  width = min(max(len(r[0]) for r in rows), 60) if rows else 0
+  lines = [f"  {flag.ljust(width)}  {comment}".rstrip() for flag, comment in rows]
+  return head + f"\nconfig fields of {os.path.relpath(path)} (default, meaning):\n" + \
+      "\n".join(lines)
+
+
+def _flat_items(config, prefix: str = ""):
+  for key in config.keys():
+    value = config[key]
+    if hasattr(value, "keys") and hasattr(value, "unlocked"):
+      yield from _flat_items(value, f"{prefix}{key}.")
+    else:
+      yield f"{prefix}{key}", value
+
+
+_FIELD_LINE = re.compile(r"^\s*c((?:\.\w+)+)\s*=.*?#\s*(.+)$")
+_LOADED = re.compile(r"""^\s*c((?:\.\w+)*)\s*=\s*(?:load_config_file\(__file__,\s*|_load\()"""
+                     r"""["']([\w./-]+)["']""")
+
+
+def field_comments(path: str, prefix: str = "") -> dict[str, str]:
+  """{dotted field: its one-line comment} from the config file and the files it builds on
+  (`c = load_config_file(__file__, "cpt.py")`, `c.cpt = _load("cpt")`), under their prefix."""
+  out: dict[str, str] = {}
+  with open(path) as f:
+    lines = f.read().splitlines()
+  for line in lines:
+    m = _LOADED.match(line)
+    if m:
+      name = m.group(2) if m.group(2).endswith(".py") else f"{m.group(2)}.py"
+      other = os.path.join(os.path.dirname(os.path.abspath(path)), name)
+      sub = prefix + (m.group(1)[1:] + "." if m.group(1) else "")
+      if os.path.isfile(other) and os.path.abspath(other) != os.path.abspath(path):
+        out.update(field_comments(other, sub))
+  for line in lines:
+    m = _FIELD_LINE.match(line)
+    if m and not _LOADED.match(line):
+      out[prefix + m.group(1)[1:]] = m.group(2).strip()
+  return out
+
+
+def _lookup_comment(key: str, comments: dict[str, str]) -> str:
+  from rlvr_jax.run.guard import FIELD_HELP
+  if key in comments:
+    return comments[key]
+  parts = key.split(".")
+  for i in range(len(parts)):
+    if ".".join(parts[i:]) in FIELD_HELP:
+      return FIELD_HELP[".".join(parts[i:])]
+  return ""
 
 
 def _setup_runtime() -> None:

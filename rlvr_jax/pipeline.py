@@ -7,7 +7,10 @@
   WORKDIR/report.json   the evaluation metrics of every stage side by side
 
 Checkpoints are handed on by path (`init.from_checkpoint`). Every stage resumes: running the same
-command again continues an interrupted stage and skips finished ones.
+command again continues an interrupted stage and skips finished ones. A stage never builds on an
+unfinished one: a preempted stage stops the pipeline with exit status 75 (run it again to
+resume), and a stage whose input stage has moved on since it was trained (that stage was
+continued or started anew) is moved aside to `<stage>.stale[-N]` and trained again.
 """
 from __future__ import annotations
 
@@ -15,6 +18,9 @@ import importlib
 import json
 import os
 import time
+
+from rlvr_jax.run import workdir as workdir_lib
+from rlvr_jax.run.errors import EXIT_PREEMPTED
 
 STAGE_RUNNERS = {
     "cpt": ("rlvr_jax.train.run", "run_cpt"),
@@ -42,14 +48,27 @@ def run(config, workdir: str) -> int:
       continue
     sub = config[stage]
     prev = PREVIOUS.get(stage)
+    stage_dir = os.path.join(workdir, stage)
     with sub.unlocked():
       if prev in trained and not sub.init.from_checkpoint and not sub.init.from_hf:
         sub.init.from_checkpoint = os.path.join(workdir, prev)
+      if "resume_overrides" in config and "resume_overrides" in sub:
+        sub.resume_overrides = bool(config.resume_overrides)
+    if prev in trained and os.path.isdir(stage_dir):
+      why = workdir_lib.built_on_stale(stage_dir, os.path.join(workdir, prev))
+      if why:
+        aside = workdir_lib.move_aside(stage_dir, "stale")
+        print(f"pipeline: stage {stage} is stale ({why}); moved it to {aside} and training it "
+              f"again", flush=True)
     module, fn = STAGE_RUNNERS[stage]
-    print(f"=== pipeline stage {stage} -> {os.path.join(workdir, stage)}", flush=True)
+    print(f"=== pipeline stage {stage} -> {stage_dir}", flush=True)
     start = time.time()
-    rc = getattr(importlib.import_module(module), fn)(sub, os.path.join(workdir, stage))
+    rc = getattr(importlib.import_module(module), fn)(sub, stage_dir)
     timings[stage] = round(time.time() - start, 1)
+    if rc == EXIT_PREEMPTED:
+      print(f"pipeline: stage {stage} was preempted (checkpoint saved); stopping before anything "
+            f"builds on it. Run the same command again to resume", flush=True)
+      return rc
     if rc:
       print(f"pipeline: stage {stage} returned {rc}; stopping (run again to resume)")
       return rc

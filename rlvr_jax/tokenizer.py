@@ -64,7 +64,7 @@ from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
-# The paper's system prompt (Qwen2.5-Math's; shared/PROTOCOL.md: "think step by step and put the
+# The paper's system prompt (Qwen2.5-Math's; docs/PROTOCOL.md: "think step by step and put the
 # final answer in \boxed{}").
 DEFAULT_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 

@@ -86,6 +86,9 @@ def test_normalize_answer(raw, canonical):
     ("1,000", "1000", True), (r"\$1000.", "1000", True), (r"\left(1,2\right)", "(1, 2)", True),
     ("0.333", "1/3", False), ("12", "1,2", False), ("3", "4", False),
     (None, "3", False), ("3", None, False), ("", "", False), ("  ", "", False),
+    # answers_match is answers.equivalent (math-verify backed): forms no string rule unites
+    (r"\sqrt{8}", r"2\sqrt{2}", True), ("2x+1", "1+2x", True), ("50%", "0.5", True),
+    ("(1,2]", "[1,2]", False),
 ])
 def test_answers_match(pred, label, same):
   assert answers_match(pred, label) is same

@@ -1,7 +1,9 @@
 """Readers, real-data layouts, bad rows, atomic writes, TFDS round trip and the data protocols."""
 import importlib.util
 import json
+import logging
 import os
+import re
 import sys
 from collections import Counter
 
@@ -183,6 +185,112 @@ def test_too_long_policy_and_text_rows():
     R.text_record({"text": 3}, where="c")
   with pytest.raises(ValueError):
     R.Policy(missing_answer="ignore")
+
+
+def _write_parquet(path, rows, row_group_size):
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+  pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=row_group_size)
+  return str(path)
+
+
+def _one_line(err):
+  assert "\n" not in str(err.value)
+  return str(err.value)
+
+
+def test_truncated_or_corrupt_parquet_names_the_file(tmp_path):
+  """A cut-off Parquet file (footer lost) fails on opening, one whose row group is damaged
+  fails on reading that group: both a DataError (a ValueError) naming the file."""
+  rows = [{"problem": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(9)]
+  good = _write_parquet(tmp_path / "good.parquet", rows, row_group_size=3)
+  data = open(good, "rb").read()
+  cut = tmp_path / "cut.parquet"
+  cut.write_bytes(data[:len(data) // 2])
+  pattern = (rf"^{re.escape(str(cut))}: not a readable Parquet file \(.*\); it is truncated or "
+             r"corrupt .*: re-download or re-write it$")
+  with pytest.raises(S.DataError, match=pattern) as err:
+    S.ParquetSource(cut)
+  _one_line(err)
+  with pytest.raises(ValueError, match=pattern):       # through open_source / load_records
+    R.load_records(str(cut))
+
+  import pyarrow.parquet as pq
+  offset = pq.ParquetFile(good).metadata.row_group(1).column(0).data_page_offset
+  damaged = bytearray(data)
+  damaged[offset:offset + 16] = b"\xab" * 16            # row group 1's first page header
+  bad = tmp_path / "bad.parquet"
+  bad.write_bytes(bytes(damaged))
+  src = S.ParquetSource(bad)
+  assert src[0] == rows[0]                             # row group 0 is intact
+  with pytest.raises(S.DataError, match=rf"^{re.escape(str(bad))}: not a readable Parquet file "
+                                        r"at row group 1 \(rows 3-5\) \(.*\); it is truncated"
+                     ) as err:
+    src[4]
+  _one_line(err)
+
+
+def _write_jsonl(path, rows):
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  return str(path)
+
+
+def test_rows_without_an_answer_are_counted_logged_and_none_is_an_error(tmp_path, caplog):
+  """Dropped rows come back in the counts and are logged with why and where; a file none of
+  whose rows has an answer fails naming the file, the row count and the fields looked for."""
+  rows = [{"problem": f"What is {i} + 1?", "answer": str(i + 1) if i % 2 else ""}
+          for i in range(5)]
+  path = _write_jsonl(tmp_path / "some.jsonl", rows)
+  with caplog.at_level(logging.WARNING, logger=R.__name__):
+    recs, counts = R.load_records(path)
+  assert counts == {"rows": 5, "kept": 2, "dropped_missing_answer": 3, "dropped_too_long": 0}
+  assert [r["answer"] for r in recs] == ["2", "4"]
+  assert re.search(rf"{re.escape(path)}: dropped 3 of its 5 rows: 3 without an answer \(looked "
+                   r"for: layout 'qa': 'answer', then 'solution'; first: .*some\.jsonl:line 1\)",
+                   caplog.text)
+
+  unlabelled = [{"problem": f"What is {i} + 1?", "answer": ""} for i in range(10)]
+  unlabelled.append({"problem": "Half of 3?", "solution": "It is 1.5, no box."})   # math layout
+  path = _write_jsonl(tmp_path / "unlabelled.jsonl", unlabelled)
+  want = (rf"^{re.escape(path)}: none of its 11 rows has an answer, so the dataset has no labels "
+          r"\(looked for: layout 'math': 'answer', then the last \\boxed\{\.\.\.\} of "
+          r"'solution'; layout 'qa': 'answer', then 'solution'\); give the rows an answer "
+          r"field, or set the layout \(data\.layout\) to the one the file follows: verl, "
+          r"gsm8k, math, qa$")
+  for source in (path, S.open_source(path)):          # a path, or a reader as run.py passes
+    with pytest.raises(S.DataError, match=want) as err:
+      R.load_records(source)
+    _one_line(err)
+  with pytest.raises(S.DataError, match=r"none of the first 3 of its 11 rows has an answer"):
+    R.load_records(path, limit=3)
+
+  mixed = _write_jsonl(tmp_path / "mixed.jsonl", [
+      {"problem": "What is 1 + 1?", "answer": ""},
+      {"problem": "What is 2 + 2? " * 5, "answer": "4"}])
+  with pytest.raises(S.DataError, match=rf"^{re.escape(mixed)}: none of its 2 rows is usable: 1 "
+                                        r"without an answer .*; 1 with a problem over "
+                                        r"max_prompt_chars=20 characters \(first: .*line 2\); "
+                                        r"give the rows answers, or raise max_prompt_chars$"):
+    R.load_records(mixed, policy=R.Policy(max_prompt_chars=20))
+
+  empty = tmp_path / "empty.jsonl"
+  empty.write_text("\n")
+  with pytest.raises(S.DataError, match=rf"^{re.escape(str(empty))}: has no rows"):
+    R.load_records(str(empty))
+
+
+def test_sft_data_files_without_answers_fail_naming_the_file(tmp_path):
+  """The SFT run's data.files loader raises the records error, naming the file, before its own
+  generic "no SFT examples: set config.data.domains and/or config.data.files"."""
+  import ml_collections
+  from rlvr_jax.train import run
+  path = _write_jsonl(tmp_path / "train.jsonl",
+                      [{"question": f"What is {i} + 1?"} for i in range(4)])
+  config = ml_collections.ConfigDict(dict(
+      seed=0, data=dict(domains="", files=path, layout="auto", n_train=4, n_eval=2,
+                        difficulty=0)))
+  with pytest.raises(S.DataError, match=rf"^{re.escape(path)}: none of its 4 rows has an answer"):
+    run._problem_records(config)
 
 
 # -------------------------------------------------------------------------------------- TFDS

@@ -2,6 +2,7 @@
 locally), sharded safetensors, both config layouts, meshes, export, and the error messages."""
 import copy
 import json
+import re
 import shutil
 
 import jax
@@ -339,7 +340,8 @@ def test_error_missing_tensor(models, tmp_path):
   del tensors["model.layers.1.mlp.down_proj.weight"]
   safetensors.numpy.save_file(tensors, d / "model.safetensors", metadata={"format": "pt"})
   with pytest.raises(ValueError, match=r"missing.*tensor 'model\.layers\.1\.mlp\.down_proj\.weight' "
-                                       r"is missing \(needed for layers/mlp/down_proj/kernel\)"):
+                                       r"is missing \(needed for layers/mlp/down_proj/kernel\); "
+                                       r"the weights do not match config\.json"):
     rj.load_hf(d)
 
 
@@ -363,3 +365,85 @@ def test_error_missing_shard(models, tmp_path):
   (tmp_path / "sharded" / lost).unlink()
   with pytest.raises(FileNotFoundError, match=rf"{lost}: shard file named in .*index\.json is missing"):
     rj.load_hf(tmp_path / "sharded")
+
+
+def _one_line_value_error(call, pattern):
+  """call() raises one ValueError whose message is a single line matching `pattern`, with no
+  chained traceback (the safetensors / JSON exception underneath is not shown)."""
+  with pytest.raises(ValueError, match=pattern) as err:
+    call()
+  assert "\n" not in str(err.value)
+  assert err.value.__cause__ is None
+  assert err.value.__context__ is None or err.value.__suppress_context__
+  return str(err.value)
+
+
+def test_error_truncated_or_corrupt_safetensors(models, tmp_path):
+  """A cut-off model.safetensors, and a shard replaced by a git-lfs pointer: one ValueError
+  naming the file and saying to re-download or re-convert."""
+  _, path = models["qwen2_tied"]
+  d = _copy(path, tmp_path / "truncated")
+  weights = d / "model.safetensors"
+  weights.write_bytes(weights.read_bytes()[:weights.stat().st_size // 2])
+  _one_line_value_error(lambda: rj.load_hf(d, mesh=_one_device_mesh()),
+                        rf"^{re.escape(str(weights))}: not a readable safetensors file \(.*\); "
+                        r"it is truncated or corrupt .*: re-download it or re-convert")
+
+  model, _ = models["qwen2_untied"]
+  model.save_pretrained(tmp_path / "sharded", max_shard_size="100KB")
+  index = json.loads((tmp_path / "sharded" / H.INDEX_FILE).read_text())
+  shard = tmp_path / "sharded" / sorted(set(index["weight_map"].values()))[1]
+  shard.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 123\n")
+  _one_line_value_error(lambda: rj.load_hf(tmp_path / "sharded", mesh=_one_device_mesh()),
+                        rf"^{re.escape(str(shard))}: not a readable safetensors file .*"
+                        r"re-download it or re-convert")
+
+
+def test_error_config_layer_count_differs_from_the_weights(models, tmp_path):
+  """num_hidden_layers below the weights' layer count used to load a truncated model silently;
+  above it, it failed on a missing tensor. Both name config.json and both counts."""
+  _, path = models["llama_gqa_llama3_untied"]            # 2 layers
+  for layers in (1, 3):
+    d = _copy(path, tmp_path / f"layers{layers}")
+    hf = json.loads((d / "config.json").read_text())
+    hf["num_hidden_layers"] = layers
+    (d / "config.json").write_text(json.dumps(hf))
+    _one_line_value_error(lambda: rj.load_hf(d, mesh=_one_device_mesh()),
+                          rf"^{re.escape(str(d / 'config.json'))}: num_hidden_layers={layers}, but "
+                          r"the weights in .*model\.safetensors.* hold 2 layers \(model\.layers\.0 "
+                          r"\.\.\. model\.layers\.1\); use the config\.json that came with these "
+                          r"weights \(or set num_hidden_layers=2\)$")
+
+
+def test_error_weights_with_tensors_the_config_does_not_use(models, tmp_path, caplog):
+  """Qwen2 weights (q/k/v biases) under a Llama config.json, or a stray tensor: an error listing
+  the unused tensors. Rotary inv_freq buffers are rebuilt, so they are not an error, and an
+  lm_head.weight next to tied embeddings is a logged duplicate."""
+  _, path = models["qwen2_untied"]
+  d = _copy(path, tmp_path / "as_llama")
+  hf = json.loads((d / "config.json").read_text())
+  hf.update(architectures=["LlamaForCausalLM"], model_type="llama")
+  (d / "config.json").write_text(json.dumps(hf))
+  _one_line_value_error(
+      lambda: rj.load_hf(d, mesh=_one_device_mesh()),
+      r"model\.safetensors\): the model of .*as_llama/config\.json does not use tensor\(s\) "
+      r"model\.layers\.0\.self_attn\.k_proj\.bias, .*, \.\.\. \(6 in all\); config\.json "
+      r"describes a different model than these weights")
+
+  _, path = models["llama_mqa_tied"]
+  d = _copy(path, tmp_path / "extra")
+  weights = d / "model.safetensors"
+  tensors = safetensors.numpy.load_file(weights)
+  embedding = tensors["model.embed_tokens.weight"]
+  tensors["model.layers.0.self_attn.rotary_emb.inv_freq"] = np.ones(8, np.float32)
+  tensors["lm_head.weight"] = embedding
+  safetensors.numpy.save_file(tensors, weights, metadata={"format": "pt"})
+  with caplog.at_level("WARNING", logger=H.__name__):
+    _, params = rj.load_hf(d, mesh=_one_device_mesh())
+  np.testing.assert_array_equal(np.asarray(params["embed_tokens"]["embedding"]), embedding)
+  assert "ignoring lm_head.weight" in caplog.text
+  tensors["model.vision_tower.weight"] = np.ones(4, np.float32)
+  safetensors.numpy.save_file(tensors, weights, metadata={"format": "pt"})
+  _one_line_value_error(lambda: rj.load_hf(d, mesh=_one_device_mesh()),
+                        r"does not use tensor\(s\) model\.vision_tower\.weight; config\.json "
+                        r"describes a different model")

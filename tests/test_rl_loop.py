@@ -14,6 +14,7 @@ from rlvr_jax import sharding
 from rlvr_jax.data import protocols as data_protocols
 from rlvr_jax.rl import loop as rl_loop
 from rlvr_jax.rl import protocols as rl_protocols
+from rlvr_jax.run.errors import EXIT_PREEMPTED, ResumeMismatchError
 from rlvr_jax.train import checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -108,7 +109,13 @@ def test_run_writes_metrics_resumes_and_stops_on_signal(init_dir, tmp_path, monk
                                                    jax.tree.leaves(init_params)))
 
   c.steps = 3                       # resume: only step 3 runs
+  with pytest.raises(ResumeMismatchError, match=r"steps 2 -> 3.*resume_overrides=True"):
+    rl_loop.run(c, workdir)         # a changed config is refused before anything is written
+  assert [r["step"] for r in read_metrics(workdir)] == [r["step"] for r in records]
+  c.resume_overrides = True
   assert rl_loop.run(c, workdir) == 0
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["resume_history"] == [{"step": 2, "changed": {"steps": [2, 3]}}]
   resumed = read_metrics(workdir)[len(records):]
   assert [r["step"] for r in resumed] == [3]
   assert all(k in resumed[0] for k in RL_KEYS)
@@ -121,7 +128,7 @@ def test_run_writes_metrics_resumes_and_stops_on_signal(init_dir, tmp_path, monk
                       len(seen) > 1)
   c.steps = 6
   c.reward.host_verifier = True            # and the host-verifier path of the loop
-  assert rl_loop.run(c, workdir) == 0
+  assert rl_loop.run(c, workdir) == EXIT_PREEMPTED
   assert checkpoints.run_steps(workdir) == [3, 4]
   assert read_metrics(workdir)[-1]["step"] == 4
 

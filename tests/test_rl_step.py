@@ -7,6 +7,7 @@ Token task used throughout (vocabulary 32): 0 pad, 1 bos, 2 eos, 3 "\\boxed{", 4
 response is [\\boxed{, the same digit, }, eos].
 """
 import collections
+import dataclasses
 import functools
 
 import jax
@@ -101,35 +102,124 @@ def rl_batch(prompts, label_digits, true_digits, lengths=None):
 
 
 # ---------------------------------------------------------------------------------- sharding
-def test_sharded_step_equals_single_device_and_first_ratio_is_one(sft_params):
-  """Two fused steps on 8 simulated devices equal those on 1 device; in both the first
-  minibatch's ratio (recomputed log-probs / sampler log-probs) is 1."""
+# The sharded == single-device check compares deterministic functions of the same inputs: one
+# rollout is sampled once (1 device) and fed to the score and update phases on 1 device and on
+# the 8-device mesh. (Re-sampling with updated params would compare trajectories: one token
+# flipped by rounding changes everything after it.) The update uses SGD, whose step is lr x the
+# gradient: Adam divides by sqrt(v), so an element whose gradient is rounding-sized (GRPO
+# advantages cancel within a group) moves by up to lr either way, and its params could not be
+# compared by any tolerance that still means something.
+SGD_LR = 1.0
+SGD_OPT = optim.Optimizer(optax.sgd(SGD_LR), lambda count: SGD_LR)
+SGD_SPEC = dataclasses.replace(RL_SPEC, optimizer=SGD_OPT)
+
+# Tolerances from f32 rounding. Summing n terms x_i in f32 errs by at most (n - 1) u sum|x_i|
+# (u = eps / 2; Higham, Accuracy and Stability of Numerical Algorithms, eq. 4.4), so two
+# summation orders (one device; per-device partial sums + all-reduce) differ by at most
+# n eps sum|x_i|, i.e. by n eps cond relative to the sum (cond = sum|x_i| / |sum x_i|). The
+# longest sums are the weight gradients' over the batch's rows x positions, n = 128 x 8 = 1024:
+# n eps = 1.2e-4, a worst case (rounding errors tend to add up like sqrt(n)): the differences
+# seen on x86 CPUs are 20-1000x below the tolerances built from it.
+# rtol = n eps covers values with cond ~ 1; atol = n eps x the size of the summed terms covers
+# the ones that cancel (a GRPO loss or gradient element sums terms A_i x ... with sum A_i = 0
+# per group). A sharding bug (a missing all-reduce, a normaliser off by the device count) is
+# off by O(1) relative and fails either way.
+F32_EPS = float(np.finfo(np.float32).eps)
+N_TERMS = PROMPTS * GROUP * (4 + 4)                     # rows x (prompt + response positions)
+REL_TOL = N_TERMS * F32_EPS
+# Metrics are token means (sum / count), off by n eps x the mean size of their terms:
+# advantages have unit std within each group (mean |A| <= 1), the ratios stay near 1, KL terms
+# and fractions are <= 1, so 3 bounds that mean size: atol = 3 REL_TOL. Norms (grad_norm,
+# param_norm, update_ratio) sum squares (cond = 1) over all the parameters: rtol = 2 n_params
+# eps (update_ratio is a quotient of two norms; the gradient itself is compared element by
+# element, through the SGD steps). A clip fraction also counts the tokens whose ratio lies
+# within rounding of a clip boundary, each of which may count on one mesh only: 1 / (loss
+# tokens) more.
+METRIC_TERM_SIZE = 3.0
+NORM_KEYS = ("grad_norm", "param_norm", "update_ratio")
+
+
+def assert_metrics_close(got, want, what, n_params, n_tokens):
+  assert got.keys() == want.keys(), what
+  for key in want:
+    rtol = 2 * n_params * F32_EPS if key in NORM_KEYS else REL_TOL
+    atol = REL_TOL * METRIC_TERM_SIZE + (1.0 / n_tokens if key.endswith("clip_frac") else 0.0)
+    np.testing.assert_allclose(got[key], want[key], rtol=rtol, atol=atol,
+                               err_msg=f"{what}: {key}")
+
+
+def assert_steps_close(params_got, params_want, params_before, what):
+  """The SGD steps (before - after = lr x gradient) agree per element to rtol REL_TOL and an atol
+  of REL_TOL x the tensor's largest step (the size taken for the summed terms), plus one ulp of
+  the param (<= eps x |param|: after - before rounds to the nearest float on each mesh)."""
+  def check(path, got, want, before):
+    step_got = before.astype(np.float64) - got
+    step_want = before.astype(np.float64) - want
+    atol = REL_TOL * np.abs(step_want).max() + F32_EPS * np.abs(before).max()
+    np.testing.assert_allclose(step_got, step_want, rtol=REL_TOL, atol=atol,
+                               err_msg=f"{what}: {jax.tree_util.keystr(path)}")
+  jax.tree_util.tree_map_with_path(check, params_got, params_want, params_before)
+
+
+def sgd_phases(n_devices: int):
+  """(jitted phases of SGD_SPEC, state shardings, mesh) on the first n_devices devices."""
+  mesh = sharding.make_mesh((-1, 1, 1), jax.devices()[:n_devices])
+  shard = state_lib.state_shardings(CFG, SGD_OPT, mesh)
+  return S.jit_rl_phases(SGD_SPEC, mesh, shard), shard, mesh
+
+
+def test_sharded_update_equals_single_device_and_first_ratio_is_one(sft_params):
+  """One sampled rollout, scored and then trained on twice (two SGD updates) on 8 simulated
+  devices and on 1: rewards, advantages, metrics and parameter steps agree to f32 rounding. In
+  the first update the ratio (recomputed log-probs / sampler log-probs) is 1 and the KL to the
+  reference (the same params) 0; in the second, from the updated params, neither."""
   prompts, digits = make_prompts(PROMPTS, 0)
   lengths = np.where(np.arange(PROMPTS) % 3 == 1, 3, 4).astype(np.int32)   # ragged prompts
   batch = rl_batch(prompts, digits, digits, lengths)
-  results = []
+  k_sample, k_reward = S.step_keys(jax.random.key(5))
+  phases, shard, _ = sgd_phases(1)
+  rollout = host(phases.sample(jax.device_put(sft_params, shard.params), prompts, lengths,
+                               k_sample))
+  assert rollout.tokens.shape == (PROMPTS * GROUP, 4)
+
+  scores, updates = {}, {}
   for n_dev in (1, 8):
-    step, shard, mesh = fused_step(n_dev)
-    state = state_lib.create_train_state(CFG, RL_OPT, mesh, jax.random.key(0),
+    phases, shard, mesh = sgd_phases(n_dev)
+    scores[n_dev] = host(phases.score(rollout, batch, k_reward))
+    kept, scored, _ = scores[1]                     # both meshes train on the same inputs
+    state = state_lib.create_train_state(CFG, SGD_OPT, mesh, jax.random.key(0),
                                          jax.tree.map(jnp.asarray, sft_params))
     ref = jax.device_put(sft_params, shard.params)
-    state, metrics = step(state, ref, batch, jax.random.key(5))
-    state, metrics2 = step(state, ref, batch, jax.random.key(6))
-    results.append((host(state.params), host(metrics), host(metrics2)))
-  (p1, m1, n1), (p8, m8, n8) = results
-  for m in (m1, m8, n1):
-    assert m["policy/ratio_dev_first"] < 1e-5
+    state, metrics1 = phases.update(state, ref, kept, scored, prompts, lengths)
+    params1 = host(state.params)
+    state, metrics2 = phases.update(state, ref, kept, scored, prompts, lengths)
+    updates[n_dev] = (params1, host(metrics1), host(state.params), host(metrics2))
+
+  (kept1, scored1, m_score1), (kept8, scored8, m_score8) = scores[1], scores[8]
+  jax.tree.map(np.testing.assert_array_equal, kept8, kept1)
+  np.testing.assert_array_equal(scored8.rewards, scored1.rewards)
+  np.testing.assert_array_equal(scored8.loss_mask, scored1.loss_mask)
+  # advantages (r - group mean) / group std: sums of G = 8 terms of size <= 1 (G eps each),
+  # then a square root and a division (an eps or two more): 4 G eps, relative and absolute
+  np.testing.assert_allclose(scored8.advantages, scored1.advantages, rtol=4 * GROUP * F32_EPS,
+                             atol=4 * GROUP * F32_EPS)
+  n_params = sum(x.size for x in jax.tree.leaves(sft_params))
+  n_tokens = float(scored1.loss_mask.sum())
+  assert_metrics_close(m_score8, m_score1, "score", n_params, n_tokens)
+  assert 0 < m_score1["reward/mean"] < 1
+
+  (p1, m1, q1, n1), (p8, m8, q8, n8) = updates[1], updates[8]
+  for m in (m1, m8):
+    assert m["policy/ratio_dev_first"] < 1e-5     # sampler log-probs == recomputed ones
+    assert abs(m["policy/kl"]) < 1e-6             # policy == reference before the first update
+  for m in (m1, m8, n1, n8):
     assert m["num_updates"] == 1 and m["skipped"] == 0
-  assert abs(m1["policy/kl"]) < 1e-6           # policy == reference before the first update
-  assert n1["policy/kl"] > 1e-6                # ... and not after
-  assert m1["grad_norm"] > 1e-3 and 0 < m1["reward/mean"] < 1
-  for key in m1:
-    np.testing.assert_allclose(m8[key], m1[key], rtol=1e-4, atol=1e-5, err_msg=key)
-    np.testing.assert_allclose(n8[key], n1[key], rtol=1e-3, atol=1e-5, err_msg=key)
-  # Adam turns float-rounding-sized gradients of rarely used embeddings into steps of up to lr
-  # (3e-3) in either direction, so the params are compared at a third of one step; the metrics
-  # of step 2 above (computed with the step-1 params) are compared tightly.
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-3), p8, p1)
+  assert n1["policy/ratio_dev_first"] > 1e-3 and n1["policy/kl"] > 1e-6   # ... not after it
+  assert m1["grad_norm"] > 1e-3
+  assert_metrics_close(m8, m1, "update 1", n_params, n_tokens)
+  assert_metrics_close(n8, n1, "update 2", n_params, n_tokens)
+  assert_steps_close(p8, p1, sft_params, "update 1")
+  assert_steps_close(q8, q1, sft_params, "updates 1 + 2")
 
 
 # ---------------------------------------------------------------------------------- gradient
@@ -486,7 +576,7 @@ def test_rl_raises_heldout_accuracy_and_gamma_one_labels_do_not(sft_params):
   held_p, held_d = make_prompts(64, 2)
   held_acc = lambda params: float(np.mean(                      # noqa: E731
       answer_probs(params, held_p)[np.arange(64), held_d]))
-  step, shard, mesh = fused_step(1)      # the step compiled by the sharded test
+  step, shard, mesh = fused_step(1)      # the fused step (sample + score + update), 1 device
   ref = jax.device_put(sft_params, shard.params)
 
   def run_rl(label_digits, n_steps=15):

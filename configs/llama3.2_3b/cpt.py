@@ -1,4 +1,4 @@
-"""Llama-3.2-3B continual pre-training on a domain corpus (PROTOCOL.md §Interventions).
+"""Llama-3.2-3B continual pre-training on a domain corpus (docs/PROTOCOL.md §Interventions).
 
 1 epoch, seq 2048, 128 sequences per batch, lr 2e-5 cosine with 5% warmup, AdamW weight decay
 0.01, gradient clipping 1.0. For a TPU slice (e.g. v5p-32); bf16 compute, f32 master weights.

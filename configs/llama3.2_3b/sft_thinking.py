@@ -1,4 +1,4 @@
-"""Llama-3.2-3B thinking SFT: loss on the `<think>` trace plus the solution (PROTOCOL.md
+"""Llama-3.2-3B thinking SFT: loss on the `<think>` trace plus the solution (docs/PROTOCOL.md
 §Interventions). ~43.5K math prompts with correct traces (< 8192 tokens), 3 epochs, lr 1.5e-5
 cosine with 10% warmup, the llama3 chat template, batch 256 (the released config; the paper's
 text says 16).

@@ -1,4 +1,4 @@
-"""Qwen2.5-Math-1.5B, RLVR with true rewards: the paper's recipe (shared/PROTOCOL.md §RL recipe).
+"""Qwen2.5-Math-1.5B, RLVR with true rewards: the paper's recipe (docs/PROTOCOL.md §RL recipe).
 
 GRPO, 64 prompts x 8 samples per step, one update per step, lr 1e-6 constant, AdamW wd 0.01,
 clip 1.0, PPO clip 0.2 with dual clip 3.0, KL 0.001 (k3) to the initial model, no entropy

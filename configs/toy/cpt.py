@@ -5,6 +5,8 @@ rlvr-jax cpt --config=configs/toy/cpt.py --workdir=/tmp/toy_cpt [--config.steps=
 from ml_collections import ConfigDict
 from ml_collections.config_dict import placeholder
 
+from rlvr_jax.run.guard import config_fields as guard_fields
+
 
 def get_config() -> ConfigDict:
   c = ConfigDict()
@@ -53,6 +55,8 @@ def get_config() -> ConfigDict:
   c.keep_best = 1                      # best-by-eval/loss checkpoints kept besides (0 = none)
   c.max_nonfinite_steps = 10           # stop after this many skipped updates in a row (0 = never)
   c.progress_bar = True                # tqdm bar with loss and tokens/s
+  c.resume_overrides = False           # resume with a changed config (recorded in config.json)
+  c.guard = guard_fields()             # blow-up guard: guard.max_update_ratio, .loss_spike_nats, .window
 
   c.init = ConfigDict()
   c.init.from_hf = ""                  # HF directory to start from ('' = random init)

@@ -15,6 +15,7 @@ def _load(name):
 def get_config() -> ConfigDict:
   c = ConfigDict()
   c.stages = "cpt,sft,rl,eval"         # stages in order (cpt, sft, rl, eval); each resumes
+  c.resume_overrides = False           # let every stage resume with a changed config
   domains = "arith"                    # synthetic domain trained and evaluated on
   c.cpt = _load("cpt")                 # continual pre-training (configs/toy/cpt.py)
   c.sft = _load("sft")                 # thinking SFT from cpt (configs/toy/sft.py)

@@ -9,6 +9,8 @@ rl_self_certainty.py (self-certainty proxy reward).
 from ml_collections import ConfigDict
 from ml_collections.config_dict import placeholder
 
+from rlvr_jax.run.guard import config_fields as guard_fields
+
 
 def get_config() -> ConfigDict:
   c = ConfigDict()
@@ -47,6 +49,8 @@ def get_config() -> ConfigDict:
   c.keep_checkpoints = 2               # most recent checkpoints kept
   c.max_nonfinite_steps = 5            # stop after this many steps in a row with a skipped update
   c.progress_bar = True                # tqdm bar with reward and tokens/s
+  c.resume_overrides = False           # resume with a changed config (recorded in config.json)
+  c.guard = guard_fields()             # blow-up guard: guard.max_update_ratio, .loss_spike_nats, .window
 
   c.init = ConfigDict()
   c.init.from_checkpoint = ""          # SFT / CPT run dir or params dir, PATH[:STEP]

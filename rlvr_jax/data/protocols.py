@@ -1,4 +1,4 @@
-"""Data protocols of shared/PROTOCOL.md that need no model; solve counts and wrong answers are inputs.
+"""Data protocols of docs/PROTOCOL.md that need no model; solve counts and wrong answers are inputs.
 
   difficulty_filter(solve_counts, num_samples=16)        keep problems solved 1..15 of 16 times
   solve_count_bins(solve_counts, num_bins=15)            bin kept problems by solve count
@@ -133,8 +133,10 @@ def replace_labels(records: Sequence[Mapping[str, Any]], wrong_answers: Mapping[
   records' ids sorted (so the choice does not depend on record order). A selected prompt gets
   `answer = wrong_answers[id]` (its `true_answer` is kept, meta["label_replaced"] = True).
   A selected prompt with no usable wrong answer — absent from the table, empty, or equal to the
-  true answer under `compare` (default answers.answers_match) — keeps its true label and is
-  counted, so the realised noise rate replaced/n can fall below γ; the report says by how much.
+  true answer under `compare` (default answers.equivalent, the matcher of the rewards and eval,
+  so a "wrong" answer that is the truth written another way is never used) — keeps its true
+  label and is counted, so the realised noise rate replaced/n can fall below γ; the report says
+  by how much.
   Unselected prompts are unchanged. This is label replacement fixed per prompt (the paper's
   protocol), not per-sample reward flips.
 
@@ -144,7 +146,7 @@ def replace_labels(records: Sequence[Mapping[str, Any]], wrong_answers: Mapping[
   if not 0.0 <= gamma <= 1.0:
     raise ValueError(f"gamma must be in [0, 1], got {gamma}")
   if compare is None:
-    from rlvr_jax.data.answers import answers_match as compare
+    from rlvr_jax.data.answers import equivalent as compare
   ids = [str(r["id"]) for r in records]
   if len(set(ids)) != len(ids):
     raise ValueError("record ids must be unique to replace labels by id")

@@ -35,17 +35,22 @@ Bad rows: a row that is not an object, a problem field that is missing, empty or
 a chat prompt that is not a list of {role, content} strings, or a `reward_model` that is not an
 object raises DataError naming the file, line/row and field. A missing answer or an over-long
 prompt is governed by `Policy`: "drop" (counted in the returned counts) or "error".
+`load_records` logs a warning naming the file, how many rows it dropped and why; when it keeps
+none of a file's rows it raises DataError naming the file and what the rows lack.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rlvr_jax.data.sources import DataError, open_source
+
+log = logging.getLogger(__name__)
 
 PROBLEM_KEYS = ("problem", "question", "prompt")
 LAYOUTS = ("auto", "verl", "gsm8k", "math", "qa", "text")
@@ -322,6 +327,13 @@ _ANSWER_FIELD = {
     "math": "field 'solution' has no \\boxed{...} and there is no 'answer' field",
     "qa": "field 'answer' is missing or empty",
 }
+# Where each layout looks for the answer (for messages about rows that have none).
+_ANSWER_LOOKED_FOR = {
+    "verl": "reward_model.ground_truth",
+    "gsm8k": "the '#### final' part of 'answer'",
+    "math": "'answer', then the last \\boxed{...} of 'solution'",
+    "qa": "'answer', then 'solution'",
+}
 
 
 def text_record(row: Any, *, where: str, text_key: str = "text") -> str:
@@ -394,26 +406,44 @@ def load_records(source: Any, *, layout: str = "auto", policy: Policy = Policy()
                  domain: str | None = None, split: str | None = None,
                  limit: int | None = None) -> tuple[list[dict], dict[str, int]]:
   """All problem records of a source, and counts {rows, kept, dropped_missing_answer,
-  dropped_too_long}.
+  dropped_too_long} (rows read, rows kept, rows dropped for want of an answer / for a problem
+  over policy.max_prompt_chars).
 
   source: a path / glob / "tfds:NAME" (opened with sources.open_source) or a reader from
   sources.py (anything with __len__, __getitem__ and optionally where(i)), or a list of rows.
+  Dropped rows are also logged (a warning naming the file, the counts and the first dropped
+  row). A source with no rows, or none usable, raises DataError naming the file and what its
+  rows lack (rather than leaving the caller with an empty list to explain).
   """
+  name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
   if isinstance(source, (str, os.PathLike)):
     source = open_source(os.fspath(source), split=split or "train")
   where = getattr(source, "where", None) or (lambda i: f"<rows>:row {i}")
+  name = name or _source_name(source)
+  if len(source) == 0:
+    raise DataError(f"{name}: has no rows (an empty file?); give it problem rows or leave it out "
+                    "of the data files")
   records, counts = [], empty_counts()
   n = len(source) if limit is None else min(limit, len(source))
+  missing_layouts: dict[str, int] = {}     # layout -> rows without an answer
+  first_dropped: dict[str, str] = {}       # reason -> where the first such row is
   for i in range(n):
     w = where(i)
-    record, status = normalize_row(source[i], where=w, index=i, layout=layout, policy=policy,
+    row = source[i]
+    record, status = normalize_row(row, where=w, index=i, layout=layout, policy=policy,
                                    domain=domain, split=split)
     counts["rows"] += 1
     if record is None:
       counts[f"dropped_{status}"] += 1
+      first_dropped.setdefault(status, w)
+      if status == "missing_answer":
+        row_layout = detect_layout(row, w) if layout == "auto" else layout
+        missing_layouts[row_layout] = missing_layouts.get(row_layout, 0) + 1
     else:
       counts["kept"] += 1
       records.append(record)
+  if counts["kept"] < counts["rows"]:
+    _report_dropped(name, counts, n, len(source), missing_layouts, first_dropped, policy)
   ids = {}
   for r in records:
     if r["id"] in ids:
@@ -421,6 +451,45 @@ def load_records(source: Any, *, layout: str = "auto", policy: Policy = Policy()
                       f"{ids[r['id']]}; ids must be unique (label tables and subsets key on them)")
     ids[r["id"]] = r["meta"]["where"]
   return records, counts
+
+
+def _source_name(source: Any) -> str:
+  """The file(s) a reader reads, for messages."""
+  paths = getattr(source, "paths", None)
+  if paths:
+    more = f" (and {len(paths) - 1} more files)" if len(paths) > 1 else ""
+    return f"{paths[0]}{more}"
+  where = getattr(source, "where", None)
+  if where is not None and len(source):
+    return where(0).rsplit(":", 1)[0]
+  return "<rows>"
+
+
+def _report_dropped(name: str, counts: Mapping[str, int], n: int, total: int,
+                    missing_layouts: Mapping[str, int], first_dropped: Mapping[str, str],
+                    policy: Policy) -> None:
+  """Logs the rows load_records dropped and why; raises DataError when it kept none."""
+  rows = f"its {n} rows" if n == total else f"the first {n} of its {total} rows"
+  looked_for = "; ".join(f"layout {lay!r}: {_ANSWER_LOOKED_FOR[lay]}"
+                         for lay in sorted(missing_layouts))
+  missing, too_long = counts["dropped_missing_answer"], counts["dropped_too_long"]
+  reasons = []
+  if missing:
+    reasons.append(f"{missing} without an answer (looked for: {looked_for}; first: "
+                   f"{first_dropped['missing_answer']})")
+  if too_long:
+    reasons.append(f"{too_long} with a problem over max_prompt_chars="
+                   f"{policy.max_prompt_chars} characters (first: {first_dropped['too_long']})")
+  if counts["kept"]:
+    log.warning("%s: dropped %d of %s: %s", name, missing + too_long, rows, "; ".join(reasons))
+    return
+  if missing == n:
+    raise DataError(f"{name}: none of {rows} has an answer, so the dataset has no labels "
+                    f"(looked for: {looked_for}); give the rows an answer field, or set the "
+                    f"layout (data.layout) to the one the file follows: "
+                    f"{', '.join(_ANSWER_LOOKED_FOR)}")
+  raise DataError(f"{name}: none of {rows} is usable: {'; '.join(reasons)}; give the rows "
+                  f"answers, or raise max_prompt_chars")
 
 
 def check_record(record: Mapping, where: str = "<record>") -> None:

@@ -206,19 +206,19 @@ class ParquetSource:
 
   Row groups are read on demand and the last few are cached, so sequential or shuffled-within-
   window access stays cheap. Nested columns (lists, structs) come back as Python lists/dicts.
+  A truncated or corrupt file raises DataError naming it (and the row group that fails).
   """
 
   EXTENSIONS = (".parquet", ".pq")
 
   def __init__(self, paths, columns: Sequence[str] | None = None, cache_row_groups: int = 4):
-    import pyarrow.parquet as pq
     self.paths = expand_paths(paths, self.EXTENSIONS)
     self.columns = list(columns) if columns is not None else None
     self._groups: list[tuple[int, int]] = []  # (file index, row group index)
     self._group_starts: list[int] = []
     total = 0
     for k, p in enumerate(self.paths):
-      meta = pq.ParquetFile(p).metadata
+      meta = _open_parquet(p).metadata
       for g in range(meta.num_row_groups):
         self._groups.append((k, g))
         self._group_starts.append(total)
@@ -251,7 +251,6 @@ class ParquetSource:
     return g, i - self._group_starts[g]
 
   def _rows(self, g: int) -> list[dict]:
-    import pyarrow.parquet as pq
     with self._lock:
       if self._pid != os.getpid():
         self._init_cache_unlocked()
@@ -260,8 +259,15 @@ class ParquetSource:
         k, rg = self._groups[g]
         f = self._files.get(k)
         if f is None:
-          f = self._files[k] = pq.ParquetFile(self.paths[k])
-        rows = f.read_row_group(rg, columns=self.columns).to_pylist()
+          f = self._files[k] = _open_parquet(self.paths[k])
+        try:
+          rows = f.read_row_group(rg, columns=self.columns).to_pylist()
+        except _unreadable_parquet_errors() as e:
+          first = self._group_starts[g] - self._file_start(k)
+          end = self._group_starts[g + 1] if g + 1 < len(self._groups) else self._len
+          last = first + end - self._group_starts[g] - 1
+          raise _corrupt_parquet(self.paths[k], e, f" at row group {rg} (rows {first}-{last})"
+                                 ) from None
         if len(self._cache) >= self._cache_size:
           self._cache.pop(next(iter(self._cache)))
         self._cache[g] = rows
@@ -289,6 +295,28 @@ class ParquetSource:
 
   def __repr__(self) -> str:
     return f"ParquetSource({len(self.paths)} files, {len(self)} rows)"
+
+
+def _unreadable_parquet_errors() -> tuple[type[BaseException], ...]:
+  import pyarrow as pa
+  return (pa.ArrowException, OSError)
+
+
+def _corrupt_parquet(path: str, error: BaseException, part: str = "") -> DataError:
+  detail = " ".join(str(error).split())
+  return DataError(f"{path}: not a readable Parquet file{part} ({detail}); it is truncated or "
+                   "corrupt (an interrupted download or copy): re-download or re-write it")
+
+
+def _open_parquet(path: str):
+  """pq.ParquetFile(path); a truncated or corrupt file raises DataError naming it."""
+  import pyarrow.parquet as pq
+  try:
+    return pq.ParquetFile(path)
+  except (PermissionError, FileNotFoundError, IsADirectoryError):
+    raise
+  except _unreadable_parquet_errors() as e:
+    raise _corrupt_parquet(path, e) from None
 
 
 # ----------------------------------------------------------------------------------- plain text

@@ -13,16 +13,17 @@ Examples are accepted too). Prompts are the record's chat prompt in `template`
 Scoring. A verifier is `verifier(record, response_text) -> bool`. The default one compares the
 last \boxed{} of the response with the record's *true* label (`true_answer`, else `answer`;
 validation always uses true labels): through the domain's own `verify_answer` when
-`record["domain"]` names a synthetic domain, else `answers.answers_match(extract_boxed(text),
-label)`. The extracted answer written out and voted on is always `extract_boxed(text)`.
+`record["domain"]` names a synthetic domain, else `answers.equivalent(extract_boxed(text),
+label)` (the matcher of the RL rewards and the data protocols too). The extracted answer
+written out and voted on is always `extract_boxed(text)`.
 
 Metrics per eval set NAME (k samples per prompt at `temperature`):
   eval/NAME/avg@k        mean correctness over all samples
   eval/NAME/pass@j       unbiased pass@j (metrics.pass_at_k) for every j in `ks` with j <= k
-  eval/NAME/maj@k        majority vote (metrics.majority_vote: normalised answers, ties to the
+  eval/NAME/maj@k        majority vote (metrics.majority_vote: equivalent answers, ties to the
                          answer seen first); the vote is correct when the verifier accepted the
                          first sample giving the winning answer (for the default verifier this
-                         is exactly answers_match(majority answer, label))
+                         is exactly equivalent(majority answer, label))
   eval/NAME/greedy_acc   accuracy of one temperature-0 response per prompt (greedy=True only)
   eval/NAME/length_mean  mean sampled response length in tokens (the stop token included)
   eval/NAME/clip_frac    fraction of samples that hit max_new_tokens without a stop token
@@ -124,7 +125,7 @@ def default_verifier(record: Mapping[str, Any], response: str) -> bool:
   domain = DOMAINS.get(str(record.get("domain") or ""))
   if domain is not None:
     return bool(domain.verify_answer(label, response))
-  return answers_lib.answers_match(answers_lib.extract_boxed(response), label)
+  return answers_lib.equivalent(answers_lib.extract_boxed(response), label)
 
 
 # ---------------------------------------------------------------------------------- prompts

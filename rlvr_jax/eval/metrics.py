@@ -9,16 +9,17 @@ pass_at_k(n, c, k)
   1 − Π_{i=n−c+1..n} (1 − k/i); 1.0 when c > n − k (every k-subset holds a correct sample).
 
 avg_at_k(correct, k)
-  The mean correctness of a prompt's first k samples (avg@16 of shared/PROTOCOL.md).
+  The mean correctness of a prompt's first k samples (avg@16 of docs/PROTOCOL.md).
 
 majority_vote(answers, k) / maj_at_k(answers, label, k)
-  Majority voting over the first k samples' extracted final answers. Answers are compared after
-  answers.normalize_answer ("0.5", "1/2", "\frac{1}{2}" are one answer); samples without an
-  answer (None, or an answer that normalises to "") do not vote. Ties are broken by first
-  occurrence: among the answers with the most votes, the one whose earliest sample comes first
-  wins (deterministic, and independent of hashing). With no votes at all there is no majority
-  answer and maj@k is 0. maj_at_k is 1.0 when the majority answer matches `label`
-  (answers.answers_match), else 0.0.
+  Majority voting over the first k samples' extracted final answers. Answers are grouped by
+  answers.equivalent (answers.answer_groups: "0.5", "1/2", "\frac{1}{2}" are one answer, a
+  sample joining the first earlier group whose first answer it is equivalent to); samples
+  without an answer (None, "", only spaces) do not vote. Ties are broken by first occurrence:
+  among the groups with the most votes, the one whose earliest sample comes first wins
+  (deterministic, and independent of hashing). The majority answer is that earliest sample's
+  answer as written. With no votes at all there is no majority answer and maj@k is 0. maj_at_k
+  is 1.0 when the majority answer is equivalent to `label` (answers.equivalent), else 0.0.
 
 summarize(correct_PK, ks, ...)
   Aggregates per-prompt correctness [P, K] into the dataset metrics: avg@K (mean over prompts of
@@ -79,32 +80,21 @@ def avg_at_k(correct: Sequence[Any], k: int | None = None) -> float:
 
 def majority_vote(answers: Sequence[str | None], k: int | None = None
                   ) -> tuple[str | None, int | None]:
-  """(normalised majority answer, index of its first sample) over the first k answers; (None,
-  None) when none of them has an answer. Ties: the answer seen first wins (module docstring)."""
+  """(majority answer as its first sample wrote it, index of that sample) over the first k
+  answers, grouped by answers.equivalent; (None, None) when none of them has an answer. Ties:
+  the answer seen first wins (module docstring)."""
   answers = list(answers)
   k = len(answers) if k is None else k
   if not _is_int(k) or not 1 <= k <= len(answers):
     raise ValueError(f"majority_vote: need 1 <= k <= {len(answers)} answers, got k={k!r}")
-  counts: dict[str, int] = {}
-  first: dict[str, int] = {}
-  for i, a in enumerate(answers[:k]):
-    if a is None:
-      continue
-    norm = answers_lib.normalize_answer(a)
-    if not norm:
-      continue
-    counts[norm] = counts.get(norm, 0) + 1
-    first.setdefault(norm, i)
-  if not counts:
-    return None, None
-  best = min(counts, key=lambda a: (-counts[a], first[a]))
-  return best, first[best]
+  first = answers_lib.majority_group(answers[:k])
+  return (None, None) if first is None else (answers[first], first)
 
 
 def maj_at_k(answers: Sequence[str | None], label: str | None, k: int | None = None) -> float:
-  """1.0 when the majority answer of the first k samples matches `label`, else 0.0."""
+  """1.0 when the majority answer of the first k samples is equivalent to `label`, else 0.0."""
   best, _ = majority_vote(answers, k)
-  return float(best is not None and answers_lib.answers_match(best, label))
+  return float(best is not None and answers_lib.equivalent(best, label))
 
 
 def check_ks(ks: Sequence[int], k: int) -> tuple[int, ...]:

@@ -8,8 +8,11 @@ Supported: `LlamaForCausalLM` (Llama 3.x, incl. `rope_type: llama3` scaling) and
 
 Loading streams tensor by tensor: every parameter is built with `jax.make_array_from_callback`
 on its target sharding, and the callback reads from the memory-mapped safetensors only the slice
-of the HF tensor(s) that one device shard needs. Saving pulls one layer slice of one parameter to
-the host at a time and writes at most one safetensors shard's worth of tensors at once.
+of the HF tensor(s) that one device shard needs. Before anything is placed, the weights are
+checked against config.json (the layer count, every tensor's presence and shape, no tensor left
+unused); a truncated or corrupt safetensors file is a ValueError naming it. Saving pulls one
+layer slice of one parameter to the host at a time and writes at most one safetensors shard's
+worth of tensors at once.
 
 HF Linear weights are [out, in]; ours are [in, out] with heads split out:
   q/k/v_proj.weight [N*H, D]   <->  layers/self_attn/{q,k,v}_proj/kernel [L, D, N, H]
@@ -27,6 +30,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -36,7 +40,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from rlvr_jax.model.config import ModelConfig, RopeScaling
 
@@ -315,6 +319,22 @@ def _check_specs_match_model(cfg: ModelConfig, specs: list[_Spec]) -> None:
 
 
 # ------------------------------------------------------------------------------ safetensors
+_LAYER_NAME = re.compile(r"^model\.layers\.(\d+)\.")
+# Tensors a checkpoint may carry that the model rebuilds itself (old Llama exports).
+_BENIGN_UNUSED = re.compile(r"(^|\.)rotary_emb\.inv_freq$")
+
+
+def _safe_open(file: Path):
+  """safe_open, with a truncated or corrupt file reported as one ValueError naming it."""
+  try:
+    return safe_open(file, framework="numpy")
+  except SafetensorError as e:
+    detail = " ".join(str(e).split())
+    raise ValueError(f"{file}: not a readable safetensors file ({detail}); it is truncated or "
+                     f"corrupt (an interrupted download or copy, or a git-lfs pointer): "
+                     f"re-download it or re-convert the checkpoint") from None
+
+
 class _Tensors:
   """Name -> file index over one model.safetensors or the shards of an index; lazily opened."""
 
@@ -331,7 +351,7 @@ class _Tensors:
           raise FileNotFoundError(f"{path / fname}: shard file named in {index_file} is missing")
       self.files = {name: path / fname for name, fname in weight_map.items()}
     elif single.is_file():
-      with safe_open(single, framework="numpy") as f:
+      with _safe_open(single) as f:
         self.files = {name: single for name in f.keys()}
     else:
       others = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt"))
@@ -349,7 +369,7 @@ class _Tensors:
 
   def _handle(self, file: Path):
     if file not in self._handles:
-      self._handles[file] = self._stack.enter_context(safe_open(file, framework="numpy"))
+      self._handles[file] = self._stack.enter_context(_safe_open(file))
     return self._handles[file]
 
   def where(self) -> str:
@@ -358,10 +378,13 @@ class _Tensors:
 
   def check(self, name: str, shape: tuple[int, ...], what: str) -> None:
     if name not in self.files:
-      raise ValueError(f"{self.where()}: tensor {name!r} is missing (needed for {what})")
+      raise ValueError(f"{self.where()}: tensor {name!r} is missing (needed for {what}); the "
+                       f"weights do not match config.json: use the config.json that came with "
+                       f"them, or re-convert the checkpoint")
     file = self.files[name]
+    handle = self._handle(file)   # a truncated / corrupt file: ValueError naming it
     try:
-      found = tuple(self._handle(file).get_slice(name).get_shape())
+      found = tuple(handle.get_slice(name).get_shape())
     except Exception as e:  # an index naming a tensor its shard does not hold
       raise ValueError(f"{file}: tensor {name!r} is missing ({e})") from e
     if found != tuple(shape):
@@ -370,6 +393,39 @@ class _Tensors:
 
   def read(self, name: str, index: tuple[slice, ...]) -> np.ndarray:
     return self._handle(self.files[name]).get_slice(name)[index]
+
+  def num_layers(self) -> int:
+    """1 + the largest N of the model.layers.N.* tensors (0 when there are none)."""
+    layers = [int(m.group(1)) for m in map(_LAYER_NAME.match, self.files) if m]
+    return max(layers) + 1 if layers else 0
+
+
+def _check_layer_count(cfg: ModelConfig, tensors: _Tensors, config_file: Path) -> None:
+  """config.json's num_hidden_layers must be the number of layers the weights hold: fewer
+  would silently load a truncated model, more fails later on a missing tensor."""
+  found = tensors.num_layers()
+  if found != cfg.num_layers:
+    held = (f"{found} layers (model.layers.0 ... model.layers.{found - 1})" if found
+            else "no model.layers.* tensors")
+    raise ValueError(f"{config_file}: num_hidden_layers={cfg.num_layers}, but the weights in "
+                     f"{tensors.where()} hold {held}; use the config.json that came with these "
+                     f"weights (or set num_hidden_layers={found})")
+
+
+def _check_unused(cfg: ModelConfig, tensors: _Tensors, used: set[str], config_file: Path) -> None:
+  """Tensors the model of config.json does not read mean the config describes another model
+  (e.g. q/k/v biases under a Llama config): an error, except rebuilt buffers (rotary inv_freq)
+  and an lm_head.weight next to tied embeddings (a duplicate some exporters write)."""
+  unused = sorted(n for n in set(tensors.files) - used if not _BENIGN_UNUSED.search(n))
+  if cfg.tie_embeddings and "lm_head.weight" in unused:
+    unused.remove("lm_head.weight")
+    log.warning("%s: ignoring lm_head.weight: config.json ties the output head to the embeddings "
+                "(tie_word_embeddings=true)", tensors.where())
+  if unused:
+    shown = ", ".join(unused[:5]) + (f", ... ({len(unused)} in all)" if len(unused) > 5 else "")
+    raise ValueError(f"{tensors.where()}: the model of {config_file} does not use tensor(s) "
+                     f"{shown}; config.json describes a different model than these weights: use "
+                     f"the config.json that came with them")
 
 
 def _normalize(index, shape) -> tuple[slice, ...]:
@@ -407,16 +463,15 @@ def load_hf(path: str | os.PathLike, dtype=jnp.float32, *, mesh=None,
 
   params: dict[str, Any] = {}
   with _Tensors(path) as tensors:
-    # Validate every tensor's presence and shape before placing anything on a device.
+    # Validate the layer count, every tensor's presence and shape, and that no tensor goes
+    # unused, before placing anything on a device.
+    _check_layer_count(cfg, tensors, path / "config.json")
     used = set()
     for spec in specs:
       for layer in (range(cfg.num_layers) if spec.stacked else [None]):
         tensors.check(spec.hf_name(layer), spec.hf_shape, "/".join(spec.path))
         used.add(spec.hf_name(layer))
-    ignored = sorted(set(tensors.files) - used)
-    if ignored:
-      log.warning("%s: ignoring %d tensor(s) the model does not use: %s", path, len(ignored),
-                  ignored[:5])
+    _check_unused(cfg, tensors, used, path / "config.json")
     for spec in specs:
       target = shardings
       for key in spec.path:

@@ -1,4 +1,4 @@
-"""Named model sizes: toy sizes for CPU and the real architectures of shared/PROTOCOL.md.
+"""Named model sizes: toy sizes for CPU and the real architectures of docs/PROTOCOL.md.
 
 `get_model_config("toy-10m", vocab_size=..., ...)` returns a ModelConfig; keyword overrides replace
 fields (e.g. the vocab size of the tokenizer a toy model is trained with).

@@ -3,7 +3,7 @@
 Rewards arrive as float32[N] with the G samples of one prompt contiguous (rows g*G .. g*G+G-1),
 the layout `rj.generate(..., num_samples=G)` produces. Each estimator maps rewards_PG
 [num_prompts, G] to advantages of the same shape; `compute_advantages` does the reshaping and
-the checks. Formulas (shared/DESIGN.md):
+the checks. Formulas (docs/DESIGN.md):
 
   grpo          (r - mean_g) / (std_g + 1e-6), std_g the unbiased (ddof=1) group std
   dr_grpo       r - mean_g                                  (Dr. GRPO: no std division)

@@ -5,9 +5,12 @@ HF directory (`init.from_hf=DIR`) (random init when neither is set, for tests), 
 initial parameters as the frozen reference model, prepares the training problems with the
 model-aware data protocols (rl.protocols: difficulty filter, stratified N-subset, label
 replacement; saved in WORKDIR/data and reused on resume), then runs `config.steps` RL steps
-(rl.step). It returns 0 when the run completed or was preempted (SIGTERM / SIGINT: a checkpoint
-is saved; run the same command again to resume) and raises train.loop.NonFiniteError after
-`max_nonfinite_steps` steps in a row with a skipped (non-finite) update.
+(rl.step). It returns 0 when the run completed and run.errors.EXIT_PREEMPTED (75) when it was
+preempted (SIGTERM / SIGINT: a checkpoint is saved; run the same command again to resume). The
+health guard (run.guard) raises NonFiniteError after `max_nonfinite_steps` steps in a row with a
+skipped (non-finite) update and BlowUpError on an exploding update; checkpoints are written only
+for steps that passed it. The run directory is locked, and a resume checks its config first
+(as in train.loop).
 
 Per step: the host takes the next prompt batch (grain, checkpointed with the state), the device
 samples, scores and updates. By default the three phases are separate jitted functions and the
@@ -43,11 +46,14 @@ from rlvr_jax.model.sizes import get_model_config
 from rlvr_jax.rl import protocols as rl_protocols
 from rlvr_jax.rl import rewards as rewards_lib
 from rlvr_jax.rl import step as step_lib
+from rlvr_jax.run import paths, workdir as workdir_lib
+from rlvr_jax.run.errors import EXIT_PREEMPTED
+from rlvr_jax.run.guard import GuardSpec, HealthGuard, check as _guard_check
 from rlvr_jax.train import checkpoints as ckpt_lib
 from rlvr_jax.train import loop as train_loop
 from rlvr_jax.train import optim
 from rlvr_jax.config_utils import get_field as _get
-from rlvr_jax.train.loop import MetricsLogger, NonFiniteError, stop_signals
+from rlvr_jax.train.loop import MetricsLogger, stop_signals
 from rlvr_jax.train.state import abstract_state, create_train_state, state_shardings
 
 log = logging.getLogger("rlvr_jax.rl")
@@ -219,6 +225,12 @@ def device_batch(host: dict, tokenizer, width: int, cache: dict, mesh) -> dict:
 # ---------------------------------------------------------------------------------- the loop
 def run(config, workdir: str) -> int:
   """`rlvr-jax rl`: runs or resumes an RL run in `workdir` (module docstring)."""
+  workdir = paths.resolve(workdir)
+  with workdir_lib.locked(workdir):
+    return _run_locked(config, workdir)
+
+
+def _run_locked(config, workdir: str) -> int:
   os.makedirs(workdir, exist_ok=True)
   tokenizer = builtin.resolve_tokenizer(_tokenizer_spec(config), workdir)
   cfg = model_config(config, tokenizer)
@@ -230,11 +242,17 @@ def run(config, workdir: str) -> int:
   updates = int(config.steps) * settings.minibatches * settings.epochs
   optimizer = optim.make_optimizer(config.optim, updates)
   spec = step_lib.RLSpec(cfg=cfg, optimizer=optimizer, settings=settings, rewards=reward)
-  if jax.process_index() == 0:
-    ckpt_lib.write_config_json(workdir, {**train_loop.config_to_dict(config), "stage": "rl"}, cfg)
+  train_loop.prepare_run_dir(config, workdir, cfg, "rl")
+  with train_loop.run_status(workdir, int(config.steps)) as outcome:
+    outcome[:] = _train(config, workdir, cfg, mesh, settings, reward, optimizer, spec, tokenizer)
+  status, step = outcome
+  print(f"rl: {status} at step {step} ({workdir})")
+  return EXIT_PREEMPTED if status == "preempted" else 0
 
+
+def _train(config, workdir, cfg, mesh, settings, reward, optimizer, spec, tokenizer):
   shardings = state_shardings(cfg, optimizer, mesh)
-  initial = train_loop.initial_params(config, cfg, mesh)
+  initial = train_loop.initial_params(config, cfg, mesh, workdir)
   if initial is None:
     log.warning("no init.from_checkpoint / init.from_hf: RL starts from random parameters")
     initial = sharding.init_params(cfg, jax.random.fold_in(jax.random.key(int(config.seed)), 7),
@@ -265,9 +283,8 @@ def run(config, workdir: str) -> int:
         eval_fn = harness.make_eval_fn_from_config(config.eval, cfg, tokenizer, workdir=workdir)
 
   manager = ckpt_lib.RunCheckpoints(workdir, keep=int(config.keep_checkpoints), keep_best=0)
-  start = manager.latest_step()
+  start, state = manager.restore_latest(abstract_state(cfg, optimizer, mesh), data_iter)
   if start is not None:
-    state, _ = manager.restore(start, abstract_state(cfg, optimizer, mesh), data_iter)
     log.info("resumed %s from step %d", workdir, start)
     start = int(start)
   else:
@@ -288,9 +305,11 @@ def run(config, workdir: str) -> int:
   label_cache: dict = {}
   logger = MetricsLogger(workdir, total=int(config.steps), initial=start, desc="rl",
                          progress=bool(_get(config, "progress_bar", True)))
-  max_bad = int(config.max_nonfinite_steps)
+  guard = HealthGuard(GuardSpec.from_config(config), use_loss=False,
+                      checkpoints_dir=os.fspath(manager.directory))
+  if start:
+    guard.saved(start)      # the checkpoint resumed from passed the guard when it was saved
   rows = int(config.batch_size) * settings.group_size
-  bad_in_row = skipped_total = 0
   first_step = start + 1
   status = "completed"
 
@@ -302,17 +321,13 @@ def run(config, workdir: str) -> int:
 
   def finish(s: int, m_dev, times: dict[str, float] | None, busy: bool, ev: dict | None) -> None:
     """Pulls step s's metrics to the host, counts skips, adds perf/ keys, logs."""
-    nonlocal bad_in_row, skipped_total
     m = {k: float(v) for k, v in jax.device_get(m_dev).items()}
     now = time.perf_counter()
     if m["skipped"]:
-      bad_in_row += 1
-      skipped_total += int(m["skipped"])
       log.warning("step %d: %d non-finite update(s) skipped (loss=%s, grad_norm=%s)", s,
                   int(m["skipped"]), m["loss"], m["grad_norm"])
-    else:
-      bad_in_row = 0
-    m["skipped_updates"] = skipped_total
+    problem = _guard_check(guard, s, m)
+    m["skipped_updates"] = guard.skipped_total
     total = None
     if times is not None and s != first_step:
       total = sum(times.values())
@@ -326,14 +341,11 @@ def run(config, workdir: str) -> int:
                 "perf/tokens_per_sec": rows * m["response/length_mean"] / total})
     if ev:
       m.update(ev)
-    if s % int(config.log_every) == 0 or s == int(config.steps) or m["skipped"] or ev:
+    if s % int(config.log_every) == 0 or s == int(config.steps) or m["skipped"] or ev or problem:
       logger.write(s, m)
     logger.progress(s, m["reward/mean"], m.get("perf/tokens_per_sec"))
-    if max_bad and bad_in_row >= max_bad:
-      raise NonFiniteError(
-          f"{bad_in_row} RL steps in a row had non-finite updates (last at step {s}); stopping. "
-          f"The last good checkpoint in {manager.directory} is intact. Lower optim.lr or check "
-          f"the rewards")
+    if problem:
+      raise problem
 
   def next_batch() -> dict:
     """The next prompt batch on the devices (plus its host rows for the host verifier)."""
@@ -371,15 +383,17 @@ def run(config, workdir: str) -> int:
           ev = evaluate(state.params, step)
           busy = True
         every = int(config.checkpoint_every)
-        if not at_end and every and step % every == 0:
-          manager.save(step, state, data_iter)
-          busy = True
-        if fused:
-          if pending is not None:
-            finish(*pending)     # step-1's metrics while step is in flight
-          pending = (step, metrics, None, busy, ev)
+        save_now = not at_end and every and step % every == 0
+        if fused and pending is not None:
+          finish(*pending)       # step-1's metrics while step is in flight
+          pending = None
+        if fused and not save_now:
+          pending = (step, metrics, None, busy or save_now, ev)
         else:
-          finish(step, metrics, times, busy, ev)
+          finish(step, metrics, times, busy or save_now, ev)   # the guard passes it first
+        if save_now:
+          manager.save(step, state, data_iter)
+          guard.saved(step)
       if pending is not None:
         finish(*pending)
       manager.save(step, state, data_iter)   # final / preemption checkpoint (never duplicated)
@@ -389,8 +403,7 @@ def run(config, workdir: str) -> int:
     logger.close()
   if status == "preempted":
     log.warning("stopped by a signal at step %d; checkpoint saved, rerun to resume", step)
-  print(f"rl: {status} at step {step} ({workdir})")
-  return 0
+  return status, step
 
 
 def _host_verify(rollout, host: dict, tokenizer, settings, mesh) -> dict:

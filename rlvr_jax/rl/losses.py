@@ -1,6 +1,6 @@
 """The clipped policy-gradient loss (PPO / GRPO family) with KL and entropy terms (pure, jittable).
 
-Formulas (shared/DESIGN.md), per valid token (mask 1):
+Formulas (docs/DESIGN.md), per valid token (mask 1):
   ratio = exp(logp - old_logp)
   pg    = max(-A * ratio, -A * clip(ratio, 1 - clip_low, 1 + clip_high))
           with dual clip c (> 1): pg = min(pg, -A * c) where A < 0

@@ -108,16 +108,19 @@ def with_noise(reward_fn: Callable[..., jax.Array], name: str, **params: Any
 
 def most_frequent_wrong_answer(answers: Sequence[str | None], true_label: str,
                                normalize: Callable[[str], str] | None = None) -> str | None:
-  """The most frequent answer among `answers` that differs from `true_label` after `normalize`.
+  """The most frequent answer among `answers` that is not the true answer.
 
   answers: the final answers extracted from S sampled responses (None where none was found;
-  those are skipped). normalize: str -> str canonical form (answers equal when their forms are);
-  default rlvr_jax.data.answers.normalize_answer (so `0.5` and `\\frac{1}{2}` are one answer).
-  Ties go to the answer seen first. Returns that answer as it first appeared (not normalized), or
-  None when every extracted answer is correct or none was extracted.
+  those are skipped). By default answers are compared with rlvr_jax.data.answers.equivalent,
+  the matcher of the rewards and eval: every answer equivalent to `true_label` is dropped (so
+  the chosen "wrong" label is never the truth written another way), and the rest are grouped by
+  answers.answer_groups (`0.5` and `\\frac{1}{2}` are one answer). normalize: str -> str, when
+  given, replaces that with string keys (answers equal when their keys are). Ties go to the
+  answer seen first. Returns that answer as it first appeared, or None when every extracted
+  answer is correct or none was extracted.
   """
   if normalize is None:
-    from rlvr_jax.data.answers import normalize_answer as normalize
+    return _most_frequent_inequivalent(answers, true_label)
   truth = normalize(true_label)
   counts: collections.Counter[str] = collections.Counter()
   first_raw: dict[str, str] = {}
@@ -136,3 +139,13 @@ def most_frequent_wrong_answer(answers: Sequence[str | None], true_label: str,
     if counts[key] == best:
       return raw
   return None
+
+
+def _most_frequent_inequivalent(answers: Sequence[str | None], true_label: str) -> str | None:
+  """most_frequent_wrong_answer by answers.equivalent: drop the answers equivalent to the truth
+  (each one checked, so none can slip in through a group), then take the largest group."""
+  from rlvr_jax.data import answers as answers_lib
+  wrong = [a for a in answers
+           if answers_lib.has_answer(a) and not answers_lib.equivalent(a, true_label)]
+  best = answers_lib.majority_group(wrong)
+  return None if best is None else wrong[best]

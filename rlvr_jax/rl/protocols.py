@@ -1,4 +1,4 @@
-r"""The model-aware data protocols of shared/PROTOCOL.md, run with the sampler and the verifier.
+r"""The model-aware data protocols of docs/PROTOCOL.md, run with the sampler and the verifier.
 
   solve_counts(cfg, params, tok, records, num_samples=16)      correct samples per problem
   wrong_answer_table(cfg, params, tok, records, num_samples=96) most frequent wrong final answer
@@ -75,8 +75,9 @@ def solve_counts(cfg, params, tokenizer, records: Sequence[Mapping], *, num_samp
 
 def wrong_answer_table(cfg, params, tokenizer, records: Sequence[Mapping], *,
                        num_samples: int = 96, key=None, **options) -> dict[str, str]:
-  """{record id: the most frequent wrong final answer among num_samples responses}; records
-  whose samples hold no wrong answer are absent."""
+  """{record id: the most frequent wrong final answer among num_samples responses}; wrong means
+  not answers.equivalent to the true answer (noise.most_frequent_wrong_answer), the matcher of
+  the rewards and eval. Records whose samples hold no wrong answer are absent."""
   rows = _sample_rows(cfg, params, tokenizer, records, num_samples=num_samples,
                       key=jax.random.key(1) if key is None else key, name="wrong_answers",
                       **options)

@@ -12,8 +12,8 @@ are Python values, so a missing or bad option fails at trace time, before anythi
 Limitation of the token-space verifier: answers are compared token by token, exactly. The same
 answer tokenized two ways (or written `0.5` vs `1/2`) does not match, so labels and responses must
 use one canonical tokenization (the built-in tokenizer makes every digit a single token). For real
-math, decode on the host and use `host_verifier_reward` (sympy-based equivalence via the
-`math-verify` package when installed).
+math, decode on the host and use `host_verifier_reward` (rlvr_jax.data.answers.equivalent:
+sympy-based equivalence via the `math-verify` package, the matcher eval uses too).
 
 Registry `REWARDS` (name -> fn): boxed_answer_match, format, majority_vote, self_certainty,
 neg_entropy, seq_loglik.
@@ -21,7 +21,6 @@ neg_entropy, seq_loglik.
 from __future__ import annotations
 
 import inspect
-import threading
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
@@ -387,38 +386,20 @@ def combine_rewards(weights: Mapping[str, float], **options: Any) -> Callable[..
 
 # ------------------------------------------------------------------------ host-side verifier
 def boxed_answers_match(text: str, label: str) -> bool:
-  """Host check: the last \\boxed{} of `text` matches `label` by rlvr_jax.data.answers rules."""
-  from rlvr_jax.data.answers import answers_match, extract_boxed
-  pred = extract_boxed(text)
-  return pred is not None and bool(answers_match(pred, label))
+  """Host check: the last \\boxed{} answer of `text` is `label` by
+  rlvr_jax.data.answers.equivalent (the one matcher eval and the data protocols use too)."""
+  from rlvr_jax.data.answers import equivalent, extract_boxed
+  return equivalent(extract_boxed(text), label)
 
 
 def math_verify_match(text: str, label: str) -> bool:
-  """Host check with math-verify (sympy equivalence: `\\frac{1}{2}` == `0.5`) of the last
-  \\boxed{} answer of `text` against `label`. Falls back to `answers_match` when math-verify
-  cannot parse one side. Timeouts (signal based) are only used on the main thread."""
-  from math_verify import parse, verify
-
-  from rlvr_jax.data.answers import answers_match, extract_boxed
-  pred = extract_boxed(text)
-  if pred is None:
-    return False
-  main = threading.current_thread() is threading.main_thread()
-  limit = 5 if main else None
-  gold_p = parse("\\boxed{" + label + "}", parsing_timeout=limit)
-  pred_p = parse("\\boxed{" + pred + "}", parsing_timeout=limit)
-  if gold_p and pred_p:
-    if verify(gold_p, pred_p, timeout_seconds=limit):
-      return True
-  return bool(answers_match(pred, label))
+  """The same check as boxed_answers_match (kept as a name): answers.equivalent is math-verify
+  backed (`\\frac{1}{2}` == `0.5`) with a fast path, a cache and thread-safe timeouts."""
+  return boxed_answers_match(text, label)
 
 
 def default_verifier() -> Callable[[str, str], bool]:
-  """math_verify_match when the `math-verify` package is installed, else boxed_answers_match."""
-  try:
-    import math_verify  # noqa: F401
-  except ImportError:
-    return boxed_answers_match
+  """The host verifier: math_verify_match (math-verify is a dependency of the package)."""
   return math_verify_match
 
 

@@ -59,8 +59,9 @@ reward/zero_var_frac, response/length_mean, response/clip_frac (no stop token wi
 max_new_tokens), policy/entropy (mean token entropy of the rollout policy over valid tokens),
 policy/kl (mean of the configured estimator over loss tokens), policy/clip_frac,
 policy/dual_clip_frac, policy/ratio_mean, policy/ratio_max, policy/ratio_dev_first, pg_loss,
-loss, grad_norm (pre-clip, mean over updates), lr (of the first update), skipped (updates
-skipped as non-finite), num_updates.
+loss, grad_norm (pre-clip, mean over updates), param_norm (after the last update),
+update_ratio (largest ‖Δθ‖/‖θ‖ of the step's updates), lr (of the first update), skipped
+(updates skipped as non-finite), num_updates.
 """
 from __future__ import annotations
 
@@ -74,7 +75,6 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.sharding import Mesh
 
 from rlvr_jax import sampling, sharding
@@ -684,17 +684,11 @@ def update_phase(state: TrainState, ref_params, rollout: Rollout, scored: Scored
     else:
       (grads, loss, aux), _ = jax.lax.scan(body, init, _split(mb, k_micro, mesh))
     grads = jax.tree.map(lambda gr, p: gr.astype(p.dtype), grads, params)
-    grad_norm = optax.tree.norm(grads)
-    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     lr = jnp.asarray(opt.learning_rate(opt_state), jnp.float32)
-    updates, new_opt_state = opt.tx.update(grads, opt_state, params)
-    new_params = optax.apply_updates(params, updates)
-    keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
-    params = jax.tree.map(keep, new_params, params)
-    opt_state = jax.tree.map(keep, new_opt_state, opt_state)
+    params, opt_state, stats = train_steps.apply_update_if_finite(params, opt_state, grads,
+                                                                  loss, opt)
     out = {k: v / jnp.maximum(aux["tokens"], 1.0) for k, v in aux["sums"].items()}
-    out.update(loss=loss, pg_loss=aux["pg_loss"], grad_norm=grad_norm, lr=lr,
-               skipped=(~ok).astype(jnp.int32), ratio_max=aux["ratio_max"],
+    out.update(loss=loss, pg_loss=aux["pg_loss"], lr=lr, **stats, ratio_max=aux["ratio_max"],
                ratio_dev=aux["ratio_dev"], tokens=aux["tokens"])
     return (params, opt_state), out
 
@@ -713,6 +707,7 @@ def update_phase(state: TrainState, ref_params, rollout: Rollout, scored: Scored
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
   w = per["tokens"] / jnp.maximum(jnp.sum(per["tokens"]), 1.0)
   metrics = {"loss": jnp.mean(per["loss"]), "grad_norm": jnp.mean(per["grad_norm"]),
+             "param_norm": per["param_norm"][-1], "update_ratio": jnp.max(per["update_ratio"]),
              "lr": per["lr"][0], "skipped": jnp.sum(per["skipped"]),
              "num_updates": jnp.asarray(s.epochs * k_mb, jnp.int32),
              "policy/clip_frac": jnp.sum(w * per["clip_frac"]),

@@ -18,6 +18,7 @@ renames), so a crash never leaves a half-written checkpoint in place of a good o
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any
 
@@ -28,6 +29,10 @@ from etils import epath
 from jax.sharding import Mesh, SingleDeviceSharding
 
 from rlvr_jax.model.config import ModelConfig
+from rlvr_jax.run import paths
+from rlvr_jax.run.errors import CorruptCheckpointError
+
+log = logging.getLogger("rlvr_jax.checkpoints")
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -98,7 +103,7 @@ class RunCheckpoints:
       raise ValueError(f"keep_checkpoints={keep} must be >= 1")
     if best_mode not in ("min", "max"):
       raise ValueError(f"best_mode={best_mode!r} must be 'min' or 'max'")
-    self.directory = epath.Path(workdir) / CHECKPOINT_DIR
+    self.directory = epath.Path(paths.resolve(os.fspath(workdir))) / CHECKPOINT_DIR
     policies = [ocp.checkpoint_managers.LatestN(n=keep)]
     if keep_best > 0:
       policies.append(ocp.checkpoint_managers.BestN(
@@ -140,6 +145,44 @@ class RunCheckpoints:
     out = self.manager.restore(step, args=ocp.args.Composite(**items))
     return out["state"], out.get("data") if data_iter is not None else None
 
+  def restore_latest(self, target_state: Any, data_iter: Any = None):
+    """(step, state) of the newest checkpoint that reads back, or (None, None) without any.
+
+    A newer step that cannot be read (truncated or zeroed file, missing `state/`) is named in a
+    warning and moved aside to `checkpoints/<step>.corrupt` (never deleted) once an older step
+    has restored; when no step reads, nothing is moved and CorruptCheckpointError names the
+    newest step and its error."""
+    failures: list[tuple[int, str]] = []
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        state, _ = self.restore(step, target_state, data_iter)
+      except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for bad files
+        failures.append((step, one_line(e)))
+        continue
+      for bad, why in failures:
+        aside = self.set_aside(bad, "corrupt")
+        log.warning("checkpoint step %d cannot be read (%s); moved to %s, resuming from step %d",
+                    bad, why, aside, step)
+      return step, state
+    if failures:
+      step, why = failures[0]
+      raise CorruptCheckpointError(
+          f"no checkpoint in {self.directory} can be read; the newest, step {step}, fails with: "
+          f"{why}. Restore the directory from a copy, or start a new --workdir")
+    return None, None
+
+  def set_aside(self, step: int, reason: str) -> str:
+    """Renames checkpoints/<step> to checkpoints/<step>.<reason> (orbax no longer lists it)."""
+    src = self.directory / str(step)
+    dst = self.directory / f"{step}.{reason}"
+    n = 0
+    while dst.exists():
+      n += 1
+      dst = self.directory / f"{step}.{reason}-{n}"
+    src.rename(dst)
+    self.manager.reload()
+    return os.fspath(dst)
+
   def wait(self) -> None:
     self.manager.wait_until_finished()
 
@@ -168,6 +211,12 @@ def _abstract_params(cfg: ModelConfig, placement: Any):
                       nn.unbox(abstract_params(cfg)), placement)
 
 
+def one_line(e: BaseException, limit: int = 300) -> str:
+  """An exception as one short line (orbax/tensorstore messages run over many lines)."""
+  text = " ".join(str(e).split()) or type(e).__name__
+  return text if len(text) <= limit else text[:limit] + " ..."
+
+
 def parse_checkpoint_ref(ref: str) -> tuple[str, int | None]:
   """'PATH' or 'PATH:STEP' -> (path, step or None)."""
   path, _, step = ref.rpartition(":")
@@ -177,11 +226,13 @@ def parse_checkpoint_ref(ref: str) -> tuple[str, int | None]:
 
 
 def run_steps(workdir: str) -> list[int]:
-  """Finished checkpoint steps of a run directory (sorted; [] when none)."""
-  d = epath.Path(workdir) / CHECKPOINT_DIR
+  """Checkpoint steps of a run directory (sorted; [] when none): the step directories orbax
+  lists, the same the trainer resumes from. Those that cannot be read are found by reading them
+  (`load_model` and `RunCheckpoints.restore_latest` fall back past them, saying so)."""
+  d = epath.Path(paths.resolve(os.fspath(workdir))) / CHECKPOINT_DIR
   if not d.exists():
     return []
-  return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit() and (p / "state").exists())
+  return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit() and p.is_dir())
 
 
 def load_params(workdir: str, step: int | None = None, *, shardings: Any = None,
@@ -198,7 +249,7 @@ def load_params(workdir: str, step: int | None = None, *, shardings: Any = None,
 def load_model(workdir: str, step: int | None = None, *, shardings: Any = None,
                mesh: Mesh | None = None) -> tuple[ModelConfig, Any]:
   """(ModelConfig, params) of a run checkpoint or params-only checkpoint; see `load_params`."""
-  workdir = os.fspath(workdir)
+  workdir = paths.resolve(os.fspath(workdir))
   if not (epath.Path(workdir) / CHECKPOINT_DIR).exists() and \
       (epath.Path(workdir) / PARAMS_DIR).exists():
     if step is not None:
@@ -208,21 +259,33 @@ def load_model(workdir: str, step: int | None = None, *, shardings: Any = None,
   steps = run_steps(workdir)
   if not steps:
     raise FileNotFoundError(f"no finished checkpoint under {os.path.join(workdir, CHECKPOINT_DIR)}")
-  if step is None:
-    step = steps[-1]
-  elif step not in steps:
+  if step is not None and step not in steps:
     raise ValueError(f"{workdir} has no checkpoint at step {step}; available steps: {steps}")
   target = {"params": _abstract_params(cfg, _placement(cfg, shardings, mesh))}
-  path = epath.Path(workdir) / CHECKPOINT_DIR / str(step) / "state"
-  with ocp.PyTreeCheckpointer() as ckptr:
-    out = ckptr.restore(path, args=ocp.args.PyTreeRestore(
-        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-        partial_restore=True))
-  return cfg, out["params"]
+  failures = []
+  for candidate in ([step] if step is not None else steps[::-1]):
+    path = epath.Path(workdir) / CHECKPOINT_DIR / str(candidate) / "state"
+    try:
+      with ocp.PyTreeCheckpointer() as ckptr:
+        out = ckptr.restore(path, args=ocp.args.PyTreeRestore(
+            item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+            partial_restore=True))
+    except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for bad files
+      failures.append((candidate, one_line(e)))
+      continue
+    for bad, why in failures:   # the same rule as a resume (RunCheckpoints.restore_latest)
+      log.warning("checkpoint step %d of %s cannot be read (%s); using step %d", bad, workdir,
+                  why, candidate)
+    return cfg, out["params"]
+  bad, why = failures[0]
+  raise CorruptCheckpointError(f"checkpoint step {bad} of {workdir} cannot be read: {why}. "
+                               f"Name another step (PATH:STEP; steps: {steps}) or restore the "
+                               f"directory from a copy")
 
 
 def save_params(directory: str, cfg: ModelConfig, params: Any) -> str:
   """Writes a standalone params checkpoint (DIR/params + DIR/config.json). Refuses to overwrite."""
+  directory = paths.resolve(os.fspath(directory))
   path = epath.Path(directory) / PARAMS_DIR
   if path.exists():
     raise FileExistsError(f"{path} exists; choose a new directory (checkpoints are never "
@@ -237,6 +300,7 @@ def save_params(directory: str, cfg: ModelConfig, params: Any) -> str:
 def restore_params(directory: str, *, shardings: Any = None,
                    mesh: Mesh | None = None) -> tuple[ModelConfig, Any]:
   """(ModelConfig, params) of a `save_params` directory, placed as in `load_params`."""
+  directory = paths.resolve(os.fspath(directory))
   cfg = read_model_config(directory)
   target = _abstract_params(cfg, _placement(cfg, shardings, mesh))
   with ocp.StandardCheckpointer() as ckptr:

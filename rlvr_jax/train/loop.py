@@ -2,9 +2,15 @@
 
 `train(config, workdir, stage=..., make_batches=..., make_eval_batches=...)` runs `config.steps`
 updates and returns a status string: "completed", "preempted" (SIGTERM/SIGINT: a checkpoint was
-saved, run the same command again to resume) or "data_exhausted". It raises NonFiniteError after
-`config.max_nonfinite_steps` skipped (non-finite) updates in a row, leaving the checkpoints
-already written intact.
+saved, run the same command again to resume) or "data_exhausted". The health guard
+(rlvr_jax.run.guard) raises NonFiniteError after `config.max_nonfinite_steps` skipped
+(non-finite) updates in a row and BlowUpError on an exploding update or a loss spike; every
+checkpoint written passed the guard first, and the message names the last healthy one.
+
+The run directory is locked while the loop runs (run.workdir.locked); status.json says whether
+the run finished; a resume first checks the config against the recorded config.json
+(run.workdir.check_resume: architecture changes refused, other changes only with
+config.resume_overrides=True, then recorded in config.json's resume_history).
 
 What the loop expects from its inputs:
   make_batches(config) -> iterator of host batches: dicts of numpy arrays with leading axis
@@ -39,20 +45,22 @@ from rlvr_jax import sharding
 from rlvr_jax.config_utils import get_field as _get
 from rlvr_jax.model.config import ModelConfig
 from rlvr_jax.model.sizes import get_model_config
+from rlvr_jax.run import paths, workdir as workdir_lib
+from rlvr_jax.run.errors import NonFiniteError
+from rlvr_jax.run.guard import GuardSpec, HealthGuard, check as _guard_check
 from rlvr_jax.train import checkpoints as ckpt_lib
 from rlvr_jax.train import optim, steps
 from rlvr_jax.train.state import abstract_state, create_train_state, state_shardings
 
 log = logging.getLogger("rlvr_jax.train")
 
+__all__ = ["train", "NonFiniteError", "resolve_model_config", "validate", "initial_params",
+           "prepare_run_dir", "run_status", "MetricsLogger", "stop_signals", "put_batch"]
+
 # Model fields a run config may override (None = keep the size's / checkpoint's value).
 ARCH_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
                "num_kv_heads", "head_dim", "tie_embeddings", "max_seq_len", "rope_theta")
 NUMERIC_FIELDS = ("dtype", "param_dtype", "remat")
-
-
-class NonFiniteError(RuntimeError):
-  """Too many non-finite updates in a row; the last good checkpoint is left intact."""
 
 
 # ---------------------------------------------------------------------------------- config
@@ -272,15 +280,55 @@ def train(config, workdir: str, *, stage: str,
           model_config: ModelConfig | None = None) -> str:
   """Runs (or resumes) a CPT / SFT run in `workdir`; returns "completed" | "preempted" |
   "data_exhausted". See the module docstring for what the batch factories must yield."""
-  resuming = bool(ckpt_lib.run_steps(workdir)) and \
-      os.path.exists(os.path.join(workdir, ckpt_lib.CONFIG_FILE))
-  cfg = resolve_model_config(config, model_config, resume_dir=workdir if resuming else None)
-  mesh = sharding.make_mesh((config.mesh.data, config.mesh.fsdp, config.mesh.tensor))
-  validate(config, cfg, mesh)
-  os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:
-    ckpt_lib.write_config_json(workdir, {**config_to_dict(config), "stage": stage}, cfg)
+  workdir = paths.resolve(workdir)
+  with workdir_lib.locked(workdir):
+    resuming = bool(ckpt_lib.run_steps(workdir)) and \
+        os.path.exists(os.path.join(workdir, ckpt_lib.CONFIG_FILE))
+    cfg = resolve_model_config(config, model_config, resume_dir=workdir if resuming else None)
+    mesh = sharding.make_mesh((config.mesh.data, config.mesh.fsdp, config.mesh.tensor))
+    validate(config, cfg, mesh)
+    prepare_run_dir(config, workdir, cfg, stage)
+    with run_status(workdir, int(config.steps)) as outcome:
+      outcome[:] = _train(config, workdir, stage, cfg, mesh, make_batches, make_eval_batches)
+    return outcome[0]
 
+
+def prepare_run_dir(config, workdir: str, cfg: ModelConfig, stage: str) -> None:
+  """Before anything is written: a resume's config is checked against the recorded one
+  (run.workdir.check_resume); then config.json (with the resume history) and status.json."""
+  doc = {**config_to_dict(config), "stage": stage}
+  steps_done = ckpt_lib.run_steps(workdir)
+  at = steps_done[-1] if steps_done else 0
+  changed = {}
+  if steps_done:
+    changed = workdir_lib.check_resume(workdir, doc, cfg.to_dict(), step=at,
+                                       allow=bool(_get(config, "resume_overrides", False)))
+    if changed:
+      log.warning("resuming %s at step %d with changed fields %s (resume_overrides=True)",
+                  workdir, at, sorted(changed))
+  history = workdir_lib.history_with(workdir, changed, at) if steps_done else []
+  if history:
+    doc["resume_history"] = history
+  if jax.process_index() == 0:
+    ckpt_lib.write_config_json(workdir, doc, cfg)
+  workdir_lib.write_status(workdir, "running", at, int(config.steps))
+
+
+@contextlib.contextmanager
+def run_status(workdir: str, steps: int):
+  """Yields a list the block fills with [status, step]; status.json records it at the end, or
+  "failed" at the newest checkpoint step when the block raises."""
+  outcome: list = []
+  try:
+    yield outcome
+  except BaseException:
+    done = ckpt_lib.run_steps(workdir)
+    workdir_lib.write_status(workdir, "failed", done[-1] if done else 0, steps)
+    raise
+  workdir_lib.write_status(workdir, outcome[0], outcome[1], steps)
+
+
+def _train(config, workdir, stage, cfg, mesh, make_batches, make_eval_batches):
   optimizer = optim.make_optimizer(config.optim, config.steps)
   shardings = state_shardings(cfg, optimizer, mesh)
   train_fn = steps.jit_train_step(cfg, optimizer, mesh, shardings,
@@ -313,21 +361,20 @@ def _check_batch_shape(batch: dict, expected: dict | None, config, step: int) ->
 
 
 def _run(config, workdir, stage, cfg, mesh, optimizer, train_fn, eval_fn, manager,
-         make_batches, make_eval_batches) -> str:
+         make_batches, make_eval_batches) -> tuple[str, int]:
   data_iter = make_batches(config)
   saveable = _is_grain_iterator(data_iter)
 
-  start = manager.latest_step()
+  start, state = manager.restore_latest(abstract_state(cfg, optimizer, mesh),
+                                        data_iter if saveable else None)
   if start is not None:
-    target = abstract_state(cfg, optimizer, mesh)
-    state, _ = manager.restore(start, target, data_iter if saveable else None)
     if not saveable:
       for _ in range(start):
         next(data_iter)
     log.info("resumed %s from step %d", workdir, start)
   else:
     state = create_train_state(cfg, optimizer, mesh, jax.random.key(config.seed),
-                               initial_params(config, cfg, mesh), donate_params=True)
+                               initial_params(config, cfg, mesh, workdir), donate_params=True)
     start = 0
   start = int(start)
 
@@ -335,7 +382,10 @@ def _run(config, workdir, stage, cfg, mesh, optimizer, train_fn, eval_fn, manage
                          progress=bool(_get(config, "progress_bar", True)))
   tokens_per_batch = 0      # global tokens per batch (set from the first batch)
   batch_shapes = None
-  max_bad = int(config.max_nonfinite_steps)
+  guard = HealthGuard(GuardSpec.from_config(config), use_loss=True,
+                      checkpoints_dir=os.fspath(manager.directory))
+  if start:
+    guard.saved(start)      # the checkpoint resumed from passed the guard when it was saved
 
   def evaluate(params) -> dict[str, float]:
     totals = None
@@ -360,8 +410,6 @@ def _run(config, workdir, stage, cfg, mesh, optimizer, train_fn, eval_fn, manage
 
   status = "completed"
   step = start
-  bad_in_row = 0
-  skipped_total = 0
   evals: dict[int, dict[str, float]] = {}   # eval metrics waiting for their step's record
   last_ready = None         # host time when the previous step's metrics arrived
   window: list[float] = []  # clean step times since the last log
@@ -371,7 +419,7 @@ def _run(config, workdir, stage, cfg, mesh, optimizer, train_fn, eval_fn, manage
     """Pulls one step's metrics to the host, counts skips, logs. The step's time (between the
     arrivals of consecutive metrics) is kept only when no host work (compile, eval, checkpoint)
     fell in its interval: neither in its own iteration nor in the one that pulls it."""
-    nonlocal bad_in_row, skipped_total, last_ready, record
+    nonlocal last_ready, record
     s, m_dev, busy_then = pending_item
     clean = not (busy_then or busy_now)
     m = {k: float(v) for k, v in jax.device_get(m_dev).items()}
@@ -380,18 +428,15 @@ def _run(config, workdir, stage, cfg, mesh, optimizer, train_fn, eval_fn, manage
       window.append(now - last_ready)
     last_ready = now
     if m["skipped"]:
-      bad_in_row += 1
-      skipped_total += 1
       log.warning("step %d: non-finite loss or gradient (loss=%s, grad_norm=%s); update skipped",
                   s, m["loss"], m["grad_norm"])
-    else:
-      bad_in_row = 0
     record.update(m)
-    record["skipped_steps"] = skipped_total
     ev = evals.pop(s, None)
     if ev:
       record.update(ev)
-    if s % config.log_every == 0 or s == config.steps or m["skipped"] or ev:
+    problem = _guard_check(guard, s, m)
+    record["skipped_steps"] = guard.skipped_total
+    if s % config.log_every == 0 or s == config.steps or m["skipped"] or ev or problem:
       if window:
         dt = float(np.mean(window))
         record["perf/step_time_s"] = dt
@@ -400,11 +445,8 @@ def _run(config, workdir, stage, cfg, mesh, optimizer, train_fn, eval_fn, manage
       logger.write(s, record)
       logger.progress(s, m["loss"], record.get("perf/tokens_per_sec"))
       record = {}
-    if max_bad and bad_in_row >= max_bad:
-      raise NonFiniteError(
-          f"{bad_in_row} non-finite updates in a row (last at step {s}); stopping. The last "
-          f"good checkpoint in {manager.directory} is intact (parameters were never updated "
-          f"with non-finite values). Lower optim.lr, raise optim.warmup or check the data")
+    if problem:
+      raise problem
 
   eval_every = int(config.eval_every) if make_eval_batches else 0
   keep_best = bool(make_eval_batches) and int(_get(config, "keep_best", 0)) > 0
@@ -435,12 +477,17 @@ def _run(config, workdir, stage, cfg, mesh, optimizer, train_fn, eval_fn, manage
           last_eval = evals[step] = evaluate(state.params)
           busy = True
         every = int(config.checkpoint_every)
-        if step < config.steps and ((every and step % every == 0) or (last_eval and keep_best)):
-          manager.save(step, state, data_iter if saveable else None, last_eval)
-          busy = True
+        save_now = step < config.steps and ((every and step % every == 0) or
+                                            (last_eval and keep_best))
         if pending is not None:
-          finish(pending, busy)                        # step-1's metrics; step is in flight
-        pending = (step, metrics, busy)
+          finish(pending, busy or save_now)            # step-1's metrics; step is in flight
+          pending = None
+        if save_now:
+          finish((step, metrics, True), True)          # the guard passes a step before its save
+          manager.save(step, state, data_iter if saveable else None, last_eval)
+          guard.saved(step)
+        else:
+          pending = (step, metrics, busy)
       if pending is not None:
         finish(pending, False)
       # Final (or preemption) checkpoint; never duplicates an existing step.
@@ -450,11 +497,14 @@ def _run(config, workdir, stage, cfg, mesh, optimizer, train_fn, eval_fn, manage
     logger.close()
   if status == "preempted":
     log.warning("stopped by a signal at step %d; checkpoint saved, rerun to resume", step)
-  return status
+  return status, step
 
 
-def initial_params(config, cfg: ModelConfig, mesh):
-  """Initial params from init.from_hf / init.from_checkpoint, or None (random init)."""
+def initial_params(config, cfg: ModelConfig, mesh, workdir: str | None = None):
+  """Initial params from init.from_hf / init.from_checkpoint, or None (random init).
+
+  A run checkpoint given without :STEP must have finished (run.workdir.require_finished); the
+  run and step used are recorded in `workdir`/init.json."""
   from_hf = _get(config, "init.from_hf", "")
   from_ckpt = _get(config, "init.from_checkpoint", "")
   if from_hf:
@@ -462,6 +512,11 @@ def initial_params(config, cfg: ModelConfig, mesh):
     _, params = load_hf(from_hf, dtype=cfg.dtype, param_dtype=cfg.param_dtype, mesh=mesh)
     return params
   if from_ckpt:
+    workdir_lib.require_finished(from_ckpt, "init.from_checkpoint")
     path, step = ckpt_lib.parse_checkpoint_ref(from_ckpt)
+    if workdir is not None:
+      done = ckpt_lib.run_steps(path)
+      workdir_lib.record_init(workdir, path, step if step is not None else
+                              (done[-1] if done else None))
     return ckpt_lib.load_params(path, step, mesh=mesh)
   return None

@@ -27,6 +27,8 @@ import jax
 from rlvr_jax.config_utils import csv_list as _csv, get_field as _get
 from rlvr_jax.data import builtin, pipelines, records as records_lib
 from rlvr_jax.model.sizes import get_model_config
+from rlvr_jax.run import workdir as workdir_lib
+from rlvr_jax.run.errors import EXIT_FAILED, EXIT_OK, EXIT_PREEMPTED
 from rlvr_jax.train import loop
 
 
@@ -127,6 +129,12 @@ def _run_stage(config, workdir: str, stage: str, make_dataset, load_items, extra
   """Tokenizer, data and the training loop of one stage; `make_dataset(items, tok, **kw)` is
   pipelines.cpt_dataset or sft_dataset and `load_items(config)` gives (train, held-out) items;
   `eval_kwargs` are passed to the held-out dataset only."""
+  with workdir_lib.locked(workdir):
+    return _locked_stage(config, workdir, stage, make_dataset, load_items, extra_kwargs,
+                         eval_kwargs)
+
+
+def _locked_stage(config, workdir, stage, make_dataset, load_items, extra_kwargs, eval_kwargs):
   tokenizer = builtin.resolve_tokenizer(_tokenizer_spec(config), workdir)
   _check_vocab(config, tokenizer)
   train_items, eval_items = load_items(config)
@@ -151,7 +159,13 @@ def _run_stage(config, workdir: str, stage: str, make_dataset, load_items, extra
                       make_eval_batches=make_eval_batches if eval_items else None,
                       model_config=_base_model_config(config, tokenizer))
   print(f"{stage}: {status} ({workdir})")
-  return 0 if status in ("completed", "preempted") else 1
+  return exit_status(status)
+
+
+def exit_status(status: str) -> int:
+  """The command's exit status for a loop's final status: 0 completed, EXIT_PREEMPTED (75)
+  when a signal stopped it after a checkpoint (rerun to resume), 1 when the data ran out."""
+  return {"completed": EXIT_OK, "preempted": EXIT_PREEMPTED}.get(status, EXIT_FAILED)
 
 
 def run_cpt(config, workdir: str) -> int:

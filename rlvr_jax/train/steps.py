@@ -145,6 +145,30 @@ def compute_grads(cfg: ModelConfig, params: Any, batch: Batch, *, microbatches: 
 
 
 # ---------------------------------------------------------------------------------- steps
+def apply_update_if_finite(params: Any, opt_state: Any, grads: Any, loss: jax.Array,
+                           optimizer: Optimizer, *, ok: jax.Array | bool = True
+                           ) -> tuple[Any, Any, Metrics]:
+  """One optimizer update, applied only when the loss, the gradient norm (and `ok`) are finite;
+  otherwise params and optimizer state are returned unchanged (in-graph, no host round trip).
+
+  Returns (params, opt_state, stats) with the scalars the run loop's health guard reads:
+  grad_norm (before clipping), param_norm (after the update), update_ratio = ‖Δθ‖ / ‖θ‖ (the
+  relative size of the applied update; 0 when skipped) and skipped (0 or 1).
+  """
+  grad_norm = optax.tree.norm(grads)
+  ok = ok & jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  updates, new_opt_state = optimizer.tx.update(grads, opt_state, params)
+  new_params = optax.apply_updates(params, updates)
+  keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
+  params_out = jax.tree.map(keep, new_params, params)
+  param_norm = optax.tree.norm(params_out)
+  update_norm = jnp.where(ok, optax.tree.norm(updates), 0.0)
+  stats = {"grad_norm": grad_norm, "param_norm": param_norm,
+           "update_ratio": update_norm / jnp.maximum(param_norm, 1e-12),
+           "skipped": (~ok).astype(jnp.int32)}
+  return params_out, jax.tree.map(keep, new_opt_state, opt_state), stats
+
+
 def train_step(state: TrainState, batch: Batch, *, cfg: ModelConfig, optimizer: Optimizer,
                microbatches: int = 1, z_loss: float = 0.0,
                mesh: Mesh | None = None) -> tuple[TrainState, Metrics]:
@@ -152,28 +176,23 @@ def train_step(state: TrainState, batch: Batch, *, cfg: ModelConfig, optimizer: 
 
   A non-finite loss or gradient norm leaves params and optimizer state unchanged (in-graph) and
   sets metrics["skipped"] = 1; `step` and the RNG advance either way (a batch was consumed).
-  Metrics (scalars): loss (mean NLL over valid targets), grad_norm (before clipping), lr (of this
-  update), num_tokens (valid targets), skipped, and z_loss when enabled.
+  Metrics (scalars): loss (mean NLL over valid targets), grad_norm (before clipping),
+  param_norm, update_ratio (`apply_update_if_finite`), lr (of this update), num_tokens (valid
+  targets), skipped, and z_loss when enabled.
   """
   grads, sums = compute_grads(cfg, state.params, batch, microbatches=microbatches,
                               z_loss=z_loss, mesh=mesh)
   denom = jnp.maximum(sums["count"], 1.0)
   loss = sums["nll"] / denom
-  grad_norm = optax.tree.norm(grads)
-  ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-  if z_loss:
-    ok = ok & jnp.isfinite(sums["z"])
-  updates, new_opt_state = optimizer.tx.update(grads, state.opt_state, state.params)
-  new_params = optax.apply_updates(state.params, updates)
-  keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
+  ok = jnp.isfinite(sums["z"]) if z_loss else True
+  params, opt_state, stats = apply_update_if_finite(state.params, state.opt_state, grads, loss,
+                                                   optimizer, ok=ok)
   next_key, _step_key = jax.random.split(state.key())  # _step_key: for dropout, none yet
-  new_state = TrainState(step=state.step + 1,
-                         params=jax.tree.map(keep, new_params, state.params),
-                         opt_state=jax.tree.map(keep, new_opt_state, state.opt_state),
+  new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
                          rng=jax.random.key_data(next_key))
-  metrics = {"loss": loss, "grad_norm": grad_norm,
+  metrics = {"loss": loss, **stats,
              "lr": jnp.asarray(optimizer.learning_rate(state.opt_state), jnp.float32),
-             "num_tokens": sums["count"], "skipped": (~ok).astype(jnp.int32)}
+             "num_tokens": sums["count"]}
   if z_loss:
     metrics["z_loss"] = sums["z"] / denom
   return new_state, metrics

@@ -454,7 +454,7 @@ class Domain:
       label = str(example_or_label.get("answer"))
     else:
       label = str(example_or_label)
-    return answers_lib.answers_match(answers_lib.extract_boxed(response_text), label)
+    return answers_lib.equivalent(answers_lib.extract_boxed(response_text), label)
 
   def verify_steps(self, example: Example, response_text: str) -> StepReport:
     """Check every "Step k:" line of a response against the problem of `example` (an Example
@@ -467,7 +467,7 @@ class Domain:
     first_wrong = next((i for i, o in enumerate(ok, 1) if not o), None)
     last_result = checks[-1][1] if checks else None
     follows = boxed is not None and last_result is not None and \
-        answers_lib.answers_match(boxed, last_result)
+        answers_lib.equivalent(boxed, last_result)
     faithfulness = 0.0 if not follows else (1.0 if first_wrong is None else 0.5)
     return StepReport(first_wrong_step=first_wrong, answer_follows=follows, n_steps=len(lines),
                       parsed_ok=bool(lines) and boxed is not None, faithfulness=faithfulness,
@@ -504,7 +504,7 @@ class Domain:
         prob = self.spec.make_problem(rng, example.difficulty)
         other = self._example(prob, example.split, example.difficulty)
         if (other.problem != example.problem
-            and not answers_lib.answers_match(other.answer, example.answer)
+            and not answers_lib.equivalent(other.answer, example.answer)
             and self.spec.foreign_ok(example, other)):
           info.update(step=1, foreign_problem=other.problem, foreign_answer=other.answer)
           return render_trace([s["text"] for s in other.steps], example.answer), info
