@@ -216,6 +216,11 @@ def test_bad_configs_fail_before_compiling(init_dir, tmp_path, monkeypatch):
   with pytest.raises(ValueError, match="batch_size"):
     rl_loop.run(c, str(tmp_path / "c"))
 
+  c = tiny_config(init_dir)
+  c.rl.group_size = 1                        # no group baseline: every advantage would be 0
+  with pytest.raises(ValueError, match="rl.group_size=1: every advantage estimator"):
+    rl_loop.run(c, str(tmp_path / "g"))
+
   path = tmp_path / "unlabelled.jsonl"
   path.write_text("".join(json.dumps({"problem": f"What is {i} + 1?", "answer": ""}) + "\n"
                           for i in range(4)))

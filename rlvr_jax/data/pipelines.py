@@ -150,11 +150,13 @@ def _ordered(src, shard: Shard, seed: int, shuffle: bool, num_epochs: int | None
   return ds
 
 
-_DROP_HINTS = {
+DROP_HINTS = {
     "dropped_too_long": "raise seq_len, or truncation='truncate'",
-    "dropped_prompt_too_long": "raise seq_len (the prompts alone fill it)",
+    "dropped_prompt_too_long": "raise seq_len (SFT) or data.max_prompt_len (RL)",
     "dropped_no_trace": "use thinking=False, or records that have a reasoning trace",
     "docs_empty": "the documents tokenise to nothing: check text_key / text_fn",
+    "dropped_label_too_long": "raise data.max_answer_len",
+    "truncated": "raise seq_len to keep whole replies",
 }
 
 
@@ -204,8 +206,8 @@ class _CountingIterator(grain.DatasetIterator):
       self._dropped_in_a_row += 1
       limit = self._pass_size * (1 if self._at_first_pass else 2) if self._pass_size else 0
       if limit and self._dropped_in_a_row >= limit:
-        dropped = {k: v for k, v in self.counts.items() if v and k in _DROP_HINTS}
-        hints = "; ".join(f"{k}: {_DROP_HINTS[k]}" for k in dropped)
+        dropped = {k: v for k, v in self.counts.items() if v and k in DROP_HINTS}
+        hints = "; ".join(f"{k}: {DROP_HINTS[k]}" for k in dropped)
         raise DataError(f"all {self._pass_size} examples of a whole pass over the data were "
                         f"dropped, so there is nothing to batch (counts so far: {dropped}); "
                         f"{hints}")

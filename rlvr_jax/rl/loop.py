@@ -47,6 +47,7 @@ from rlvr_jax.rl import protocols as rl_protocols
 from rlvr_jax.rl import rewards as rewards_lib
 from rlvr_jax.rl import step as step_lib
 from rlvr_jax.run import paths, workdir as workdir_lib
+from rlvr_jax.run.drops import DropMonitor
 from rlvr_jax.run.errors import EXIT_PREEMPTED
 from rlvr_jax.run.guard import GuardSpec, HealthGuard, check as _guard_check
 from rlvr_jax.train import checkpoints as ckpt_lib
@@ -162,6 +163,11 @@ def validate(config, cfg: ModelConfig, mesh, settings: step_lib.RLSettings) -> N
   for name in ("eval_every", "checkpoint_every", "max_nonfinite_steps"):
     if int(config[name]) < 0:
       problems.append(f"{name}={config[name]} must be >= 0 (0 disables)")
+  if settings.group_size < 2:
+    problems.append(f"rl.group_size={settings.group_size}: every advantage estimator "
+                    f"(rl.estimator={settings.estimator!r} included) subtracts the group's mean "
+                    f"reward, so with fewer than 2 samples per prompt every advantage is 0 and "
+                    f"nothing trains; set rl.group_size >= 2 (the paper: 8)")
   max_prompt = int(config.data.max_prompt_len)
   if max_prompt + settings.max_new_tokens > cfg.max_seq_len:
     problems.append(f"data.max_prompt_len={max_prompt} + rl.max_new_tokens="
@@ -305,6 +311,7 @@ def _train(config, workdir, cfg, mesh, settings, reward, optimizer, spec, tokeni
   label_cache: dict = {}
   logger = MetricsLogger(workdir, total=int(config.steps), initial=start, desc="rl",
                          progress=bool(_get(config, "progress_bar", True)))
+  drops = DropMonitor(data_iter, "rl")
   guard = HealthGuard(GuardSpec.from_config(config), use_loss=False,
                       checkpoints_dir=os.fspath(manager.directory))
   if start:
@@ -342,7 +349,7 @@ def _train(config, workdir, cfg, mesh, settings, reward, optimizer, spec, tokeni
     if ev:
       m.update(ev)
     if s % int(config.log_every) == 0 or s == int(config.steps) or m["skipped"] or ev or problem:
-      logger.write(s, m)
+      logger.write(s, {**m, **drops.metrics()})
     logger.progress(s, m["reward/mean"], m.get("perf/tokens_per_sec"))
     if problem:
       raise problem

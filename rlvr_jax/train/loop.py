@@ -46,6 +46,7 @@ from rlvr_jax.config_utils import get_field as _get
 from rlvr_jax.model.config import ModelConfig
 from rlvr_jax.model.sizes import get_model_config
 from rlvr_jax.run import paths, workdir as workdir_lib
+from rlvr_jax.run.drops import DropMonitor
 from rlvr_jax.run.errors import NonFiniteError
 from rlvr_jax.run.guard import GuardSpec, HealthGuard, check as _guard_check
 from rlvr_jax.train import checkpoints as ckpt_lib
@@ -382,6 +383,7 @@ def _run(config, workdir, stage, cfg, mesh, optimizer, train_fn, eval_fn, manage
                          progress=bool(_get(config, "progress_bar", True)))
   tokens_per_batch = 0      # global tokens per batch (set from the first batch)
   batch_shapes = None
+  drops = DropMonitor(data_iter, stage)
   guard = HealthGuard(GuardSpec.from_config(config), use_loss=True,
                       checkpoints_dir=os.fspath(manager.directory))
   if start:
@@ -437,6 +439,7 @@ def _run(config, workdir, stage, cfg, mesh, optimizer, train_fn, eval_fn, manage
     problem = _guard_check(guard, s, m)
     record["skipped_steps"] = guard.skipped_total
     if s % config.log_every == 0 or s == config.steps or m["skipped"] or ev or problem:
+      record.update(drops.metrics())
       if window:
         dt = float(np.mean(window))
         record["perf/step_time_s"] = dt
