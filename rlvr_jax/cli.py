@@ -219,11 +219,13 @@ def _one_line(e: BaseException) -> str:
   if isinstance(e, OSError) and not isinstance(e, (FileNotFoundError, FileExistsError)) and \
       e.errno is not None:
     where = f": {e.filename}" if e.filename else ""
-    advice = {28: "free some space or choose another --workdir",
+    advice = {28: "free some space or choose another --workdir; checkpoints already written are "
+                  "intact, rerun to resume",
               30: "the file system is read-only: choose another --workdir",
-              13: "permission denied: choose a --workdir you can write to"}.get(e.errno, "")
-    text = f"{e.strerror}{where}" + (f"; {advice}" if advice else "")
-    return text + "; checkpoints already written are intact, rerun to resume"
+              13: "permission denied: choose a path you can write to",
+              20: "a part of the path is a file, not a directory: choose another path"
+              }.get(e.errno, "")
+    return f"{e.strerror}{where}" + (f"; {advice}" if advice else "")
   text = " ".join(str(e).split()) or type(e).__name__
   return text if isinstance(e, (ValueError, RunError, OSError)) else f"{type(e).__name__}: {text}"
 
@@ -235,8 +237,8 @@ def command_help(name: str, cmd: Command, config_path: str | None) -> str:
                          else None)
   head = (f"usage: rlvr-jax {name} --config=PATH --workdir=DIR [--config.key=value ...]\n\n"
           f"{cmd.help}\n")
-  if not path or not os.path.isfile(path):
-    return head
+  if not path or (not config_path and not os.path.isfile(path)):
+    return head                 # an installed package without the repository's configs/
   config = load_config_module(path).get_config()
   comments = field_comments(path)
   rows = []

@@ -51,6 +51,10 @@ def get_config():
   c.rl.minibatches = 1                 # one update per step
   c.rl.microbatches = 64               # 8 rollout rows per forward/backward (memory)
   c.rl.dynamic_sampling = "none"       # the paper trains on every group (the toy config resamples)
+  c.rl.old_logprobs = "sampler"        # the paper's; trainer + tis=token fixes bf16 drift
+  c.rl.tis = "none"                    # truncated IS: none | token | sequence (needs trainer)
+  c.rl.tis_cap = 2.0                   # TIS weight cap (verl / Yao et al. 2025: 2.0)
+  c.rl.log_mismatch = True             # mismatch/* every step (free here: minibatches = 1)
 
   c.reward.weights.boxed_answer_match = 1.0   # binary verifier reward, no format reward
   c.reward.host_verifier = True        # math-verify equivalence on decoded text (BPE-safe)

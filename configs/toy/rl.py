@@ -9,6 +9,7 @@ rl_self_certainty.py (self-certainty proxy reward).
 from ml_collections import ConfigDict
 from ml_collections.config_dict import placeholder
 
+from rlvr_jax.diagnostics.saturation import monitor_config_fields as saturation_fields
 from rlvr_jax.run.guard import config_fields as guard_fields
 
 
@@ -51,6 +52,7 @@ def get_config() -> ConfigDict:
   c.progress_bar = True                # tqdm bar with reward and tokens/s
   c.resume_overrides = False           # resume with a changed config (recorded in config.json)
   c.guard = guard_fields()             # blow-up guard: guard.max_update_ratio, .loss_spike_nats, .window
+  c.saturation = saturation_fields()   # online saturation monitor: epsilon, warmup, patience, tolerance, window, min_r_max
 
   c.init = ConfigDict()
   c.init.from_checkpoint = ""          # SFT / CPT run dir or params dir, PATH[:STEP]
@@ -76,7 +78,12 @@ def get_config() -> ConfigDict:
   c.rl.microbatches = 1                # gradient-accumulation chunks per minibatch
   c.rl.dynamic_sampling = "resample"   # none | mask (drop zero-reward-variance groups from the loss) | resample (refill them with new prompts)
   c.rl.resample_rounds = 3             # resample: at most this many extra prompt batches per step
+  c.rl.stop_after_saturation = 0       # end the run this many steps after the training reward saturates (0 = never)
   c.rl.log_kl = True                   # compute policy/kl even when kl_coef is 0
+  c.rl.old_logprobs = "sampler"        # PPO old log-probs: sampler | trainer (recomputed)
+  c.rl.tis = "none"                    # truncated IS: none | token | sequence (needs trainer)
+  c.rl.tis_cap = 2.0                   # TIS weight cap: min(pi_trainer_old / pi_sampler, tis_cap)
+  c.rl.log_mismatch = True             # mismatch/* even at an extra forward (minibatches > 1)
   c.rl.fused_step = False              # one fused jit per step (no sample/reward/update time split)
 
   c.reward = ConfigDict()

@@ -20,6 +20,7 @@ def get_config() -> ConfigDict:
   c.data.n_eval = 128                  # held-out problems
   c.data.difficulty = 0                # synthetic level 1-5 of train and held-out problems (0 = 1-3)
   c.data.thinking = True               # train on the trace + answer (False: answer only)
+  c.data.trace = "faithful"            # faithful | unfaithful_corrupted_step | unfaithful_unsupported_answer | unfaithful_foreign_steps | none
   c.data.template = "toy"              # chat template: toy | plain | llama3 | chatml
   c.data.system_prompt = "default"     # system prompt ('default' = the paper's, '' = none); RL/eval use the same
   c.data.truncation = "drop"           # examples longer than seq_len: drop | truncate (counted)

@@ -41,6 +41,7 @@ import numpy as np
 
 from rlvr_jax import sharding
 from rlvr_jax.data import builtin, pipelines
+from rlvr_jax.diagnostics.saturation import (SaturationMonitor, monitor_params_from_config)
 from rlvr_jax.model.config import ModelConfig
 from rlvr_jax.model.sizes import get_model_config
 from rlvr_jax.rl import protocols as rl_protocols
@@ -151,7 +152,10 @@ def rl_settings(config, tokenizer) -> step_lib.RLSettings:
       microbatches=int(_get(config, "rl.microbatches", 1)),
       dynamic_sampling=str(_get(config, "rl.dynamic_sampling", "none")),
       resample_rounds=int(_get(config, "rl.resample_rounds", 3)),
-      log_kl=bool(_get(config, "rl.log_kl", True)))
+      log_kl=bool(_get(config, "rl.log_kl", True)),
+      old_logprobs=str(_get(config, "rl.old_logprobs", "sampler")),
+      tis=str(_get(config, "rl.tis", "none")), tis_cap=float(_get(config, "rl.tis_cap", 2.0)),
+      log_mismatch=bool(_get(config, "rl.log_mismatch", True)))
 
 
 def validate(config, cfg: ModelConfig, mesh, settings: step_lib.RLSettings) -> None:
@@ -176,6 +180,11 @@ def validate(config, cfg: ModelConfig, mesh, settings: step_lib.RLSettings) -> N
   if settings.dynamic_sampling == "resample" and bool(_get(config, "rl.fused_step", False)):
     problems.append("rl.dynamic_sampling='resample' samples further prompt batches on demand, "
                     "which the fused step cannot; set rl.fused_step=False or use 'mask'")
+  if settings.tis != "none" and settings.old_logprobs != "trainer":
+    problems.append(f"rl.tis={settings.tis!r} needs rl.old_logprobs='trainer' (the truncated IS "
+                    f"weights correct from the sampler to the trainer's old log-probs), got "
+                    f"rl.old_logprobs={settings.old_logprobs!r}; set rl.old_logprobs=trainer or "
+                    f"rl.tis=none")
   if problems:
     raise ValueError("bad config: " + "; ".join(problems))
   b = int(config.batch_size)
@@ -312,6 +321,13 @@ def _train(config, workdir, cfg, mesh, settings, reward, optimizer, spec, tokeni
   logger = MetricsLogger(workdir, total=int(config.steps), initial=start, desc="rl",
                          progress=bool(_get(config, "progress_bar", True)))
   drops = DropMonitor(data_iter, "rl")
+  monitors = saturation_monitors(config, workdir, start, manager.restored_extra)
+  stop_after = int(_get(config, "rl.stop_after_saturation", 0))
+  stop_saturated = False
+
+  def monitor_states() -> dict:
+    return {"saturation": {k: m.state_dict() for k, m in monitors.items()}}
+
   guard = HealthGuard(GuardSpec.from_config(config), use_loss=False,
                       checkpoints_dir=os.fspath(manager.directory))
   if start:
@@ -327,7 +343,9 @@ def _train(config, workdir, cfg, mesh, settings, reward, optimizer, spec, tokeni
   ready = {"t": None, "busy": True}   # fused mode: arrival time of the last metrics
 
   def finish(s: int, m_dev, times: dict[str, float] | None, busy: bool, ev: dict | None) -> None:
-    """Pulls step s's metrics to the host, counts skips, adds perf/ keys, logs."""
+    """Pulls step s's metrics to the host, counts skips, adds perf/ and saturation keys,
+    logs."""
+    nonlocal stop_saturated
     m = {k: float(v) for k, v in jax.device_get(m_dev).items()}
     now = time.perf_counter()
     if m["skipped"]:
@@ -335,6 +353,17 @@ def _train(config, workdir, cfg, mesh, settings, reward, optimizer, spec, tokeni
                   int(m["skipped"]), m["loss"], m["grad_norm"])
     problem = _guard_check(guard, s, m)
     m["skipped_updates"] = guard.skipped_total
+    for prefix, monitor in monitors.items():
+      value = m.get(monitor.params.reward_key)
+      if value is None or not np.isfinite(value):
+        continue
+      for k, v in monitor.update(s, value).items():
+        m[prefix + k[len("saturation"):]] = v
+      if monitor.message:
+        print(f"rl: {'true reward ' if prefix != 'saturation' else ''}{monitor.message}",
+              flush=True)
+    if stop_after and monitors["saturation"].should_stop(stop_after):
+      stop_saturated = True
     total = None
     if times is not None and s != first_step:
       total = sum(times.values())
@@ -364,6 +393,7 @@ def _train(config, workdir, cfg, mesh, settings, reward, optimizer, spec, tokeni
   more_batches = next_batch if settings.dynamic_sampling == "resample" else None
 
   step = start
+  evaluated_at = None
   try:
     with stop_signals() as stop:
       if eval_fn is not None and start == 0:
@@ -398,12 +428,24 @@ def _train(config, workdir, cfg, mesh, settings, reward, optimizer, spec, tokeni
           pending = (step, metrics, None, busy or save_now, ev)
         else:
           finish(step, metrics, times, busy or save_now, ev)   # the guard passes it first
+        if ev:
+          evaluated_at = step
         if save_now:
-          manager.save(step, state, data_iter)
+          manager.save(step, state, data_iter, extra=monitor_states())
           guard.saved(step)
+        if stop_saturated:
+          status = "saturated"
+          break
       if pending is not None:
         finish(*pending)
-      manager.save(step, state, data_iter)   # final / preemption checkpoint (never duplicated)
+      if status == "saturated":
+        log.warning("rl: stopping at step %d, %d steps after the training reward saturated "
+                    "(rl.stop_after_saturation)", step, stop_after)
+        if eval_fn is not None and evaluated_at != step and bool(_get(config, "eval_at_end",
+                                                                       True)):
+          logger.write(step, evaluate(state.params, step))
+      # final / preemption / saturation checkpoint (never duplicated)
+      manager.save(step, state, data_iter, extra=monitor_states())
       manager.wait()
   finally:
     manager.close()
@@ -411,6 +453,26 @@ def _train(config, workdir, cfg, mesh, settings, reward, optimizer, spec, tokeni
   if status == "preempted":
     log.warning("stopped by a signal at step %d; checkpoint saved, rerun to resume", step)
   return status, step
+
+
+def saturation_monitors(config, workdir: str, start: int | None, extra: dict | None
+                        ) -> dict[str, SaturationMonitor]:
+  """The online saturation monitors of the training reward ("saturation/*") and the true
+  reward ("saturation_true/*"), continued from the checkpoint's saved state on a resume (or,
+  for a checkpoint saved without it, rebuilt from metrics.jsonl up to the resumed step)."""
+  section = _get(config, "saturation", None)
+  params = {"saturation": monitor_params_from_config(section, "reward/mean"),
+            "saturation_true": monitor_params_from_config(section, "reward/true_mean")}
+  saved = (extra or {}).get("saturation") or {}
+  out = {}
+  for name, p in params.items():
+    if name in saved:
+      out[name] = SaturationMonitor.from_state(saved[name], p)
+    elif start:
+      out[name] = SaturationMonitor.from_metrics(workdir, up_to_step=start, params=p)
+    else:
+      out[name] = SaturationMonitor(p)
+  return out
 
 
 def _host_verify(rollout, host: dict, tokenizer, settings, mesh) -> dict:

@@ -6,7 +6,9 @@ Formulas (docs/DESIGN.md), per valid token (mask 1):
           with dual clip c (> 1): pg = min(pg, -A * c) where A < 0
   kl    k1: logp - ref;  k2: (logp - ref)^2 / 2;  k3: exp(ref - logp) - (ref - logp) - 1, clamped
         to [-10, 10]
-  loss  = agg(pg) + kl_coef * agg(kl) - entropy_coef * agg(entropy)
+  loss  = agg(w * pg) + kl_coef * agg(kl) - entropy_coef * agg(entropy)
+        w: optional importance weights (`is_weights`, e.g. truncated IS against the sampler's
+        log-probs, see `tis_weights`), constants applied to the pg term only; w = 1 without them
 
 Aggregations over the valid tokens of x[N, T]:
   token-mean               sum(x * mask) / num_valid_tokens
@@ -95,7 +97,38 @@ def aggregate(x_NT: jax.Array, mask_NT: jax.Array, agg: str = "token-mean") -> j
   return AGGREGATIONS[agg](x_NT, mask_NT)
 
 
-def _check_shapes(logprobs, old_logprobs, advantages, mask, ref_logprobs, entropy):
+TIS_LEVELS = ("none", "token", "sequence")
+
+
+def tis_weights(trainer_logprobs: jax.Array, sampler_logprobs: jax.Array, mask: jax.Array, *,
+                level: str, cap: float) -> jax.Array:
+  """Truncated importance-sampling weights of the sampler's tokens (Yao et al. 2025, "Your
+  Efficient RL Framework Secretly Brings You Off-Policy RL Training"; verl's TIS / rollout_is).
+
+  The sampler (its kernels, KV cache, bf16) is not exactly the policy the trainer computes: the
+  rows were drawn from pi_sampler, the PPO ratio is taken against pi_trainer_old. Weighting each
+  policy-gradient term by pi_trainer_old / pi_sampler, truncated at `cap` to bound the variance,
+  corrects for that:
+    level "token":    w[n, t] = min(exp(trainer[n, t] - sampler[n, t]), cap)      float32[N, T]
+    level "sequence": w[n] = min(exp(sum_t mask * (trainer - sampler)[n, t]), cap)  float32[N]
+  Masked positions count as a log-ratio of 0 (their token weight is 1 and never used). The
+  weights are constants (stop-gradient): pass them to `policy_loss(..., is_weights=w)`.
+  """
+  if level not in TIS_LEVELS[1:]:
+    raise ValueError(f"unknown TIS level {level!r}; choose one of {TIS_LEVELS[1:]}")
+  if not cap > 0:
+    raise ValueError(f"the TIS cap must be > 0, got {cap!r}")
+  f32 = jnp.float32
+  valid_NT = jnp.asarray(mask, f32) > 0
+  log_w_NT = jnp.where(valid_NT, jnp.asarray(trainer_logprobs, f32)
+                       - jnp.asarray(sampler_logprobs, f32), 0.0)
+  log_w = log_w_NT if level == "token" else jnp.sum(log_w_NT, axis=1)
+  # exp may overflow to inf for a huge log-ratio; the min with the cap makes it `cap` again.
+  return jax.lax.stop_gradient(jnp.minimum(jnp.exp(log_w), cap))
+
+
+def _check_shapes(logprobs, old_logprobs, advantages, mask, ref_logprobs, entropy,
+                  is_weights=None):
   shape = getattr(logprobs, "shape", None)
   if shape is None or len(shape) != 2:
     raise ValueError(f"policy_loss: logprobs must be float32[N, T], got shape {shape}")
@@ -107,13 +140,17 @@ def _check_shapes(logprobs, old_logprobs, advantages, mask, ref_logprobs, entrop
   if tuple(advantages.shape) not in ((shape[0],), tuple(shape)):
     raise ValueError(f"policy_loss: advantages must be [N]={shape[0]} or [N, T]={tuple(shape)}, "
                      f"got {tuple(advantages.shape)}")
+  if is_weights is not None and tuple(is_weights.shape) not in ((shape[0],), tuple(shape)):
+    raise ValueError(f"policy_loss: is_weights must be [N]={shape[0]} (per sequence) or "
+                     f"[N, T]={tuple(shape)} (per token), got {tuple(is_weights.shape)}")
 
 
 def policy_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Array,
                 mask: jax.Array, *, clip_low: float = 0.2, clip_high: float = 0.2,
                 dual_clip: float | None = None, ref_logprobs: jax.Array | None = None,
                 kl_coef: float = 0.0, kl_estimator: str = "k3", agg: str = "token-mean",
-                entropy: jax.Array | None = None, entropy_coef: float = 0.0
+                entropy: jax.Array | None = None, entropy_coef: float = 0.0,
+                is_weights: jax.Array | None = None
                 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Clipped policy-gradient loss and its metrics.
 
@@ -129,11 +166,17 @@ def policy_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Ar
     kl_coef, kl_estimator: weight and estimator ("k1", "k2", "k3") of the KL penalty in the loss.
     agg: one of AGGREGATIONS.
     entropy, entropy_coef: per-token entropy [N, T] of the policy and the bonus weight.
+    is_weights: None, or float32[N, T] (per token) or float32[N] (per sequence, every token of
+      the row) importance weights, e.g. `tis_weights` (truncated IS of the rollout rows against
+      the sampler that drew them). Each token's pg term (after the clip and the dual clip) is
+      multiplied by its weight before aggregation; the KL and entropy terms are not weighted,
+      and the aggregation (its normaliser included) is unchanged. Constants (no gradient);
+      masked positions are ignored.
   Returns:
-    (loss scalar, metrics): pg_loss (the aggregated pg term), kl and entropy (means over valid
-    tokens; 0 when not given), clip_frac (share of valid tokens where the clipped branch is
-    active), ratio_mean, ratio_max, dual_clip_frac (share of valid tokens where the dual clip
-    bound is active). Metrics are 0 when no token is valid.
+    (loss scalar, metrics): pg_loss (the aggregated pg term, weighted with is_weights), kl and
+    entropy (means over valid tokens; 0 when not given), clip_frac (share of valid tokens
+    where the clipped branch is active), ratio_mean, ratio_max, dual_clip_frac (share of valid
+    tokens where the dual clip bound is active). Metrics are 0 when no token is valid.
   All keyword options are static Python values; errors in them are raised at trace time.
   """
   if agg not in AGGREGATIONS:
@@ -148,7 +191,7 @@ def policy_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Ar
                      f"reference model); pass them or set kl_coef=0")
   if isinstance(entropy_coef, (int, float)) and entropy_coef != 0.0 and entropy is None:
     raise ValueError(f"entropy_coef={entropy_coef} needs the per-token entropy [N, T]")
-  _check_shapes(logprobs, old_logprobs, advantages, mask, ref_logprobs, entropy)
+  _check_shapes(logprobs, old_logprobs, advantages, mask, ref_logprobs, entropy, is_weights)
 
   f32 = jnp.float32
   mask_NT = jnp.asarray(mask, f32)
@@ -171,6 +214,10 @@ def policy_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Ar
     pg_NT = jnp.where(adv_NT < 0, jnp.minimum(pg_NT, pg3_NT), pg_NT)
   else:
     dual_active_NT = jnp.zeros_like(clipped_NT)
+  if is_weights is not None:
+    w = jax.lax.stop_gradient(jnp.asarray(is_weights, f32))
+    w_NT = jnp.broadcast_to(w[:, None] if w.ndim == 1 else w, logp_NT.shape)
+    pg_NT = pg_NT * jnp.where(valid_NT, w_NT, 0.0)   # garbage weights on padding never count
 
   pg_loss = AGGREGATIONS[agg](pg_NT, mask_NT)
   loss = pg_loss

@@ -36,10 +36,25 @@ The three phases (each a pure function; `rl_step` composes them):
    update each (`lax.scan`), each minibatch's gradient accumulated exactly over `microbatches`
    (the loss of the four aggregation modes is linear in per-microbatch partial sums, so each
    microbatch's loss is rescaled by its share of the minibatch's normaliser). The "old"
-   log-probs are the sampler's, so in the first minibatch the importance ratio is exactly 1 up to
-   float rounding (`policy/ratio_dev_first` = max |ratio - 1| there). A minibatch whose loss or
-   gradient norm is not finite leaves params and optimizer state unchanged (counted in
-   `skipped`).
+   log-probs are the sampler's (settings.old_logprobs="sampler"), so in the first minibatch the
+   importance ratio is 1 up to the sampler/trainer mismatch (`policy/ratio_dev_first` = max
+   |ratio - 1| there), or the trainer's own log-probs under the sampling params
+   (old_logprobs="trainer", as verl recomputes them), so the first ratio is 1 up to f32 rounding
+   whatever the sampler computed. A minibatch whose loss or gradient norm is not finite leaves
+   params and optimizer state unchanged (counted in `skipped`).
+
+Sampler/trainer mismatch. The sampler's token log-probs (its kernels, KV cache, bf16) differ
+from the trainer's for the same params, which makes training silently off-policy. Every step
+measures it over ALL rollout rows at the sampling params (state.params when update_phase
+starts), over every valid response token (loss-masked rows included): `mismatch/*` below. The
+trainer's log-probs there come for free from the first minibatch's forward when minibatches = 1
+(every row, every microbatch at the sampling params); otherwise from one extra forward-only pass
+over all rows, chunked into minibatches x microbatches like the reference forward (memory of one
+microbatch), run when old_logprobs="trainer" (it needs them) or log_mismatch (else mismatch/*
+are NaN). With old_logprobs="trainer" and epochs = minibatches = 1 the update's own forward
+supplies them too (old = stop_gradient(logp)): no extra pass. Truncated importance sampling
+(settings.tis = "token" | "sequence", needs old_logprobs="trainer"; Yao et al. 2025, verl's
+TIS): each row's pg terms are weighted by losses.tis_weights(trainer_old, sampler, cap=tis_cap).
 
 Log-probs of the response under the policy are recomputed on the sequence [prompt block P |
 response M]: prompt padding is segment 0 (never attended), response token t sits at position
@@ -61,7 +76,12 @@ policy/kl (mean of the configured estimator over loss tokens), policy/clip_frac,
 policy/dual_clip_frac, policy/ratio_mean, policy/ratio_max, policy/ratio_dev_first, pg_loss,
 loss, grad_norm (pre-clip, mean over updates), param_norm (after the last update),
 update_ratio (largest ‖Δθ‖/‖θ‖ of the step's updates), lr (of the first update), skipped
-(updates skipped as non-finite), num_updates.
+(updates skipped as non-finite), num_updates. Mismatch (d = logp_trainer - logp_sampler at the
+sampling params, over the valid tokens of all rows): mismatch/logp_abs_mean (mean |d|),
+mismatch/logp_abs_max, mismatch/ratio_out_frac (share of tokens with exp(d) outside
+[0.9, 1.1]), mismatch/seq_logratio_abs_mean (mean over rows with a valid token of |sum_t d|);
+with tis on, mismatch/tis_weight_mean and mismatch/tis_clipped_frac (share whose exp(d) or
+exp(sum_t d) exceeds tis_cap), over tokens ("token") or rows with a valid token ("sequence").
 """
 from __future__ import annotations
 
@@ -92,6 +112,8 @@ Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
 DYNAMIC_SAMPLING = ("none", "mask", "resample")
 _TOKEN_MEAN_KEYS = ("kl", "clip_frac", "dual_clip_frac", "ratio_mean")
+OLD_LOGPROBS = ("sampler", "trainer")
+MISMATCH_BAND = (0.9, 1.1)     # mismatch/ratio_out_frac: share of ratios outside this band
 MAJORITY = "majority_vote"
 
 
@@ -111,6 +133,11 @@ class RLSettings:
   B groups with nonzero reward variance; if too few turn up, the rest are zero-variance groups,
   masked as with "mask"). log_kl: compute reference log-probs (and policy/kl) even when
   kl_coef == 0.
+  Sampler/trainer mismatch (module docstring): old_logprobs "sampler" (the PPO ratio's old
+  log-probs are the sampler's) | "trainer" (the trainer's, recomputed under the sampling
+  params); tis "none" | "token" | "sequence" (truncated IS weights min(pi_trainer_old /
+  pi_sampler, tis_cap) on the pg term; needs old_logprobs="trainer"); log_mismatch: measure
+  mismatch/* even when that costs an extra forward (minibatches > 1 with "sampler").
   """
   group_size: int
   max_new_tokens: int
@@ -134,6 +161,10 @@ class RLSettings:
   dynamic_sampling: str = "none"
   resample_rounds: int = 3
   log_kl: bool = True
+  old_logprobs: str = "sampler"
+  tis: str = "none"
+  tis_cap: float = 2.0
+  log_mismatch: bool = True
 
   def __post_init__(self):
     problems = []
@@ -170,6 +201,13 @@ class RLSettings:
     if isinstance(self.resample_rounds, bool) or not isinstance(self.resample_rounds, int) \
         or self.resample_rounds < 0:
       problems.append(f"resample_rounds={self.resample_rounds!r} must be an integer >= 0")
+    if self.old_logprobs not in OLD_LOGPROBS:
+      problems.append(f"old_logprobs={self.old_logprobs!r} is not one of {OLD_LOGPROBS}")
+    if self.tis not in losses.TIS_LEVELS:
+      problems.append(f"tis={self.tis!r} is not one of {losses.TIS_LEVELS}")
+    if isinstance(self.tis_cap, bool) or not isinstance(self.tis_cap, (int, float)) \
+        or not 0 < self.tis_cap < float("inf"):
+      problems.append(f"tis_cap={self.tis_cap!r} must be a finite number > 0 (verl: 2.0)")
     if problems:
       raise ValueError("bad RL settings: " + "; ".join(problems))
 
@@ -620,41 +658,70 @@ def update_phase(state: TrainState, ref_params, rollout: Rollout, scored: Scored
     raise ValueError(f"the rollout's {n} rows (prompts x group_size) do not divide into "
                      f"minibatches={k_mb} x microbatches={k_micro}; change them so their product "
                      f"divides {n}")
+  if s.tis != "none" and s.old_logprobs != "trainer":
+    raise ValueError(f"tis={s.tis!r} needs old_logprobs='trainer' (the weights correct from "
+                     f"the sampler to the trainer's old policy), got old_logprobs="
+                     f"{s.old_logprobs!r}")
   rows = {"prompts": jnp.repeat(jnp.asarray(prompts_BP, jnp.int32), s.group_size, 0),
           "prompt_lengths": jnp.repeat(jnp.asarray(prompt_lengths_B, jnp.int32), s.group_size, 0),
-          "tokens": rollout.tokens, "old_logp": rollout.logprobs,
-          "advantages": scored.advantages, "mask": scored.loss_mask}
+          "tokens": rollout.tokens, "sampler_logp": jnp.asarray(rollout.logprobs, jnp.float32),
+          "advantages": scored.advantages, "mask": scored.loss_mask,
+          "valid": rollout.valid_mask()}
+  chunks = k_mb * k_micro
+  inputs = {k: rows[k] for k in ("prompts", "prompt_lengths", "tokens")}
+
+  def all_rows_logprobs(params):
+    """Log-probs of every row under `params`, one microbatch at a time (memory), rows back in
+    their order; forward only."""
+    def fn(mb):
+      logp, _ = response_logprobs(cfg, params, mb["prompts"], mb["prompt_lengths"], mb["tokens"],
+                                  s.temperature)
+      return logp
+    if chunks == 1:
+      return jax.lax.stop_gradient(fn(inputs))
+    return jax.lax.stop_gradient(_unsplit(jax.lax.map(fn, _split(inputs, chunks, mesh)), chunks))
+
   with_ref = s.kl_coef != 0 or s.log_kl
   if with_ref:
-    def ref_fn(mb):
-      logp, _ = response_logprobs(cfg, ref_params, mb["prompts"], mb["prompt_lengths"],
-                                  mb["tokens"], s.temperature)
-      return logp
-    chunks = k_mb * k_micro
-    inputs = {k: rows[k] for k in ("prompts", "prompt_lengths", "tokens")}
-    if chunks == 1:
-      ref_NM = ref_fn(inputs)
-    else:   # one microbatch at a time (memory), rows back in their order
-      ref_NM = _unsplit(jax.lax.map(ref_fn, _split(inputs, chunks, mesh)), chunks)
-    rows["ref_logp"] = jax.lax.stop_gradient(ref_NM)
+    rows["ref_logp"] = all_rows_logprobs(ref_params)
+  # The trainer's log-probs under the sampling params (state.params now), for every row. The
+  # first minibatch's forward has them when it holds every row (minibatches == 1): for the
+  # mismatch metrics, and as old log-probs when there is no later update to keep them for.
+  # Otherwise one extra forward-only pass (what it costs: module docstring).
+  single_update = s.epochs * k_mb == 1
+  trainer_pass = ((s.old_logprobs == "trainer" and not single_update)
+                  or (s.log_mismatch and k_mb > 1))
+  if trainer_pass:
+    rows["trainer_logp"] = all_rows_logprobs(state.params)
+  have_mismatch = trainer_pass or k_mb == 1
 
   def micro_loss(params, mb, denom):
     """This microbatch's share of the minibatch loss, and its metric sums."""
     logp, ent = response_logprobs(cfg, params, mb["prompts"], mb["prompt_lengths"], mb["tokens"],
                                   s.temperature)
+    # the trainer's log-probs at the sampling params (see trainer_pass above)
+    pre_NM = mb["trainer_logp"] if "trainer_logp" in mb else jax.lax.stop_gradient(logp)
+    old_NM = pre_NM if s.old_logprobs == "trainer" else mb["sampler_logp"]
+    is_weights = None
+    if s.tis != "none":
+      is_weights = losses.tis_weights(pre_NM, mb["sampler_logp"], mb["valid"], level=s.tis,
+                                      cap=s.tis_cap)
     loss, m = losses.policy_loss(
-        logp, mb["old_logp"], mb["advantages"], mb["mask"], clip_low=s.clip_low,
+        logp, old_NM, mb["advantages"], mb["mask"], clip_low=s.clip_low,
         clip_high=s.clip_high, dual_clip=s.dual_clip, ref_logprobs=mb.get("ref_logp"),
         kl_coef=s.kl_coef, kl_estimator=s.kl_estimator, agg=s.agg,
-        entropy=ent if s.entropy_coef else None, entropy_coef=s.entropy_coef)
+        entropy=ent if s.entropy_coef else None, entropy_coef=s.entropy_coef,
+        is_weights=is_weights)
     weight = _agg_count(mb["mask"], s.agg) / denom
     valid = mb["mask"] > 0
-    ratio = jax.lax.stop_gradient(jnp.exp(jnp.clip(logp - mb["old_logp"], -20.0, 20.0)))
+    ratio = jax.lax.stop_gradient(jnp.exp(jnp.clip(logp - old_NM, -20.0, 20.0)))
     tokens = jnp.sum(mb["mask"])
     aux = {"sums": {k: m[k] * tokens for k in _TOKEN_MEAN_KEYS},
            "pg_loss": m["pg_loss"] * weight, "tokens": tokens,
            "ratio_max": jnp.max(jnp.where(valid, ratio, 0.0)),
-           "ratio_dev": jnp.max(jnp.where(valid, jnp.abs(ratio - 1.0), 0.0))}
+           "ratio_dev": jnp.max(jnp.where(valid, jnp.abs(ratio - 1.0), 0.0)),
+           "mismatch": _mismatch_sums(pre_NM, mb["sampler_logp"], mb["valid"], s.tis,
+                                      s.tis_cap)}
     return loss * weight, aux
 
   value_and_grad = jax.value_and_grad(micro_loss, has_aux=True)
@@ -671,13 +738,15 @@ def update_phase(state: TrainState, ref_params, rollout: Rollout, scored: Scored
                  "pg_loss": aux_acc["pg_loss"] + aux["pg_loss"],
                  "tokens": aux_acc["tokens"] + aux["tokens"],
                  "ratio_max": jnp.maximum(aux_acc["ratio_max"], aux["ratio_max"]),
-                 "ratio_dev": jnp.maximum(aux_acc["ratio_dev"], aux["ratio_dev"])}
+                 "ratio_dev": jnp.maximum(aux_acc["ratio_dev"], aux["ratio_dev"]),
+                 "mismatch": _merge_mismatch(aux_acc["mismatch"], aux["mismatch"])}
       return (g_acc, loss_acc + loss, aux_acc), None
 
     zero = jnp.zeros((), jnp.float32)
     zeros_g = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
     zero_aux = {"sums": {k: zero for k in _TOKEN_MEAN_KEYS}, "pg_loss": zero, "tokens": zero,
-                "ratio_max": zero, "ratio_dev": zero}
+                "ratio_max": zero, "ratio_dev": zero,
+                "mismatch": {k: zero for k in _mismatch_keys(s.tis)}}
     init = (zeros_g, zero, zero_aux)
     if k_micro == 1:
       (grads, loss, aux), _ = body(init, mb)
@@ -689,7 +758,7 @@ def update_phase(state: TrainState, ref_params, rollout: Rollout, scored: Scored
                                                                   loss, opt)
     out = {k: v / jnp.maximum(aux["tokens"], 1.0) for k, v in aux["sums"].items()}
     out.update(loss=loss, pg_loss=aux["pg_loss"], lr=lr, **stats, ratio_max=aux["ratio_max"],
-               ratio_dev=aux["ratio_dev"], tokens=aux["tokens"])
+               ratio_dev=aux["ratio_dev"], tokens=aux["tokens"], mismatch=aux["mismatch"])
     return (params, opt_state), out
 
   carry = (state.params, state.opt_state)
@@ -719,7 +788,64 @@ def update_phase(state: TrainState, ref_params, rollout: Rollout, scored: Scored
              "pg_loss": jnp.mean(per["pg_loss"])}
   if not with_ref:
     metrics["policy/kl"] = jnp.asarray(jnp.nan, jnp.float32)
+  # The first epoch's minibatches hold every row once, at the sampling params' log-probs.
+  first_epoch = [jax.tree.map(lambda x: x[i], per["mismatch"]) for i in range(k_mb)]
+  mismatch = _mismatch_metrics(functools.reduce(_merge_mismatch, first_epoch), s.tis)
+  if not have_mismatch:     # later minibatches saw updated params: no all-rows measurement
+    mismatch = {k: jnp.full((), jnp.nan, jnp.float32) for k in mismatch}
+  metrics.update(mismatch)
   return new_state, metrics
+
+
+def _mismatch_keys(tis: str) -> tuple[str, ...]:
+  """The keys of `_mismatch_sums` (static: the scan carries need them before any row is seen)."""
+  keys = ("tokens", "rows", "abs_sum", "abs_max", "out", "seq_abs_sum")
+  return keys + (("tis_sum", "tis_clipped", "tis_count") if tis != "none" else ())
+
+
+def _mismatch_sums(trainer_NM, sampler_NM, valid_NM, tis: str, tis_cap: float) -> Metrics:
+  """Sums over these rows (and one max) of the trainer/sampler log-prob gap d = trainer -
+  sampler on valid tokens: additive over disjoint row sets, so microbatches and minibatches
+  combine exactly (`_merge_mismatch`) before `_mismatch_metrics` divides."""
+  f32 = jnp.float32
+  valid_b_NM = valid_NM > 0
+  d_NM = jnp.where(valid_b_NM, trainer_NM - sampler_NM, 0.0)
+  abs_NM = jnp.abs(d_NM)
+  ratio_NM = jnp.exp(d_NM)
+  lo, hi = MISMATCH_BAND
+  out_NM = valid_b_NM & ((ratio_NM < lo) | (ratio_NM > hi))
+  has_N = jnp.any(valid_b_NM, axis=1)
+  seq_N = jnp.sum(d_NM, axis=1)
+  sums = {"tokens": jnp.sum(valid_b_NM.astype(f32)), "rows": jnp.sum(has_N.astype(f32)),
+          "abs_sum": jnp.sum(abs_NM), "abs_max": jnp.max(abs_NM, initial=0.0),
+          "out": jnp.sum(out_NM.astype(f32)),
+          "seq_abs_sum": jnp.sum(jnp.where(has_N, jnp.abs(seq_N), 0.0))}
+  if tis != "none":
+    w = losses.tis_weights(trainer_NM, sampler_NM, valid_NM, level=tis, cap=tis_cap)
+    raw, counted = (ratio_NM, valid_b_NM) if tis == "token" else (jnp.exp(seq_N), has_N)
+    sums["tis_sum"] = jnp.sum(jnp.where(counted, w, 0.0))
+    sums["tis_clipped"] = jnp.sum((counted & (raw > tis_cap)).astype(f32))
+    sums["tis_count"] = jnp.sum(counted.astype(f32))
+  return jax.lax.stop_gradient(sums)
+
+
+def _merge_mismatch(a: Metrics, b: Metrics) -> Metrics:
+  """`_mismatch_sums` of the union of two disjoint row sets."""
+  return {k: jnp.maximum(a[k], b[k]) if k == "abs_max" else a[k] + b[k] for k in a}
+
+
+def _mismatch_metrics(sums: Metrics, tis: str) -> Metrics:
+  """mismatch/* (module docstring) from `_mismatch_sums`; 0 when no token is valid."""
+  per_token = lambda k: sums[k] / jnp.maximum(sums["tokens"], 1.0)   # noqa: E731
+  out = {"mismatch/logp_abs_mean": per_token("abs_sum"),
+         "mismatch/logp_abs_max": sums["abs_max"],
+         "mismatch/ratio_out_frac": per_token("out"),
+         "mismatch/seq_logratio_abs_mean": sums["seq_abs_sum"] / jnp.maximum(sums["rows"], 1.0)}
+  if tis != "none":
+    count = jnp.maximum(sums["tis_count"], 1.0)
+    out["mismatch/tis_weight_mean"] = sums["tis_sum"] / count
+    out["mismatch/tis_clipped_frac"] = sums["tis_clipped"] / count
+  return out
 
 
 def _unsplit(x_KbM, k: int):

@@ -6,6 +6,7 @@ therefore sees absolute local paths, or URLs (`gs://bucket/run`) left as they ar
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 # Config leaves that hold paths, by their last name. `files` is a comma-separated list whose
@@ -14,7 +15,8 @@ PATH_FIELDS = ("from_checkpoint", "from_hf", "src", "tokenizer", "files", "run",
 
 
 def is_url(path: str) -> bool:
-  return "://" in path
+  """gs://bucket/x and other URLs, and `scheme:NAME` sources such as tfds:gsm8k (not files)."""
+  return "://" in path or bool(re.match(r"^[a-z][a-z0-9_]+:(?!\\)", path))
 
 
 def resolve(path: str) -> str:
@@ -40,8 +42,8 @@ def resolve_file_list(value: str) -> str:
     item = item.strip()
     if not item:
       continue
-    name, eq, path = item.rpartition("=")
-    if eq and name and not is_url(item.split("=", 1)[0]):
+    name, eq, path = item.partition("=")       # NAME=PATH, split as eval.files is read
+    if eq and name and os.sep not in name and not is_url(name):
       items.append(f"{name}={resolve(path)}")
     else:
       items.append(resolve(item))

@@ -3,7 +3,8 @@
 
   WORKDIR/.lock        held (flock) by the process running in WORKDIR; holds its pid and host
   WORKDIR/status.json  {"status": "running" | "completed" | "preempted" | "data_exhausted" |
-                       "failed", "step": last step, "steps": steps asked for, "run_id": ...}
+                       "saturated" (RL stopped by rl.stop_after_saturation) | "failed",
+                       "step": last step, "steps": steps asked for, "run_id": ...}
   WORKDIR/init.json    {"from": RUN, "step": S, "run_id": ...}: the run checkpoint this run was
                        initialised from, so a pipeline can tell when it was rerun since
 """
@@ -24,7 +25,7 @@ from rlvr_jax.run.errors import ResumeMismatchError, UnfinishedRunError, Workdir
 
 LOCK_FILE = ".lock"
 STATUS_FILE = "status.json"
-FINISHED = ("completed", "data_exhausted")
+FINISHED = ("completed", "data_exhausted", "saturated")
 
 # Config fields a resume may change freely: they decide what is logged, kept or checked, not
 # what is trained (a mesh change reshards the restored state).
@@ -225,8 +226,11 @@ def check_resume(workdir: str, new_config: dict, new_model: dict, *, allow: bool
         f"{workdir} holds a run with another architecture: {_describe(arch)}; the saved weights "
         f"cannot change shape. Drop those overrides to resume, or choose a new --workdir")
   before, after = _flatten(old), _flatten({k: v for k, v in new_config.items() if k != "model"})
-  changed = {k: [before.get(k), after.get(k)] for k in sorted(set(before) | set(after))
-             if not _is_free(k) and _normalise(before.get(k)) != _normalise(after.get(k))}
+  # Only fields both configs have are compared: a field added to the code since the run started
+  # (absent from its config.json) takes its default, and one removed no longer exists, so run
+  # directories written by older versions still resume.
+  changed = {k: [before[k], after[k]] for k in sorted(set(before) & set(after))
+             if not _is_free(k) and _normalise(before[k]) != _normalise(after[k])}
   if changed and not allow:
     raise ResumeMismatchError(
         f"resuming {workdir} at step {step} with a config that differs from the recorded "

@@ -113,6 +113,7 @@ class RunCheckpoints:
         preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
         enable_async_checkpointing=async_save, create=True, cleanup_tmp_directories=True)
     self.manager = ocp.CheckpointManager(self.directory, options=options)
+    self.restored_extra: dict | None = None   # the `extra` of the last restored step, if any
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -121,11 +122,15 @@ class RunCheckpoints:
     return list(self.manager.all_steps())
 
   def save(self, step: int, state: Any, data_iter: Any = None,
-           metrics: dict[str, float] | None = None) -> bool:
-    """Starts an asynchronous save (device→host copy done on return). False if `step` exists."""
+           metrics: dict[str, float] | None = None, extra: dict | None = None) -> bool:
+    """Starts an asynchronous save (device→host copy done on return). False if `step` exists.
+    `extra`: a small JSON-able dict of host-side loop state saved with the step (e.g. the
+    saturation monitor's), read back by `restore_latest`."""
     if step in self.manager.all_steps():
       return False
     items = {"state": ocp.args.StandardSave(state)}
+    if extra is not None:
+      items["extra"] = ocp.args.JsonSave(extra)
     if data_iter is not None:
       import grain
       items["data"] = grain.checkpoint.CheckpointSave(data_iter)
@@ -142,7 +147,10 @@ class RunCheckpoints:
         raise ValueError(f"checkpoint {self.directory / str(step)} has no data-iterator state "
                          f"but the run has a data iterator; cannot resume the data position")
       items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+    if (self.directory / str(step) / "extra").exists():
+      items["extra"] = ocp.args.JsonRestore()
     out = self.manager.restore(step, args=ocp.args.Composite(**items))
+    self.restored_extra = out.get("extra") if "extra" in items else None
     return out["state"], out.get("data") if data_iter is not None else None
 
   def restore_latest(self, target_state: Any, data_iter: Any = None):

@@ -301,6 +301,9 @@ def prepare_run_dir(config, workdir: str, cfg: ModelConfig, stage: str) -> None:
   steps_done = ckpt_lib.run_steps(workdir)
   at = steps_done[-1] if steps_done else 0
   changed = {}
+  if not steps_done:      # a fresh run reads its init: refuse an unfinished one before writing
+    workdir_lib.require_finished(_get(config, "init.from_checkpoint", ""),
+                                 "init.from_checkpoint")
   if steps_done:
     changed = workdir_lib.check_resume(workdir, doc, cfg.to_dict(), step=at,
                                        allow=bool(_get(config, "resume_overrides", False)))

@@ -13,6 +13,9 @@ Data (config.data):
                sentencepiece model); copied into the run
   template     chat template for SFT prompts ("toy", "llama3", "chatml", "plain")
   thinking     SFT on the <think> trace + solution (True) or the solution only (False)
+  trace        which trace: "faithful" (the domain's), "unfaithful_<kind>" (Domain.corrupt:
+               corrupted_step, unsupported_answer, foreign_steps; training records only) or
+               "none" (= thinking False: the solution only)
   system_prompt  SFT system prompt: "default" (the paper's, when the field is absent), a string,
                or "" for none; RL and eval prompts must use the same one
 """
@@ -100,7 +103,50 @@ def _problem_records(config) -> tuple[list[dict], list[dict]]:
   held.extend(file_held)
   if not train:
     raise ValueError("no SFT examples: set config.data.domains and/or config.data.files")
+  trace = str(_get(config, "data.trace", "faithful"))
+  if trace.startswith(UNFAITHFUL):
+    train = unfaithful_records(train, trace[len(UNFAITHFUL):], int(config.seed))
   return train, held
+
+
+UNFAITHFUL = "unfaithful_"
+TRACES = ("faithful", "none") + tuple(UNFAITHFUL + k for k in
+                                      ("corrupted_step", "unsupported_answer", "foreign_steps"))
+
+
+def unfaithful_records(records: list[dict], kind: str, seed: int) -> list[dict]:
+  """The training records with their thinking traces replaced by the synthetic domain's
+  unfaithful variant `kind` (Domain.corrupt: corrupted_step, unsupported_answer, foreign_steps),
+  for SFT contrast models. Each record's corruption is seeded by (seed, record id), so it is
+  the same on every resume and process. Records that cannot be corrupted (no synthetic domain,
+  or too few steps) are dropped and counted in a warning: an 'unfaithful' model must not learn
+  from faithful traces."""
+  import hashlib
+  import logging
+  from rlvr_jax.data.domains import get_domain
+  out, skipped = [], 0
+  for r in records:
+    if not r.get("domain"):
+      skipped += 1
+      continue
+    digest = hashlib.sha256(f"{seed}:{r['id']}".encode()).digest()
+    try:
+      text, _ = get_domain(r["domain"]).corrupt(r, kind, int.from_bytes(digest[:8], "big"))
+    except ValueError as e:
+      if "unknown kind" in str(e):
+        raise ValueError(f"config.data.trace={UNFAITHFUL}{kind}: {e}") from None
+      skipped += 1
+      continue
+    out.append({**r, "thinking": text})
+  if skipped:
+    logging.getLogger("rlvr_jax.data").warning(
+        "data.trace=%s%s: %d of %d training records have no synthetic-domain steps to corrupt "
+        "and were dropped", UNFAITHFUL, kind, skipped, len(records))
+  if not out:
+    raise ValueError(f"config.data.trace={UNFAITHFUL}{kind}: none of the {len(records)} training "
+                     f"records comes from a synthetic domain (data.domains), so none can be "
+                     f"made unfaithful; use data.domains or data.trace='faithful'")
+  return out
 
 
 def _tokenizer_spec(config) -> str:
@@ -175,8 +221,16 @@ def run_cpt(config, workdir: str) -> int:
 
 def sft_kwargs(config) -> dict:
   system_prompt = _get(config, "data.system_prompt", "default")
+  trace = str(_get(config, "data.trace", "faithful"))
+  if trace not in TRACES:
+    raise ValueError(f"config.data.trace={trace!r}; choose one of {list(TRACES)}")
+  thinking = bool(_get(config, "data.thinking", True))
+  if trace.startswith(UNFAITHFUL) and not thinking:
+    raise ValueError(f"config.data.trace={trace!r} trains on (unfaithful) traces but "
+                     f"data.thinking=False trains on solutions only; set data.thinking=True or "
+                     f"data.trace='none'")
   return dict(template=_get(config, "data.template", "toy"),
-              thinking=bool(_get(config, "data.thinking", True)),
+              thinking=thinking and trace != "none",
               system_prompt=system_prompt or None,
               truncation=_get(config, "data.truncation", "drop"),
               pack=bool(_get(config, "data.pack", False)))

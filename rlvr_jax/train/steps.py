@@ -152,8 +152,9 @@ def apply_update_if_finite(params: Any, opt_state: Any, grads: Any, loss: jax.Ar
   otherwise params and optimizer state are returned unchanged (in-graph, no host round trip).
 
   Returns (params, opt_state, stats) with the scalars the run loop's health guard reads:
-  grad_norm (before clipping), param_norm (after the update), update_ratio = ‖Δθ‖ / ‖θ‖ (the
-  relative size of the applied update; 0 when skipped) and skipped (0 or 1).
+  grad_norm (before clipping), param_norm (after the update), update_ratio = ‖Δθ‖ / ‖θ‖ with θ
+  the params before the update (the relative size of the applied update; 0 when skipped) and
+  skipped (0 or 1).
   """
   grad_norm = optax.tree.norm(grads)
   ok = ok & jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -161,10 +162,9 @@ def apply_update_if_finite(params: Any, opt_state: Any, grads: Any, loss: jax.Ar
   new_params = optax.apply_updates(params, updates)
   keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
   params_out = jax.tree.map(keep, new_params, params)
-  param_norm = optax.tree.norm(params_out)
   update_norm = jnp.where(ok, optax.tree.norm(updates), 0.0)
-  stats = {"grad_norm": grad_norm, "param_norm": param_norm,
-           "update_ratio": update_norm / jnp.maximum(param_norm, 1e-12),
+  stats = {"grad_norm": grad_norm, "param_norm": optax.tree.norm(params_out),
+           "update_ratio": update_norm / jnp.maximum(optax.tree.norm(params), 1e-12),
            "skipped": (~ok).astype(jnp.int32)}
   return params_out, jax.tree.map(keep, new_opt_state, opt_state), stats
 
