@@ -511,7 +511,7 @@ def _run_tokenizer_path(run_dir: str) -> str | None:
   return None
 
 
-def _load_for_eval(config, mesh):
+def load_for_eval(config, mesh):
   """(cfg, params, source, tag, step, tokenizer path) of init.from_checkpoint / init.from_hf."""
   from rlvr_jax.train import checkpoints as ckpt_lib
   from_hf = str(_get(config.init, "from_hf", "") or "")
@@ -567,7 +567,7 @@ def run(config, workdir: str) -> int:
                              int(config.mesh.tensor)))
   sharding.check_divisible(options.batch_size, mesh, "eval.batch_size")
   eval_sets = eval_sets_from_config(config.eval)
-  cfg, params, source, tag, step, tok_path = _load_for_eval(config, mesh)
+  cfg, params, source, tag, step, tok_path = load_for_eval(config, mesh)
   _check_mesh_fit(cfg, mesh)
   tokenizer = load_tokenizer(tok_path)
   if tokenizer.vocab_size > cfg.vocab_size:
