@@ -132,6 +132,10 @@ def load_config_module(path: str):
   if not callable(getattr(module, "get_config", None)):
     raise UsageError(f"{path} defines no get_config(); a config file's get_config() returns an "
                      f"ml_collections.ConfigDict (see configs/toy/cpt.py)")
+  try:
+    module.get_config()
+  except Exception as e:  # noqa: BLE001 - the user's code, reported as one line
+    raise UsageError(f"{path}: get_config() failed: {type(e).__name__}: {e}") from None
   return module
 
 
@@ -201,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     if not workdir or not cmd.locks_workdir:   # convert: writes only into a new directory
       return int(fn(config, workdir) or 0)
     from rlvr_jax.run import workdir as workdir_lib
+    make_workdir(workdir)
     with workdir_lib.locked(workdir):
       return int(fn(config, workdir) or 0)
   except UsageError as e:
@@ -217,6 +222,19 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_USER_ERROR
 
 
+def make_workdir(workdir: str) -> None:
+  """Creates --workdir (a URL is left to its file system), or says in one line why it can't."""
+  if paths.is_url(workdir):
+    return
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UsageError(f"--workdir={workdir} is a file, not a directory; choose another path")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise UsageError(f"cannot create --workdir={workdir}: {e.strerror}; choose a directory you "
+                     f"can write to") from None
+
+
 def _one_line(e: BaseException) -> str:
   """The exception's message on one line; an OSError as 'what: path' plus what to do."""
   if isinstance(e, OSError) and not isinstance(e, (FileNotFoundError, FileExistsError)) and \
@@ -226,10 +244,18 @@ def _one_line(e: BaseException) -> str:
                   "intact, rerun to resume",
               30: "the file system is read-only: choose another --workdir",
               13: "permission denied: choose a path you can write to",
+              1: "operation not permitted: choose a path you can write to",
               20: "a part of the path is a file, not a directory: choose another path"
               }.get(e.errno, "")
     return f"{e.strerror}{where}" + (f"; {advice}" if advice else "")
   text = " ".join(str(e).split()) or type(e).__name__
+  if "os_error_code=28" in text or "No space left on device" in text:   # tensorstore / orbax
+    where = re.search(r'writing "([^"]+)"', text)
+    return (f"no space left on device{' writing ' + where.group(1) if where else ''}; free some "
+            f"space or choose another --workdir; checkpoints already written are intact, rerun "
+            f"to resume")
+  if len(text) > 400:
+    text = text[:400] + " ..."
   return text if isinstance(e, (ValueError, RunError, OSError)) else f"{type(e).__name__}: {text}"
 
 
@@ -290,13 +316,17 @@ def field_comments(path: str, prefix: str = "") -> dict[str, str]:
 
 
 def _lookup_comment(key: str, comments: dict[str, str]) -> str:
+  """The field's comment in its config file, else the help of a section built in code
+  (guard.*, saturation.*), matched on the key's tail (pipeline stages prefix their fields)."""
+  from rlvr_jax.diagnostics.saturation import MONITOR_HELP
   from rlvr_jax.run.guard import FIELD_HELP
   if key in comments:
     return comments[key]
+  built = {**FIELD_HELP, **MONITOR_HELP}
   parts = key.split(".")
   for i in range(len(parts)):
-    if ".".join(parts[i:]) in FIELD_HELP:
-      return FIELD_HELP[".".join(parts[i:])]
+    if ".".join(parts[i:]) in built:
+      return built[".".join(parts[i:])]
   return ""
 
 

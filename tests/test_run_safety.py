@@ -424,7 +424,7 @@ def test_every_checkpoint_corrupt_is_one_line(cpt_run, tmp_path, capsys):
   d = copy_run(cpt_run, tmp_path / "cpt")
   for step in (2, 4):
     corrupt(os.path.join(d, "checkpoints", str(step), "state"), "zero")
-  with pytest.raises(CorruptCheckpointError, match="checkpoint step 4 of"):
+  with pytest.raises(CorruptCheckpointError, match="no checkpoint of .* can be read .*step 4"):
     rj.load_params(d)
   assert run_cli("cpt", CPT, d, *overrides(TINY_CPT)) == EXIT_USER_ERROR
   line = error_line(capsys.readouterr().err)
@@ -446,7 +446,7 @@ def test_blow_up_on_a_fresh_run_saves_nothing(tmp_path, capsys):
   assert rc == EXIT_USER_ERROR
   line = error_line(capsys.readouterr().err)
   assert "guard.max_update_ratio=1.0" in line, line
-  assert "no checkpoint was written by this process" in line, line
+  assert "before any checkpoint was written" in line, line
   assert checkpoints.run_steps(d) == []
   assert read_json(d / "status.json")["status"] == "failed"
   metrics = [json.loads(line) for line in open(d / "metrics.jsonl")]
@@ -515,7 +515,7 @@ def test_blow_up_in_rl(tiny_hf, tmp_path, capsys):
   assert rc == EXIT_USER_ERROR
   line = error_line(capsys.readouterr().err, "rl")
   assert "step 1: the update moved the parameters by" in line, line
-  assert "max_update_ratio" in line and "no checkpoint was written by this process" in line, line
+  assert "max_update_ratio" in line and "before any checkpoint was written" in line, line
   assert checkpoints.run_steps(d) == []
   assert read_json(d / "status.json")["status"] == "failed"
 
@@ -538,7 +538,7 @@ def test_guard_loss_spike_after_a_stable_window():
   with pytest.raises(BlowUpError, match=r"step 7: loss 5\.2 is 2\.15 nats above the median 3\.05 "
                      r"of the last 5 steps \(guard.loss_spike_nats=2.0\)") as e:
     g.check(7, {"loss": 5.2, "update_ratio": 0.05})
-  assert "no checkpoint was written by this process (/run/checkpoints)" in str(e.value)
+  assert "before any checkpoint was written (/run/checkpoints holds none" in str(e.value)
   # before the window is full a high loss is no spike
   g = make_guard(window=5)
   feed(g, [{"loss": v} for v in (3.0, 3.0, 3.0, 9.0)])
@@ -669,3 +669,43 @@ def test_workdir_under_a_regular_file_is_one_line(tmp_path, capsys):
   line = error_line(capsys.readouterr().err)
   assert "Not a directory" in line and str(tmp_path / "afile") in line, line
   assert (tmp_path / "afile").read_text() == "not a directory"
+
+
+# ---------------------------------------------------------------------------------- audit cases
+def test_eval_falls_back_past_an_unreadable_latest_checkpoint(cpt_run, tmp_path, capsys):
+  d = copy_run(cpt_run, tmp_path / "cpt")
+  corrupt(os.path.join(d, "checkpoints", "4", "state"), "zero")
+  out = tmp_path / "eval"
+  rc = cli.main(["rlvr-jax", "eval", f"--config={ROOT}/configs/toy/eval.py", f"--workdir={out}",
+                 f"--config.init.from_checkpoint={d}", "--config.eval.n=2", "--config.eval.k=1",
+                 "--config.eval.ks=(1,)", "--config.eval.max_new_tokens=4",
+                 "--config.eval.greedy=False", "--config.eval.batch_size=8",
+                 "--config.eval.splits=eval"])
+  assert rc == 0, capsys.readouterr().err
+  assert read_json(out / "eval_metrics.json")["step"] == 2        # the newest readable step
+
+
+@pytest.mark.parametrize("case", ["raising_get_config", "workdir_is_a_file", "bad_step",
+                                  "missing_hf", "both_inits"])
+def test_more_user_errors_are_one_line(case, cpt_run, tmp_path, capsys):
+  config, flags, workdir = CPT, overrides(TINY_CPT), tmp_path / "w"
+  expected = {"raising_get_config": "get_config() failed: RuntimeError: boom",
+              "workdir_is_a_file": "is a file, not a directory",
+              "bad_step": "the step after ':' must be a checkpoint step number",
+              "missing_hf": "init.from_hf=",
+              "both_inits": "set only one of init.from_hf"}[case]
+  if case == "raising_get_config":
+    config = str(tmp_path / "raising.py")
+    with open(config, "w") as f:
+      f.write("def get_config():\n  raise RuntimeError('boom')\n")
+  elif case == "workdir_is_a_file":
+    workdir.write_text("not a directory")
+  elif case == "bad_step":
+    flags.append(f"--config.init.from_checkpoint={cpt_run}:abc")
+  elif case == "missing_hf":
+    flags.append(f"--config.init.from_hf={tmp_path / 'no_such_hf'}")
+  else:
+    flags += [f"--config.init.from_hf={tmp_path}", f"--config.init.from_checkpoint={cpt_run}"]
+  assert run_cli("cpt", config, workdir, *flags) == EXIT_USER_ERROR
+  line = error_line(capsys.readouterr().err)
+  assert expected in line, line

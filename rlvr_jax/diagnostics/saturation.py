@@ -643,6 +643,17 @@ class SaturationMonitor:
     return monitor
 
 
+MONITOR_HELP = {
+    "saturation.epsilon": "a step is near saturation when r_t >= epsilon * running max",
+    "saturation.warmup": "steps that never start a plateau (the first rewards are their own max)",
+    "saturation.patience": "steps a plateau must last before the run counts as saturated",
+    "saturation.tolerance": "relative rise of the running max that ends a plateau",
+    "saturation.window": "trailing moving average of the reward (None = raw)",
+    "saturation.min_r_max": "saturation needs a running max above this (a reward stuck at 0 is "
+                            "no plateau)",
+}
+
+
 def monitor_config_fields():
   """The `saturation` section of an RL config: MonitorParams' defaults (the one place they are
   set) less reward_key (the loop monitors reward/mean and reward/true_mean)."""

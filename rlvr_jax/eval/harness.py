@@ -530,10 +530,7 @@ def load_for_eval(config, mesh):
   path, step = ckpt_lib.parse_checkpoint_ref(from_ckpt)
   if not os.path.isdir(path):
     raise FileNotFoundError(f"init.from_checkpoint={from_ckpt!r}: {path} is not a directory")
-  if step is None:
-    steps = ckpt_lib.run_steps(path)
-    step = steps[-1] if steps else None
-  cfg, params = ckpt_lib.load_model(path, step, mesh=mesh)
+  cfg, params, step = ckpt_lib.load_model_step(path, step, mesh=mesh)
   if dtype:
     cfg = cfg.replace(dtype=dtype)
   tok_path = tok_path or _run_tokenizer_path(path)

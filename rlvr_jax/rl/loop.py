@@ -246,6 +246,7 @@ def run(config, workdir: str) -> int:
 
 
 def _run_locked(config, workdir: str) -> int:
+  train_loop.check_init_sources(config)
   os.makedirs(workdir, exist_ok=True)
   tokenizer = builtin.resolve_tokenizer(_tokenizer_spec(config), workdir)
   cfg = model_config(config, tokenizer)
@@ -433,6 +434,7 @@ def _train(config, workdir, cfg, mesh, settings, reward, optimizer, spec, tokeni
         if save_now:
           manager.save(step, state, data_iter, extra=monitor_states())
           guard.saved(step)
+          workdir_lib.write_status(workdir, "running", step, int(config.steps))
         if stop_saturated:
           status = "saturated"
           break

@@ -73,10 +73,12 @@ class HealthGuard:
     self.last_saved: int | None = None
 
   def _advice(self) -> str:
-    where = (f"the last healthy checkpoint is step {self.last_saved} in {self.checkpoints_dir}"
-             if self.last_saved is not None else
-             f"no checkpoint was written by this process ({self.checkpoints_dir})")
-    return (f"; stopping ({where}; nothing later was saved). Lower optim.lr (or raise "
+    if self.last_saved is None:
+      return (f"; stopping before any checkpoint was written ({self.checkpoints_dir} holds none "
+              f"of this run). Lower optim.lr (or raise optim.warmup, check the data / rewards) "
+              f"and rerun: the run starts over from its initial parameters")
+    return (f"; stopping (the last healthy checkpoint is step {self.last_saved} in "
+            f"{self.checkpoints_dir}; nothing later was saved). Lower optim.lr (or raise "
             f"optim.warmup, check the data / rewards) and rerun with "
             f"--config.resume_overrides=True to continue from that checkpoint, or use a new "
             f"--workdir")

@@ -226,10 +226,14 @@ def one_line(e: BaseException, limit: int = 300) -> str:
 
 
 def parse_checkpoint_ref(ref: str) -> tuple[str, int | None]:
-  """'PATH' or 'PATH:STEP' -> (path, step or None)."""
+  """'PATH' or 'PATH:STEP' -> (path, step or None). A PATH that exists followed by a ':' and
+  something other than a step number is an error (it names the step, not a file)."""
   path, _, step = ref.rpartition(":")
   if path and step.isdigit():
     return path, int(step)
+  if path and "://" not in ref and os.path.isdir(path) and not os.path.exists(ref):
+    raise ValueError(f"{ref!r}: the step after ':' must be a checkpoint step number "
+                     f"(PATH:STEP, e.g. {path}:100), got {step!r}")
   return ref, None
 
 
@@ -257,12 +261,21 @@ def load_params(workdir: str, step: int | None = None, *, shardings: Any = None,
 def load_model(workdir: str, step: int | None = None, *, shardings: Any = None,
                mesh: Mesh | None = None) -> tuple[ModelConfig, Any]:
   """(ModelConfig, params) of a run checkpoint or params-only checkpoint; see `load_params`."""
+  cfg, params, _ = load_model_step(workdir, step, shardings=shardings, mesh=mesh)
+  return cfg, params
+
+
+def load_model_step(workdir: str, step: int | None = None, *, shardings: Any = None,
+                    mesh: Mesh | None = None) -> tuple[ModelConfig, Any, int | None]:
+  """(ModelConfig, params, the step read) of a run checkpoint (step None for a params-only
+  checkpoint). With `step` None the newest step that reads back is used; newer ones that do not
+  are named in a warning (the rule a resume follows: RunCheckpoints.restore_latest)."""
   workdir = paths.resolve(os.fspath(workdir))
   if not (epath.Path(workdir) / CHECKPOINT_DIR).exists() and \
       (epath.Path(workdir) / PARAMS_DIR).exists():
     if step is not None:
       raise ValueError(f"{workdir} is a params-only checkpoint; it has no step {step}")
-    return restore_params(workdir, shardings=shardings, mesh=mesh)
+    return (*restore_params(workdir, shardings=shardings, mesh=mesh), None)
   cfg = read_model_config(workdir)
   steps = run_steps(workdir)
   if not steps:
@@ -284,11 +297,16 @@ def load_model(workdir: str, step: int | None = None, *, shardings: Any = None,
     for bad, why in failures:   # the same rule as a resume (RunCheckpoints.restore_latest)
       log.warning("checkpoint step %d of %s cannot be read (%s); using step %d", bad, workdir,
                   why, candidate)
-    return cfg, out["params"]
+    return cfg, out["params"], candidate
   bad, why = failures[0]
-  raise CorruptCheckpointError(f"checkpoint step {bad} of {workdir} cannot be read: {why}. "
-                               f"Name another step (PATH:STEP; steps: {steps}) or restore the "
-                               f"directory from a copy")
+  if step is not None:
+    others = [s for s in steps if s != step]
+    raise CorruptCheckpointError(f"checkpoint step {bad} of {workdir} cannot be read: {why}. "
+                                 f"Name another step (PATH:STEP; other steps: {others}) or "
+                                 f"restore the directory from a copy")
+  raise CorruptCheckpointError(f"no checkpoint of {workdir} can be read (steps {steps}); the "
+                               f"newest, step {bad}, fails with: {why}. Restore the directory "
+                               f"from a copy")
 
 
 def save_params(directory: str, cfg: ModelConfig, params: Any) -> str:

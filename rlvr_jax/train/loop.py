@@ -492,6 +492,7 @@ def _run(config, workdir, stage, cfg, mesh, optimizer, train_fn, eval_fn, manage
           finish((step, metrics, True), True)          # the guard passes a step before its save
           manager.save(step, state, data_iter if saveable else None, last_eval)
           guard.saved(step)
+          workdir_lib.write_status(workdir, "running", step, int(config.steps))
         else:
           pending = (step, metrics, busy)
       if pending is not None:
@@ -504,6 +505,24 @@ def _run(config, workdir, stage, cfg, mesh, optimizer, train_fn, eval_fn, manage
   if status == "preempted":
     log.warning("stopped by a signal at step %d; checkpoint saved, rerun to resume", step)
   return status, step
+
+
+def check_init_sources(config) -> None:
+  """init.from_hf / init.from_checkpoint: at most one, and it exists (checked before anything
+  reads it, e.g. the tokenizer that defaults to the init source's)."""
+  from_hf = str(_get(config, "init.from_hf", "") or "")
+  from_ckpt = str(_get(config, "init.from_checkpoint", "") or "")
+  if from_hf and from_ckpt:
+    raise ValueError(f"set only one of init.from_hf={from_hf!r} and init.from_checkpoint="
+                     f"{from_ckpt!r}")
+  if from_hf and not paths.is_url(from_hf) and not os.path.isdir(from_hf):
+    raise FileNotFoundError(f"init.from_hf={from_hf} is not a directory; give a Hugging Face "
+                            f"checkpoint directory (config.json + *.safetensors)")
+  if from_ckpt:
+    path, _ = ckpt_lib.parse_checkpoint_ref(from_ckpt)
+    if not paths.is_url(path) and not os.path.isdir(path):
+      raise FileNotFoundError(f"init.from_checkpoint={from_ckpt}: {path} is not a directory; "
+                              f"give a run directory (or a params directory), PATH[:STEP]")
 
 
 def initial_params(config, cfg: ModelConfig, mesh, workdir: str | None = None):

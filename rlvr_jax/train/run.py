@@ -181,6 +181,7 @@ def _run_stage(config, workdir: str, stage: str, make_dataset, load_items, extra
 
 
 def _locked_stage(config, workdir, stage, make_dataset, load_items, extra_kwargs, eval_kwargs):
+  loop.check_init_sources(config)
   tokenizer = builtin.resolve_tokenizer(_tokenizer_spec(config), workdir)
   _check_vocab(config, tokenizer)
   train_items, eval_items = load_items(config)
