@@ -1,6 +1,7 @@
 """`rlvr-jax diagnose`: the paper's diagnostics of a model or a run (CPU toy defaults).
 
-Saturation dynamics of a run (reads RUN/metrics.jsonl; writes OUT/saturation.json + .png):
+Saturation dynamics of a run (reads RUN/metrics.jsonl; writes OUT/saturation.json + .png;
+with --config.large_run=LARGER_N_RUN also the large-small gap G):
   rlvr-jax diagnose --config=configs/diagnose.py --workdir=OUT --config.run=RUN_DIR
 Faithfulness (programmatic, judge, interventions) and diversity of a checkpoint's rollouts
 (P prompts x K rollouts; writes OUT/diagnose.json + OUT/diagnose.md):
@@ -14,6 +15,7 @@ from ml_collections.config_dict import placeholder
 def get_config() -> ConfigDict:
   c = ConfigDict()
   c.run = ""                           # run directory to analyse for saturation dynamics ('' = none)
+  c.large_run = ""                     # a larger-N run of the same setting: the gap G at run's t_sat ('' = none)
   c.seed = 0                           # sampling / bootstrap seed
 
   c.saturation = ConfigDict()

@@ -50,6 +50,22 @@ def test_saturation_of_a_run(tmp_path, capsys):
   assert "t_sat=9" in capsys.readouterr().out
 
 
+def test_large_small_gap_at_the_small_runs_t_sat(tmp_path):
+  # small: saturates at t = 9 as above (M(9) = 0.4 interpolated); large: eval 0.2 at 0 and
+  # 0.8 at 10 -> M(9) = 0.2 + 0.9 * 0.6 = 0.74, so G = 0.74 - 0.4 = 0.34.
+  small, large = tmp_path / "small", tmp_path / "large"
+  write_run(str(small), [0.1 * t for t in range(1, 10)] + [0.9] * 11,
+            {0: 0.1, 8: 0.3, 10: 0.5, 20: 0.6})
+  write_run(str(large), [0.05 * t for t in range(1, 21)], {0: 0.2, 10: 0.8, 20: 0.9})
+  out = tmp_path / "out"
+  assert cli.main(["rlvr-jax", "diagnose", CONFIG, f"--workdir={out}", f"--config.run={small}",
+                   f"--config.large_run={large}", "--config.saturation.margin=5"]) == 0
+  with open(out / "saturation.json") as f:
+    gap = json.load(f)["large_small_gap"]["gap"]["eval/x/acc"]
+  assert gap["t_sat_small"] == 9 and gap["interpolated"] is True
+  np.testing.assert_allclose(gap["G"], 0.34, atol=1e-12)
+
+
 def test_never_saturating_run_has_null_t_sat(tmp_path):
   run = tmp_path / "run"
   write_run(str(run), [0.01 * t for t in range(1, 31)], {0: 0.0, 30: 0.2})   # rising to the end

@@ -55,6 +55,9 @@ def saturation_of_run(config, workdir: str) -> dict:
                             f"written by rlvr-jax rl / sft / cpt")
   params = saturation_params(config)
   doc = sat.analyze_run(run_dir, params)
+  if config.large_run:
+    doc["large_small_gap"] = {"large_run": str(config.large_run),
+                              "gap": sat.large_small_gap(run_dir, str(config.large_run), params)}
   write_json(os.path.join(workdir, "saturation.json"), doc)
   plots.plot_run(run_dir, os.path.join(workdir, "saturation.png"), params=params, analysis=doc,
                  title=os.path.basename(os.path.normpath(run_dir)))
@@ -71,6 +74,10 @@ def format_saturation(doc: dict) -> str:
   if true:
     head += f"\n  true reward: r_max={_num(true.get('r_max'))} t_sat={true.get('t_sat')}"
   keys = sorted(doc.get("delta_sat") or {})
+  gap = (doc.get("large_small_gap") or {}).get("gap") or {}
+  for k, g in sorted(gap.items()):
+    head += (f"\n  G({k}) = {_num(g.get('G'))} at the small run's t_sat "
+             f"({'interpolated' if g.get('interpolated') else 'exact'})")
   if not keys:
     return head
   width = max(len(k) for k in keys)
