@@ -19,7 +19,7 @@ import json
 import os
 import time
 
-from rlvr_jax.run import workdir as workdir_lib
+from rlvr_jax.run import files, workdir as workdir_lib
 from rlvr_jax.run.errors import EXIT_PREEMPTED
 
 STAGE_RUNNERS = {
@@ -54,7 +54,7 @@ def run(config, workdir: str) -> int:
         sub.init.from_checkpoint = os.path.join(workdir, prev)
       if "resume_overrides" in config and "resume_overrides" in sub:
         sub.resume_overrides = bool(config.resume_overrides)
-    if prev in trained and os.path.isdir(stage_dir):
+    if prev in trained and files.isdir(stage_dir):
       why = workdir_lib.built_on_stale(stage_dir, os.path.join(workdir, prev))
       if why:
         aside = workdir_lib.move_aside(stage_dir, "stale")
@@ -92,8 +92,7 @@ def _evaluate(config, workdir: str, trained: list[str]) -> dict:
     out = os.path.join(workdir, "eval", stage)
     print(f"=== pipeline eval of {stage}", flush=True)
     harness.run(sub, out)
-    with open(os.path.join(out, "eval_metrics.json")) as f:
-      results[stage] = json.load(f)["metrics"]
+    results[stage] = json.loads(files.read_text(f"{out}/eval_metrics.json"))["metrics"]
   return {"metrics": results}
 
 
@@ -110,7 +109,4 @@ def _format_report(report: dict) -> str:
 
 
 def _write_json(path: str, doc: dict) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(doc, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
+  files.write_json(path, doc)

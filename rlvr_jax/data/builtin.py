@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
 
 TOY_VOCAB_SIZE = 1024
@@ -42,27 +41,41 @@ def builtin_tokenizer_path(vocab_size: int = TOY_VOCAB_SIZE, cache_dir: str | No
 
 def resolve_tokenizer(spec: str, workdir: str | None = None):
   """The run's tokenizer (see the module docstring); copies it into `workdir` when given."""
+  import jax
+
+  from rlvr_jax.run import files
   from rlvr_jax.tokenizer import load_tokenizer
   if workdir:
     for name in RUN_TOKENIZER_FILES:
-      if os.path.exists(os.path.join(workdir, name)):
-        return load_tokenizer(os.path.join(workdir, name))
+      if files.exists(files.as_path(workdir) / name):
+        return load_tokenizer(local_copy(files.as_path(workdir) / name))
   src = spec or builtin_tokenizer_path()
-  if os.path.isdir(src):
-    candidates = [os.path.join(src, n) for n in RUN_TOKENIZER_FILES]
-    found = [c for c in candidates if os.path.exists(c)]
+  if files.isdir(src):
+    candidates = [files.as_path(src) / n for n in RUN_TOKENIZER_FILES]
+    found = [c for c in candidates if c.exists()]
     if not found:
       raise FileNotFoundError(f"tokenizer directory {src} has none of {RUN_TOKENIZER_FILES}")
-    src = found[-1]  # tokenizer.json preferred when both exist
-  tokenizer = load_tokenizer(src)
-  if workdir:
-    os.makedirs(workdir, exist_ok=True)
+    src = os.fspath(found[-1])  # tokenizer.json preferred when both exist
+  tokenizer = load_tokenizer(local_copy(src))
+  if workdir and jax.process_index() == 0:   # one copy into the run (its own tokenizer)
     name = "tokenizer.json" if src.endswith(".json") else "tokenizer.model"
-    tmp = os.path.join(workdir, name + ".tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, os.path.join(workdir, name))
+    files.copy_file(src, files.as_path(workdir) / name)
     if name == "tokenizer.json":
-      cfg = os.path.join(os.path.dirname(src), "tokenizer_config.json")
-      if os.path.exists(cfg):
-        shutil.copyfile(cfg, os.path.join(workdir, "tokenizer_config.json"))
+      cfg = files.as_path(src).parent / "tokenizer_config.json"
+      if cfg.exists():
+        files.copy_file(cfg, files.as_path(workdir) / "tokenizer_config.json")
   return tokenizer
+
+
+def local_copy(path) -> str:
+  """A local file path for `path`: itself, or a cached local copy of a bucket object (the
+  tokenizer libraries read local files only)."""
+  from rlvr_jax.run import files
+  path = os.fspath(path)
+  if files.is_local(path):
+    return path
+  digest = hashlib.sha256(path.encode()).hexdigest()[:16]
+  local = os.path.join(_cache_dir(), "remote", digest, os.path.basename(path))
+  if not os.path.exists(local):
+    files.copy_file(path, local)
+  return local

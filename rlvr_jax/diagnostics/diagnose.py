@@ -18,7 +18,7 @@ import os
 import time
 from typing import Any
 
-from rlvr_jax.config_utils import csv_list, get_field as _get
+from rlvr_jax.config_utils import csv_list
 from rlvr_jax.data import answers as answers_lib
 
 
@@ -27,7 +27,6 @@ def run(config, workdir: str) -> int:
     raise ValueError("nothing to diagnose: set --config.run=RUN_DIR (saturation dynamics) and/or "
                      "--config.init.from_checkpoint=RUN / --config.init.from_hf=DIR (faithfulness"
                      " and diversity of the model's rollouts)")
-  os.makedirs(workdir, exist_ok=True)
   if config.run:
     print(format_saturation(saturation_of_run(config, workdir)), flush=True)
   if config.init.from_checkpoint or config.init.from_hf:
@@ -319,11 +318,10 @@ def _finite(x: float) -> float | None:
 
 
 def write_rollouts(path: str, rows, responses, correct) -> None:
-  with open(path + ".tmp", "w") as f:
-    for r, text, ok in zip(rows, responses, correct):
-      f.write(json.dumps({"id": r["id"], "domain": r.get("domain"), "answer": r.get("answer"),
-                          "response": text, "correct": bool(ok)}) + "\n")
-  os.replace(path + ".tmp", path)
+  write_text(path, "".join(
+      json.dumps({"id": r["id"], "domain": r.get("domain"), "answer": r.get("answer"),
+                  "response": text, "correct": bool(ok)}) + "\n"
+      for r, text, ok in zip(rows, responses, correct)))
 
 
 def write_json(path: str, doc: dict) -> None:
@@ -331,10 +329,8 @@ def write_json(path: str, doc: dict) -> None:
 
 
 def write_text(path: str, text: str) -> None:
-  from etils import epath
-  tmp = epath.Path(path + ".tmp")
-  tmp.write_text(text)
-  tmp.replace(epath.Path(path))
+  from rlvr_jax.run import files
+  files.write_text(path, text)
 
 
 def _default(x):

@@ -333,17 +333,13 @@ def write_samples(rows_by_set: Mapping[str, Sequence[Mapping]], directory: str |
                   ) -> list[str]:
   """Writes DIRECTORY/NAME.jsonl per set (one JSON object per row), each atomically (a temp file
   renamed into place). Only process 0 writes. Returns the paths."""
+  from rlvr_jax.run import files
   directory = os.fspath(directory)
-  paths = [os.path.join(directory, f"{name}.jsonl") for name in rows_by_set]
+  paths = [f"{directory}/{name}.jsonl" for name in rows_by_set]
   if jax.process_index() != 0:
     return paths
-  os.makedirs(directory, exist_ok=True)
   for path, rows in zip(paths, rows_by_set.values()):
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-      for row in rows:
-        f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    files.write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
   return paths
 
 
@@ -542,11 +538,8 @@ def load_for_eval(config, mesh):
 
 
 def _atomic_write_json(path: str, doc: Any) -> None:
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(doc, f, indent=2, sort_keys=True)
-    f.write("\n")
-  os.replace(tmp, path)
+  from rlvr_jax.run import files
+  files.write_json(path, doc)
 
 
 def run(config, workdir: str) -> int:
@@ -571,7 +564,6 @@ def run(config, workdir: str) -> int:
     raise ValueError(f"tokenizer {tok_path} has {tokenizer.vocab_size} ids but the model's "
                      f"vocab_size is {cfg.vocab_size}; wrong tokenizer for {source}?")
   tag = str(_get(config.eval, "name", "") or tag)
-  os.makedirs(workdir, exist_ok=True)
   key = jax.random.key(int(_get(config, "seed", 0)))
   start = time.time()
   with sharding.activate(mesh):
@@ -579,13 +571,15 @@ def run(config, workdir: str) -> int:
     metrics, rows = _evaluate_prepared(cfg, params, tokenizer, prepared, options, key, None)
   seconds = time.time() - start
   if jax.process_index() == 0:
+    from rlvr_jax.run import files
     if bool(_get(config.eval, "write_samples", True)):
-      write_samples(rows, os.path.join(workdir, "eval", tag))
-    _atomic_write_json(os.path.join(workdir, "eval_metrics.json"),
+      write_samples(rows, f"{workdir}/eval/{tag}")
+    _atomic_write_json(f"{workdir}/eval_metrics.json",
                        {"source": source, "step": step, "tag": tag, "metrics": metrics,
                         "seconds": seconds})
-    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
-      f.write(json.dumps({"step": step or 0, **metrics}) + "\n")
+    log_file = files.AppendLog(f"{workdir}/metrics.jsonl")
+    log_file.write_line(json.dumps({"step": step or 0, **metrics}))
+    log_file.close()
     print(f"eval of {source} (k={options.k}, T={options.temperature}, "
           f"{seconds:.1f}s):\n{format_table(metrics)}")
   return 0

@@ -47,7 +47,7 @@ from rlvr_jax.model.sizes import get_model_config
 from rlvr_jax.rl import protocols as rl_protocols
 from rlvr_jax.rl import rewards as rewards_lib
 from rlvr_jax.rl import step as step_lib
-from rlvr_jax.run import paths, workdir as workdir_lib
+from rlvr_jax.run import files, paths, workdir as workdir_lib
 from rlvr_jax.run.drops import DropMonitor
 from rlvr_jax.run.errors import EXIT_PREEMPTED
 from rlvr_jax.run.guard import GuardSpec, HealthGuard, check as _guard_check
@@ -247,7 +247,7 @@ def run(config, workdir: str) -> int:
 
 def _run_locked(config, workdir: str) -> int:
   train_loop.check_init_sources(config)
-  os.makedirs(workdir, exist_ok=True)
+  files.makedirs(workdir)
   tokenizer = builtin.resolve_tokenizer(_tokenizer_spec(config), workdir)
   cfg = model_config(config, tokenizer)
   mesh = sharding.make_mesh((int(config.mesh.data), int(config.mesh.fsdp),

@@ -38,6 +38,7 @@ import numpy as np
 
 from rlvr_jax.config_utils import csv_list as _csv, get_field as _get
 from rlvr_jax.data import protocols as data_protocols
+from rlvr_jax.run import files
 from rlvr_jax.data import records as records_lib
 from rlvr_jax.rl import noise as noise_lib
 
@@ -147,37 +148,29 @@ def _sampling_options(config) -> dict[str, Any]:
 
 
 def _write_jsonl(path: str, records: Sequence[Mapping]) -> None:
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
-    for r in records:
-      f.write(json.dumps(dict(r), ensure_ascii=False, default=str) + "\n")
-  os.replace(tmp, path)
+  files.write_text(path, "".join(json.dumps(dict(r), ensure_ascii=False, default=str) + "\n"
+                                 for r in records))
 
 
 def _write_json(path: str, doc) -> None:
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(doc, f, indent=2, sort_keys=True, default=str)
-  os.replace(tmp, path)
+  files.write_json(path, doc, default=str)
 
 
 def load_train_records(workdir: str) -> tuple[list[dict], dict] | None:
   """(records, protocol report) saved in WORKDIR/data, or None when there are none."""
-  path = os.path.join(workdir, "data", TRAIN_FILE)
-  meta = os.path.join(workdir, "data", PROTOCOL_FILE)
-  if not (os.path.exists(path) and os.path.exists(meta)):
+  path = files.as_path(workdir) / "data" / TRAIN_FILE
+  meta = files.as_path(workdir) / "data" / PROTOCOL_FILE
+  if not (path.exists() and meta.exists()):
     return None
-  with open(meta) as f:
-    report = json.load(f)
+  report = json.loads(meta.read_text())
   records = []
-  with open(path, encoding="utf-8") as f:
-    for i, line in enumerate(f):
-      if line.strip():
-        try:
-          records.append(json.loads(line))
-        except json.JSONDecodeError as e:
-          raise ValueError(f"{path}:{i + 1}: not valid JSON ({e}); delete {path} to recompute "
-                           f"the training set") from None
+  for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+    if line.strip():
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{i + 1}: not valid JSON ({e}); delete {path} to recompute "
+                         f"the training set") from None
   return records, report
 
 
@@ -249,10 +242,9 @@ def prepare_train_records(config, workdir: str, cfg, params, tokenizer, *, mesh=
                                  key=jax.random.fold_in(key, 1), **options)
       records, replaced = data_protocols.replace_labels(records, table, gamma=gamma, seed=seed)
       report["label_noise"] = replaced
-  os.makedirs(os.path.join(workdir, "data"), exist_ok=True)
   if jax.process_index() == 0:
-    _write_jsonl(os.path.join(workdir, "data", TRAIN_FILE), records)
-    _write_json(os.path.join(workdir, "data", PROTOCOL_FILE), report)
+    _write_jsonl(files.as_path(workdir) / "data" / TRAIN_FILE, records)
+    _write_json(files.as_path(workdir) / "data" / PROTOCOL_FILE, report)
   log.info("training set: %d records (%s)", len(records),
            {k: v for k, v in report.items() if k not in ("settings", "label_noise")})
   return records, report

@@ -86,10 +86,10 @@ def locked(workdir: str) -> Iterator[None]:
     os.close(fd)
 
 
-def _read_json(path: str) -> dict | None:
+def _read_json(path) -> dict | None:
+  from etils import epath
   try:
-    with open(path) as f:
-      doc = json.load(f)
+    doc = json.loads(epath.Path(path).read_text())
     return doc if isinstance(doc, dict) else None
   except (OSError, ValueError):
     return None
@@ -177,12 +177,13 @@ def built_on_stale(workdir: str, source: str) -> str | None:
 
 def move_aside(workdir: str, reason: str) -> str:
   """Renames WORKDIR to WORKDIR.<reason>[-N] (never deletes); returns the new path."""
+  from rlvr_jax.run import files
   dst = f"{workdir}.{reason}"
   n = 0
-  while os.path.exists(dst):
+  while files.exists(dst):
     n += 1
     dst = f"{workdir}.{reason}-{n}"
-  os.rename(workdir, dst)
+  files.rename(workdir, dst)
   return dst
 
 

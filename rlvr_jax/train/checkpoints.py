@@ -45,25 +45,21 @@ def write_config_json(directory: str, config: dict, model_cfg: ModelConfig) -> s
 
   An existing, different config.json is kept as config.prev-N.json (never overwritten).
   """
-  os.makedirs(directory, exist_ok=True)
-  path = os.path.join(directory, CONFIG_FILE)
+  from rlvr_jax.run import files
+  root = epath.Path(directory)
+  path = root / CONFIG_FILE
   doc = dict(config)
   doc["model"] = model_cfg.to_dict()
   text = json.dumps(doc, indent=2, sort_keys=True, default=_json_default)
-  if os.path.exists(path):
-    with open(path) as f:
-      old = f.read()
-    if old == text:
-      return path
+  if path.exists():
+    if path.read_text() == text:
+      return os.fspath(path)
     n = 0
-    while os.path.exists(os.path.join(directory, f"config.prev-{n}.json")):
+    while (root / f"config.prev-{n}.json").exists():
       n += 1
-    os.replace(path, os.path.join(directory, f"config.prev-{n}.json"))
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
-  return path
+    files.copy_file(path, root / f"config.prev-{n}.json")
+  files.write_text(path, text)
+  return os.fspath(path)
 
 
 def _json_default(x):
@@ -76,12 +72,11 @@ def _json_default(x):
 
 def read_model_config(directory: str) -> ModelConfig:
   """The ModelConfig recorded in DIRECTORY/config.json (a run dir or a params checkpoint)."""
-  path = os.path.join(directory, CONFIG_FILE)
-  if not os.path.exists(path):
+  path = epath.Path(directory) / CONFIG_FILE
+  if not path.exists():
     raise FileNotFoundError(f"{path} not found: {directory} is not a run directory or params "
                             f"checkpoint written by rlvr_jax")
-  with open(path) as f:
-    doc = json.load(f)
+  doc = json.loads(path.read_text())
   if "model" not in doc or not isinstance(doc["model"], dict):
     raise ValueError(f"{path} has no 'model' entry with the resolved model config")
   return ModelConfig.from_dict(doc["model"])

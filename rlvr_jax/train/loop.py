@@ -45,7 +45,7 @@ from rlvr_jax import sharding
 from rlvr_jax.config_utils import get_field as _get
 from rlvr_jax.model.config import ModelConfig
 from rlvr_jax.model.sizes import get_model_config
-from rlvr_jax.run import paths, workdir as workdir_lib
+from rlvr_jax.run import files, paths, workdir as workdir_lib
 from rlvr_jax.run.drops import DropMonitor
 from rlvr_jax.run.errors import NonFiniteError
 from rlvr_jax.run.guard import GuardSpec, HealthGuard, check as _guard_check
@@ -172,11 +172,16 @@ class MetricsLogger:
     self.file = None
     self.tb = None
     self.bar = None
+    self.tb_upload = None     # a bucket workdir: events written locally, copied there on close
     if not self.enabled:
       return
-    self.file = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    self.file = files.AppendLog(files.as_path(workdir) / "metrics.jsonl")
+    tb_dir = os.path.join(workdir, "tensorboard")
+    if not files.is_local(workdir):
+      import tempfile
+      self.tb_upload, tb_dir = tb_dir, tempfile.mkdtemp(prefix="rlvr_jax_tb_")
     try:
-      self.tb = _summary_writer_class()(os.path.join(workdir, "tensorboard"))
+      self.tb = _summary_writer_class()(tb_dir)
     except ImportError:
       log.warning("tensorboardX is not installed: no TensorBoard events")
     if progress:
@@ -188,8 +193,7 @@ class MetricsLogger:
     if not self.enabled:
       return
     clean = {k: (float(v) if math.isfinite(float(v)) else None) for k, v in record.items()}
-    self.file.write(json.dumps({"step": step, **clean}) + "\n")
-    self.file.flush()
+    self.file.write_line(json.dumps({"step": step, **clean}))
     if self.tb is not None:
       for k, v in clean.items():
         if v is not None:
@@ -213,6 +217,9 @@ class MetricsLogger:
     if self.tb is not None:
       self.tb.flush()
       self.tb.close()
+      if self.tb_upload is not None:
+        for name in os.listdir(self.tb.logdir):
+          files.copy_file(os.path.join(self.tb.logdir, name), f"{self.tb_upload}/{name}")
     if self.file is not None:
       self.file.close()
 
@@ -284,7 +291,7 @@ def train(config, workdir: str, *, stage: str,
   workdir = paths.resolve(workdir)
   with workdir_lib.locked(workdir):
     resuming = bool(ckpt_lib.run_steps(workdir)) and \
-        os.path.exists(os.path.join(workdir, ckpt_lib.CONFIG_FILE))
+        files.exists(files.as_path(workdir) / ckpt_lib.CONFIG_FILE)
     cfg = resolve_model_config(config, model_config, resume_dir=workdir if resuming else None)
     mesh = sharding.make_mesh((config.mesh.data, config.mesh.fsdp, config.mesh.tensor))
     validate(config, cfg, mesh)
