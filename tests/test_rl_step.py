@@ -161,65 +161,84 @@ def assert_steps_close(params_got, params_want, params_before, what):
   jax.tree_util.tree_map_with_path(check, params_got, params_want, params_before)
 
 
-def sgd_phases(n_devices: int):
-  """(jitted phases of SGD_SPEC, state shardings, mesh) on the first n_devices devices."""
-  mesh = sharding.make_mesh((-1, 1, 1), jax.devices()[:n_devices])
-  shard = state_lib.state_shardings(CFG, SGD_OPT, mesh)
-  return S.jit_rl_phases(SGD_SPEC, mesh, shard), shard, mesh
+def sgd_phases(shape: tuple[int, int, int], cfg=CFG):
+  """(jitted phases of SGD_SPEC for `cfg`, state shardings, mesh) on a (data, fsdp, tensor)
+  mesh of the first data * fsdp * tensor devices."""
+  mesh = sharding.make_mesh(shape, jax.devices()[:int(np.prod(shape))])
+  shard = state_lib.state_shardings(cfg, SGD_OPT, mesh)
+  return S.jit_rl_phases(dataclasses.replace(SGD_SPEC, cfg=cfg), mesh, shard), shard, mesh
+
+
+def as_two_kv_heads(params):
+  """The same function with its single key/value head stored twice (GQA 2:1 -> MHA), so that
+  kv_heads can be split over tensor = 2."""
+  def widen(path, x):
+    name = jax.tree_util.keystr(path)
+    if ("k_proj" in name or "v_proj" in name) and x.ndim >= 3 and x.shape[-2] == 1:
+      return np.repeat(np.asarray(x), 2, axis=-2)
+    return np.asarray(x)
+  return jax.tree_util.tree_map_with_path(widen, params)
 
 
 def test_sharded_update_equals_single_device_and_first_ratio_is_one(sft_params):
-  """One sampled rollout, scored and then trained on twice (two SGD updates) on 8 simulated
-  devices and on 1: rewards, advantages, metrics and parameter steps agree to f32 rounding. In
-  the first update the ratio (recomputed log-probs / sampler log-probs) is 1 and the KL to the
-  reference (the same params) 0; in the second, from the updated params, neither."""
+  """One sampled rollout, scored and then trained on twice (two SGD updates) on several meshes
+  and on 1 device: rewards, advantages, metrics and parameter steps agree to f32 rounding.
+  Meshes: data-parallel 8, and (data, fsdp, tensor) = (2, 2, 2) for the same model with its
+  key/value head stored twice (tensor = 2 needs 2 kv heads). In the first update the ratio
+  (recomputed log-probs / sampler log-probs) is 1 and the KL to the reference (the same params)
+  0; in the second, from the updated params, neither."""
   prompts, digits = make_prompts(PROMPTS, 0)
   lengths = np.where(np.arange(PROMPTS) % 3 == 1, 3, 4).astype(np.int32)   # ragged prompts
   batch = rl_batch(prompts, digits, digits, lengths)
   k_sample, k_reward = S.step_keys(jax.random.key(5))
-  phases, shard, _ = sgd_phases(1)
+  phases, shard, _ = sgd_phases((1, 1, 1))
   rollout = host(phases.sample(jax.device_put(sft_params, shard.params), prompts, lengths,
                                k_sample))
   assert rollout.tokens.shape == (PROMPTS * GROUP, 4)
-
-  scores, updates = {}, {}
-  for n_dev in (1, 8):
-    phases, shard, mesh = sgd_phases(n_dev)
-    scores[n_dev] = host(phases.score(rollout, batch, k_reward))
-    kept, scored, _ = scores[1]                     # both meshes train on the same inputs
-    state = state_lib.create_train_state(CFG, SGD_OPT, mesh, jax.random.key(0),
-                                         jax.tree.map(jnp.asarray, sft_params))
-    ref = jax.device_put(sft_params, shard.params)
-    state, metrics1 = phases.update(state, ref, kept, scored, prompts, lengths)
-    params1 = host(state.params)
-    state, metrics2 = phases.update(state, ref, kept, scored, prompts, lengths)
-    updates[n_dev] = (params1, host(metrics1), host(state.params), host(metrics2))
-
-  (kept1, scored1, m_score1), (kept8, scored8, m_score8) = scores[1], scores[8]
-  jax.tree.map(np.testing.assert_array_equal, kept8, kept1)
-  np.testing.assert_array_equal(scored8.rewards, scored1.rewards)
-  np.testing.assert_array_equal(scored8.loss_mask, scored1.loss_mask)
-  # advantages (r - group mean) / group std: sums of G = 8 terms of size <= 1 (G eps each),
-  # then a square root and a division (an eps or two more): 4 G eps, relative and absolute
-  np.testing.assert_allclose(scored8.advantages, scored1.advantages, rtol=4 * GROUP * F32_EPS,
-                             atol=4 * GROUP * F32_EPS)
+  mha = CFG.replace(num_kv_heads=2)
+  variants = {"gqa": (CFG, sft_params, ((8, 1, 1),)),
+              "mha": (mha, as_two_kv_heads(sft_params), ((2, 2, 2),))}
   n_params = sum(x.size for x in jax.tree.leaves(sft_params))
-  n_tokens = float(scored1.loss_mask.sum())
-  assert_metrics_close(m_score8, m_score1, "score", n_params, n_tokens)
-  assert 0 < m_score1["reward/mean"] < 1
+  for name, (cfg, params, shapes) in variants.items():
+    scores, updates = {}, {}
+    for shape in ((1, 1, 1), *shapes):
+      phases, shard, mesh = sgd_phases(shape, cfg)
+      scores[shape] = host(phases.score(rollout, batch, k_reward))
+      kept, scored, _ = scores[(1, 1, 1)]           # every mesh trains on the same inputs
+      state = state_lib.create_train_state(cfg, SGD_OPT, mesh, jax.random.key(0),
+                                           jax.tree.map(jnp.asarray, params))
+      ref = jax.device_put(params, shard.params)
+      state, metrics1 = phases.update(state, ref, kept, scored, prompts, lengths)
+      params1 = host(state.params)
+      state, metrics2 = phases.update(state, ref, kept, scored, prompts, lengths)
+      updates[shape] = (params1, host(metrics1), host(state.params), host(metrics2))
 
-  (p1, m1, q1, n1), (p8, m8, q8, n8) = updates[1], updates[8]
-  for m in (m1, m8):
-    assert m["policy/ratio_dev_first"] < 1e-5     # sampler log-probs == recomputed ones
-    assert abs(m["policy/kl"]) < 1e-6             # policy == reference before the first update
-  for m in (m1, m8, n1, n8):
-    assert m["num_updates"] == 1 and m["skipped"] == 0
-  assert n1["policy/ratio_dev_first"] > 1e-3 and n1["policy/kl"] > 1e-6   # ... not after it
-  assert m1["grad_norm"] > 1e-3
-  assert_metrics_close(m8, m1, "update 1", n_params, n_tokens)
-  assert_metrics_close(n8, n1, "update 2", n_params, n_tokens)
-  assert_steps_close(p8, p1, sft_params, "update 1")
-  assert_steps_close(q8, q1, sft_params, "updates 1 + 2")
+    kept1, scored1, m_score1 = scores[(1, 1, 1)]
+    n_tokens = float(scored1.loss_mask.sum())
+    assert 0 < m_score1["reward/mean"] < 1
+    p1, m1, q1, n1 = updates[(1, 1, 1)]
+    assert n1["policy/ratio_dev_first"] > 1e-3 and n1["policy/kl"] > 1e-6   # not after update 1
+    assert m1["grad_norm"] > 1e-3
+    for shape in ((1, 1, 1), *shapes):
+      what = f"{name} {shape}"
+      kept_n, scored_n, m_score_n = scores[shape]
+      jax.tree.map(np.testing.assert_array_equal, kept_n, kept1)
+      np.testing.assert_array_equal(scored_n.rewards, scored1.rewards)
+      np.testing.assert_array_equal(scored_n.loss_mask, scored1.loss_mask)
+      # advantages (r - group mean) / group std: sums of G = 8 terms of size <= 1 (G eps each),
+      # then a square root and a division (an eps or two more): 4 G eps, relative and absolute
+      np.testing.assert_allclose(scored_n.advantages, scored1.advantages,
+                                 rtol=4 * GROUP * F32_EPS, atol=4 * GROUP * F32_EPS)
+      assert_metrics_close(m_score_n, m_score1, f"score {what}", n_params, n_tokens)
+      p_n, m_n, q_n, nn = updates[shape]
+      assert m_n["policy/ratio_dev_first"] < 1e-5   # sampler log-probs == recomputed ones
+      assert abs(m_n["policy/kl"]) < 1e-6           # policy == reference before update 1
+      for m in (m_n, nn):
+        assert m["num_updates"] == 1 and m["skipped"] == 0
+      assert_metrics_close(m_n, m1, f"update 1, {what}", n_params, n_tokens)
+      assert_metrics_close(nn, n1, f"update 2, {what}", n_params, n_tokens)
+      assert_steps_close(p_n, p1, params, f"update 1, {what}")
+      assert_steps_close(q_n, q1, params, f"updates 1 + 2, {what}")
 
 
 # ---------------------------------------------------------------------------------- gradient

@@ -67,6 +67,8 @@ def run(seq: int = 512, batch: int = 16, batches: int = 60, threads: int = 4, se
   print(f"data bench: seq={seq} batch={batch} timed batches={batches} read threads={threads} "
         f"({os.cpu_count()} cores); {len(docs)} documents and {len(records)} SFT examples "
         f"generated in {gen_s:.2f}s; tokenizer {tok!r}")
+  from rlvr_jax.bench import machine_line
+  print(machine_line())
 
   # Reference: a plain encode loop over the CPT documents.
   t0 = time.perf_counter()

@@ -40,13 +40,17 @@ def _median_seconds(fn, iters: int) -> float:
 
 
 def run(size: str = "toy-50m", batch: int = 8, seq: int = 256, iters: int = 5,
-        threads: int | None = None, seed: int = 0) -> dict[str, float]:
-  """Runs the benchmark, prints the figures and returns them as a dict."""
-  import torch
-  import transformers
+        threads: int | None = None, seed: int = 0, torch_side: bool = True) -> dict[str, float]:
+  """Runs the benchmark, prints the figures and returns them as a dict. `torch_side=False`
+  skips the transformers reference (and the torch import): our figures only."""
+  from rlvr_jax.bench import machine_line
+  if torch_side:
+    import torch
+    import transformers
 
   threads = threads or os.cpu_count() or 1
-  torch.set_num_threads(threads)
+  if torch_side:
+    torch.set_num_threads(threads)
   cfg = rj.get_model_config(size, dtype="float32", param_dtype="float32")
   if cfg.family != "llama":
     raise ValueError(f"--size {size}: this benchmark compares against LlamaForCausalLM; pick a "
@@ -55,9 +59,12 @@ def run(size: str = "toy-50m", batch: int = 8, seq: int = 256, iters: int = 5,
   sharding.check_divisible(batch, mesh, what="--batch")
   params = jax.block_until_ready(sharding.init_params(cfg, jax.random.key(seed), mesh))
   tokens = np.random.default_rng(seed).integers(0, cfg.vocab_size, (batch, seq), dtype=np.int32)
+  torch_desc = (f"torch {torch.__version__} with {threads} threads" if torch_side
+                else "no transformers reference")
   print(f"forward bench: size={size} ({cfg.num_params() / 1e6:.1f}M params) batch={batch} "
         f"seq={seq} f32; jax {jax.__version__} on {len(jax.devices())} {jax.devices()[0].platform} "
-        f"device(s), torch {torch.__version__} with {threads} threads ({os.cpu_count()} cores)")
+        f"device(s), {torch_desc} ({os.cpu_count()} cores)")
+  print(machine_line())
 
   with tempfile.TemporaryDirectory() as tmp:
     path = Path(tmp) / "hf"
@@ -69,7 +76,8 @@ def run(size: str = "toy-50m", batch: int = 8, seq: int = 256, iters: int = 5,
     cfg_loaded, loaded = hf.load_hf(path, jnp.float32, mesh=mesh)
     jax.block_until_ready(loaded)
     load_s = time.perf_counter() - t0
-    model = transformers.LlamaForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    if torch_side:
+      model = transformers.LlamaForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
   print(f"convert: save_hf {save_s:.2f} s, load_hf {load_s:.2f} s ({size_mb:.0f} MB of safetensors)")
 
   fwd = jax.jit(lambda p, t: rj.forward(cfg_loaded, p, t))
@@ -79,6 +87,11 @@ def run(size: str = "toy-50m", batch: int = 8, seq: int = 256, iters: int = 5,
   def ours():
     box["ours"] = jax.block_until_ready(fwd(loaded, tokens_dev))
   t_ours = _median_seconds(ours, iters)
+  n = batch * seq
+  if not torch_side:
+    print(f"rj.forward (jit):       {t_ours * 1e3:9.1f} ms  {n / t_ours:10.0f} tokens/s")
+    return {"ours_tokens_per_s": n / t_ours, "ours_s": t_ours, "save_hf_s": save_s,
+            "load_hf_s": load_s}
 
   ids = torch.from_numpy(tokens.astype(np.int64))
 
@@ -88,14 +101,13 @@ def run(size: str = "toy-50m", batch: int = 8, seq: int = 256, iters: int = 5,
   t_torch = _median_seconds(theirs, iters)
 
   diff = float(np.abs(np.asarray(box["ours"]) - box["theirs"].numpy()).max())
-  n = batch * seq
   ours_tps, torch_tps = n / t_ours, n / t_torch
   attn = getattr(model.config, "_attn_implementation", "?")
   print(f"rj.forward (jit):       {t_ours * 1e3:9.1f} ms  {ours_tps:10.0f} tokens/s")
   print(f"transformers ({attn}):  {t_torch * 1e3:9.1f} ms  {torch_tps:10.0f} tokens/s")
   print(f"ratio rj / transformers = {ours_tps / torch_tps:.2f}x; max |logit diff| = {diff:.2e}")
-  return {"ours_tokens_per_s": ours_tps, "torch_tokens_per_s": torch_tps,
-          "ratio": ours_tps / torch_tps, "save_hf_s": save_s, "load_hf_s": load_s,
+  return {"ours_tokens_per_s": ours_tps, "ours_s": t_ours, "torch_tokens_per_s": torch_tps,
+          "torch_s": t_torch, "ratio": ours_tps / torch_tps, "save_hf_s": save_s, "load_hf_s": load_s,
           "max_abs_logit_diff": diff}
 
 

@@ -136,7 +136,19 @@ def main(argv=None):
                   help="weights, activations and KV cache")
   ap.add_argument("--skip_hf", action="store_true", help="do not time transformers' generate")
   args = ap.parse_args(argv[1:])
+  run(args.size, args.batch, args.prompt_len, args.new_tokens, args.repeats, args.dtype,
+      args.skip_hf)
+  return 0
 
+
+def run(size: str = "toy-7m", batch: int = 16, prompt_len: int = 32, new_tokens: int = 128,
+        repeats: int = 5, dtype: str = "float32", skip_hf: bool = False) -> dict[str, float]:
+  """Runs the benchmark, prints the figures and returns them as a dict."""
+  from types import SimpleNamespace
+
+  from rlvr_jax.bench import machine_line
+  args = SimpleNamespace(size=size, batch=batch, prompt_len=prompt_len, new_tokens=new_tokens,
+                         repeats=repeats, dtype=dtype, skip_hf=skip_hf)
   cfg = rj.get_model_config(args.size, dtype=args.dtype, param_dtype=args.dtype)
   params = jax.jit(transformer.init_params_fn(cfg))(jax.random.key(0))
   b, p, m = args.batch, args.prompt_len, args.new_tokens
@@ -145,6 +157,7 @@ def main(argv=None):
   print(f"sampler bench: size={args.size} ({cfg.num_params() / 1e6:.1f}M params) batch={b} "
         f"prompt={p} new_tokens={m} {args.dtype}, jax {jax.__version__} on "
         f"{jax.devices()[0].device_kind} ({os.cpu_count()} cores)")
+  print(machine_line())
 
   def run_ours():
     return jax.block_until_ready(
@@ -184,6 +197,11 @@ def main(argv=None):
         f"{bandwidth / 1e9:.1f} GB/s measured)")
   print(f"  rj.generate takes {t_ours / t_mem:.2f}x the memory-bandwidth bound (GPU target: "
         f"<= 2x at batch 64 for a 1B model)")
+  result = {"generate_s": t_ours, "generate_tokens_per_s": b * m / t_ours,
+            "roofline_s": t_roof, "roofline_tokens_per_s": b * m / t_roof,
+            "roofline_share": roof_share, "memory_bound_s": t_mem,
+            "memory_bound_ratio": t_ours / t_mem, "bandwidth_bytes_per_s": bandwidth,
+            "weight_bytes": weight_bytes, "kv_bytes": kv_bytes}
 
   if not args.skip_hf:
     import torch
@@ -216,6 +234,10 @@ def main(argv=None):
             f"equal on {100 * agree:.1f}% of positions")
       print(f"  ceiling: the matmuls alone (the roofline) run {t_hf / t_roof:.2f}x faster than "
             f"transformers' generate")
+      key = "transformers" if threads == os.cpu_count() else f"transformers_{threads}thread"
+      result.update({f"{key}_s": t_hf, f"{key}_tokens_per_s": b * m / t_hf,
+                     f"{key}_speedup": t_hf / t_ours, "greedy_agreement": agree})
+  return result
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

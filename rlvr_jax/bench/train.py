@@ -71,6 +71,8 @@ def run(size: str = "toy-50m", batch: int = 8, seq: int = 256, rounds: int = 3,
         f" remat={remat}"
         f" compute {dtype}, f32 master weights; jax {jax.__version__} on {len(jax.devices())} "
         f"{platform} device(s) ({os.cpu_count()} cores)", flush=True)
+  from rlvr_jax.bench import machine_line
+  print(machine_line(), flush=True)
 
   # The peak: a jitted n×n matmul in the compute dtype (f32 on CPU), on every device.
   peak_dtype = jnp.float32 if platform == "cpu" else jnp.dtype(dtype)

@@ -1,0 +1,27 @@
+"""One process of the multi-host RL loop test (driven by test_multihost_rl.py): the full
+`rlvr-jax rl` loop (sample, reward, update, checkpoint every step, resume) of a tiny model on
+4 CPU devices in all, split over `nproc` processes through jax.distributed."""
+import sys
+
+
+def main(process_id: int, nproc: int, port: int, init_dir: str, workdir: str, steps: int):
+  import jax
+  jax.config.update("jax_num_cpu_devices", 4 // nproc)
+  from rlvr_jax import sharding
+  if nproc > 1:
+    sharding.maybe_initialize_distributed(f"127.0.0.1:{port}", nproc, process_id)
+  assert jax.process_count() == nproc and jax.device_count() == 4
+  from test_rl_loop import tiny_config
+  from rlvr_jax.rl import loop
+  c = tiny_config(init_dir)
+  c.steps, c.checkpoint_every, c.eval_every, c.eval_at_end = steps, 1, 0, False
+  c.log_every, c.resume_overrides, c.rl.minibatches = 1, True, 1
+  rc = loop.run(c, workdir)
+  if nproc > 1:
+    jax.distributed.shutdown()
+  return rc
+
+
+if __name__ == "__main__":
+  sys.exit(main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5],
+                int(sys.argv[6])))
