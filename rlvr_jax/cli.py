@@ -64,10 +64,17 @@ COMMANDS: dict[str, Command] = {
     "diagnose": Command("rlvr_jax.diagnostics.diagnose", "run",
                         "saturation dynamics of a run; faithfulness and diversity of a model",
                         default_config="configs/diagnose.py"),
+    "sweep": Command("rlvr_jax.sweep", "run",
+                     "a grid of rl / sft / cpt / pipeline runs: run, emit launch commands, "
+                     "collect a table", default_config="configs/sweeps/toy_scarce.py"),
     "convert": Command("rlvr_jax.convert", "run", "HF directory <-> orbax checkpoint conversion",
                        default_config="configs/convert.py", locks_workdir=False),
     "bench": Command("rlvr_jax.bench", "main", "benchmarks: forward, train, sample, data",
                      needs_workdir=False),
+    "plan": Command("rlvr_jax.plan", "run",
+                    "memory per device, step FLOPs and time of a config on an accelerator",
+                    needs_workdir=False, default_config="configs/plan.py",
+                    locks_workdir=False),
 }
 
 

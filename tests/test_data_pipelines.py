@@ -481,8 +481,19 @@ def test_rl_checkpoint_shards_and_verl_messages():
   got = [next(it2) for _ in range(4)]
   assert all(np.array_equal(a[k], b[k]) for a, b in zip(expected, got) for k in a)
   seen = [set(np.concatenate([next(it)["index"] for _ in range(5)]).tolist())
-          for it in (iter(mk(shard_index=s, shard_count=2)) for s in range(2))]
+          for it in (iter(mk(shard_index=s, shard_count=2, global_batches=False))
+                     for s in range(2))]
   assert seen[0] == set(range(5)) and seen[1] == set(range(5, 10))
+  # Global batches (the default): 2 processes' rows of batch k, side by side, are the batch k
+  # of one process with the global batch size, whatever the process count.
+  shards = [iter(mk(shard_index=s, shard_count=2)) for s in range(2)]
+  whole = iter(P.rl_dataset(recs, TOK, batch_size=4, max_prompt_len=10, template="toy",
+                            system_prompt="55", seed=1, **ONE_SHARD))
+  for _ in range(6):
+    parts, glob = [next(it) for it in shards], next(whole)
+    np.testing.assert_array_equal(np.concatenate([p["index"] for p in parts]), glob["index"])
+    np.testing.assert_array_equal(np.concatenate([p["prompt_tokens"] for p in parts]),
+                                  glob["prompt_tokens"])
   one = _batches(mk(num_epochs=1, shuffle=False, **ONE_SHARD))[0]
   # Record 0 keeps its own chat prompt (system 33); record 1 gets the given system prompt.
   np.testing.assert_array_equal(one["prompt_tokens"][0][:7], [1, 3, 33, 6, 4, 100, 6])

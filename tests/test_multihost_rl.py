@@ -43,7 +43,8 @@ def run(nproc: int, init_dir: str, workdir: str, steps: int) -> None:
   env.pop("XLA_FLAGS", None)
   procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "multihost_rl_worker.py"),
                              str(i), str(nproc), str(port), init_dir, str(workdir), str(steps)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            env=env, cwd=os.path.dirname(HERE), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
            for i in range(nproc)]
   logs = []
   for p in procs:
@@ -96,3 +97,20 @@ def test_two_process_rl_loop_equals_one_process_and_resumes_exactly(init_dir, tm
     assert r[2][k] == s[2][k], (k, r[2][k], s[2][k])
   jax.tree.map(np.testing.assert_array_equal, rj.load_params(str(resumed), 2),
                rj.load_params(str(straight), 2))
+
+
+def test_two_process_sft_equals_one_process(tmp_path):
+  """`rlvr-jax sft` (the grain pipeline reading each process's slice, the CPT/SFT loop) on 2
+  processes: the same losses as 1 process to f32 rounding (no sampling: nothing chaotic), and
+  parameters within Adam's per-step bound of 2 lr (see the module docstring)."""
+  one, two = tmp_path / "one", tmp_path / "two"
+  run(1, "sft", one, 3)
+  run(2, "sft", two, 3)
+  a, b = records(one), records(two)
+  assert [s for s in a if "loss" in a[s]] == [s for s in b if "loss" in b[s]] == [1, 2, 3]
+  for s in (1, 2, 3):
+    np.testing.assert_allclose(b[s]["loss"], a[s]["loss"], rtol=1e-5, err_msg=str(s))
+    np.testing.assert_allclose(b[s]["grad_norm"], a[s]["grad_norm"], rtol=1e-4, err_msg=str(s))
+  lr = 5e-3                                # configs/toy/sft.py optim.lr (peak)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(y, x, rtol=0, atol=3 * 2 * lr),
+               rj.load_params(str(one)), rj.load_params(str(two)))

@@ -59,7 +59,8 @@ def _git_commit() -> str | None:
                           text=True, timeout=10)
     if head.returncode:
       return None
-    dirty = subprocess.run(["git", "-C", _REPO_ROOT, "status", "--porcelain", "-uno"],
+    dirty = subprocess.run(["git", "--no-optional-locks", "-C", _REPO_ROOT, "status",
+                            "--porcelain", "-uno"],
                            capture_output=True, text=True, timeout=10)
     return head.stdout.strip() + ("+dirty" if dirty.returncode == 0 and dirty.stdout.strip()
                                   else "")

@@ -52,7 +52,7 @@ def bench_settings(quick: bool, skip_hf: bool) -> dict[str, dict[str, Any]]:
       "sample": dict(size="toy-1m", batch=2, prompt_len=8, new_tokens=4, repeats=1,
                      skip_hf=True),
       # the built-in toy tokenizer (cached) instead of training one on a few documents
-      "data": dict(seq=64, batch=4, batches=3, threads=1, n_examples=16, n_docs=8,
+      "data": dict(seq=256, batch=4, batches=3, threads=1, n_examples=16, n_docs=8,
                    tokenizer=builtin.builtin_tokenizer_path()),
   }
 
@@ -134,7 +134,7 @@ def markdown(doc: dict[str, Any]) -> str:
     lines += [f"- {name}: {msg}" for name, msg in doc["errors"].items()]
   lines += ["", "Settings (each benchmark's run() arguments): " +
             "; ".join(f"{k} {json.dumps(v, sort_keys=True)}" for k, v in doc["settings"].items()),
-            f"Seconds per benchmark: " +
+            "Seconds per benchmark: " +
             ", ".join(f"{k} {v:.1f}" for k, v in doc["seconds"].items()), ""]
   return "\n".join(lines)
 

@@ -547,8 +547,13 @@ def sft_dataset(records: Sequence[Mapping[str, Any]], tokenizer, *, seq_len: int
                 drop_remainder: bool = True, shard_index: int | None = None,
                 shard_count: int | None = None, drop_uneven: bool = False,
                 read_threads: int = 4, prefetch: int = 256,
-                answer_mask: bool = False) -> grain.IterDataset:
+                answer_mask: bool = False, global_batches: bool = True) -> grain.IterDataset:
   """SFT batches of int32[batch_size, seq_len] with loss only on assistant tokens.
+
+  global_batches=True (default): every process encodes all the records in the same order and
+  batches GLOBAL batches of batch_size x shard_count rows, keeping its own contiguous rows of
+  each, so the global batch does not depend on the number of processes (SFT sets are small
+  enough to encode on every host). False: each process encodes only its slice of the records.
 
   records: problem records (records.py schema). template: a tokenizer chat template name.
   system_prompt: "default" (tokenizer.DEFAULT_SYSTEM_PROMPT, the paper's), a string, or None.
@@ -572,6 +577,8 @@ def sft_dataset(records: Sequence[Mapping[str, Any]], tokenizer, *, seq_len: int
   if system_prompt == "default":
     system_prompt = _default_system_prompt()
   shard = resolve_shard(shard_index, shard_count, drop_uneven)
+  order = Shard(0, 1) if global_batches else shard     # the records this process encodes
+  rows_per_batch = batch_size * shard.count if global_batches else batch_size
   pad_id = _pad_value(tokenizer)
 
   def encode(item):
@@ -618,23 +625,25 @@ def sft_dataset(records: Sequence[Mapping[str, Any]], tokenizer, *, seq_len: int
     row["segment_ids"][:n], row["positions"][:n] = 1, np.arange(n)
     return {**row, "_keep": True, "_counts": counts}
 
-  ds = _ordered(records, shard, seed, shuffle, num_epochs).map(encode)
+  ds = _ordered(records, order, seed, shuffle, num_epochs).map(encode)
   it = ds.to_iter_dataset(_read_options(read_threads, prefetch))
   it = _CountingIterDataset(it, _SFT_COUNTS,
-                            _endless_pass_size(records, shard, num_epochs))
+                            _endless_pass_size(records, order, num_epochs))
   if pack:
     channels_of_row = ("tokens", "assistant") + (("answer",) if answer_mask else ())
     it = grain.experimental.FirstFitPackIterDataset(
         it, length_struct=dict.fromkeys(channels_of_row, seq_len),
-        num_packing_bins=pack_bins or batch_size, shuffle_bins=False)
+        num_packing_bins=pack_bins or rows_per_batch, shuffle_bins=False)
   counts = lambda row: {**_token_row_counts(row), "loss_tokens": _row_loss_tokens(row)}
+  lo, hi = (shard.index * batch_size, (shard.index + 1) * batch_size) \
+      if global_batches and shard.count > 1 else (0, rows_per_batch)
   return _BatchIterDataset(
-      it, batch_size=batch_size, collate=lambda rows: _token_batch(rows, pad_id),
+      it, batch_size=rows_per_batch, collate=lambda rows: _token_batch(rows[lo:hi], pad_id),
       count=counts, drop_remainder=drop_remainder, pad_row=_empty_row(seq_len, True, answer_mask),
       count_names=("tokens", "pad", "segments", "loss_tokens"),
       info={"kind": "sft", "seq_len": seq_len, "batch_size": batch_size, "template": template,
             "thinking": thinking, "pack": pack, "shard": shard.index,
-            "shard_count": shard.count})
+            "shard_count": shard.count, "global_batches": global_batches})
 
 
 # --------------------------------------------------------------------------------------- RL
@@ -660,8 +669,15 @@ def rl_dataset(records: Sequence[Mapping[str, Any]], tokenizer, *, batch_size: i
                num_epochs: int | None = None, shuffle: bool = True, repeat_to_fill: bool = True,
                system_prompt: str | None = "default", prompt_suffix: str = "",
                policy: Policy = Policy(), shard_index: int | None = None,
-               shard_count: int | None = None, drop_uneven: bool = False) -> grain.IterDataset:
+               shard_count: int | None = None, drop_uneven: bool = False,
+               global_batches: bool = True) -> grain.IterDataset:
   """RL prompt batches. Prompts are tokenized up front (RL sets are small), then batched.
+
+  global_batches=True (default): every process reads all the records and builds the same
+  sequence of GLOBAL batches of batch_size x shard_count prompts (the same shuffle, the same
+  upsampling), then keeps its own contiguous rows of each: the global batch is the same whatever
+  the number of processes, so a run on 2 hosts trains on exactly the prompts of a 1-host run.
+  False: each process reads only its contiguous slice of the records and batches those.
 
   Each batch:
     prompt_tokens   int32[B, max_prompt_len]  right-padded with tokenizer.pad_id
@@ -688,7 +704,8 @@ def rl_dataset(records: Sequence[Mapping[str, Any]], tokenizer, *, batch_size: i
     system_prompt = _default_system_prompt()
   tokenizer.check_template(template)
   shard = resolve_shard(shard_index, shard_count, drop_uneven)
-  start, stop = shard_bounds(len(records), shard)
+  start, stop = (0, len(records)) if global_batches else shard_bounds(len(records), shard)
+  rows_per_batch = batch_size * shard.count if global_batches else batch_size
   pad_id = _pad_value(tokenizer)
   items: list[dict] = []
   counts = {"prompts_in": 0, "dropped_prompt_too_long": 0, "dropped_label_too_long": 0}
@@ -731,22 +748,27 @@ def rl_dataset(records: Sequence[Mapping[str, Any]], tokenizer, *, batch_size: i
                     f"({counts}); check max_prompt_len / max_answer_len")
   ds = grain.MapDataset.source(items)
   counts["upsampled_to"] = len(items)
-  if repeat_to_fill and len(items) < batch_size:
+  if repeat_to_fill and len(items) < rows_per_batch:
     from rlvr_jax.data.protocols import upsample_indices
-    idx = upsample_indices(len(items), batch_size, seed)
+    idx = upsample_indices(len(items), rows_per_batch, seed)
     counts["upsampled_to"] = len(idx)
     ds = grain.MapDataset.source(idx).map(lambda j: items[int(j)])
   if shuffle:
     ds = ds.shuffle(seed=seed)
   if num_epochs != 1:
     ds = ds.repeat(num_epochs)
-  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=4 * batch_size))
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=1,
+                                            prefetch_buffer_size=4 * rows_per_batch))
+  collate = _rl_batch
+  if global_batches and shard.count > 1:
+    lo, hi = shard.index * batch_size, (shard.index + 1) * batch_size
+    collate = lambda rows: _rl_batch(rows[lo:hi])   # noqa: E731 - this process's rows
   return _BatchIterDataset(
-      it, batch_size=batch_size, collate=_rl_batch, count=lambda row: {},
+      it, batch_size=rows_per_batch, collate=collate, count=lambda row: {},
       drop_remainder=True, pad_row=None, count_names=(), static_counts=counts,
       info={"kind": "rl", "batch_size": batch_size, "max_prompt_len": max_prompt_len,
             "max_answer_len": max_answer_len, "shard": shard.index,
-            "shard_count": shard.count})
+            "shard_count": shard.count, "global_batches": global_batches})
 
 
 def _rl_batch(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:

@@ -519,10 +519,10 @@ def load_for_eval(config, mesh):
   tok_path = str(_get(config, "tokenizer", "") or "")
   if from_hf:
     from rlvr_jax.model.hf import load_hf
-    if not os.path.isdir(from_hf):
-      raise FileNotFoundError(f"init.from_hf={from_hf!r} is not a directory")
-    cfg, params = load_hf(from_hf, dtype=dtype or None, mesh=mesh)
-    return cfg, params, from_hf, "hf", None, tok_path or from_hf
+    from rlvr_jax.model.hub import resolve_hf_source
+    hf_dir = resolve_hf_source(from_hf)     # a local / bucket directory or a hub id
+    cfg, params = load_hf(hf_dir, dtype=dtype or None, mesh=mesh)
+    return cfg, params, from_hf, "hf", None, tok_path or hf_dir
   path, step = ckpt_lib.parse_checkpoint_ref(from_ckpt)
   if not os.path.isdir(path):
     raise FileNotFoundError(f"init.from_checkpoint={from_ckpt!r}: {path} is not a directory")

@@ -82,7 +82,11 @@ def _tokenizer_spec(config) -> str:
       if named:
         return str(named)
     return ""
-  return str(_get(config, "init.from_hf", "") or "")
+  from_hf = str(_get(config, "init.from_hf", "") or "")
+  if from_hf:
+    from rlvr_jax.model.hub import resolve_hf_source
+    return resolve_hf_source(from_hf)
+  return ""
 
 
 def model_config(config, tokenizer) -> ModelConfig:

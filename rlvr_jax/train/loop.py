@@ -87,8 +87,10 @@ def resolve_model_config(config, base: ModelConfig | None = None, *,
   elif base is None:
     if from_hf:
       from rlvr_jax.model import hf
-      base = hf.config_from_hf(hf.read_hf_config(from_hf),
-                               source=os.path.join(from_hf, "config.json"))
+      from rlvr_jax.model.hub import resolve_hf_source
+      hf_dir = resolve_hf_source(from_hf)
+      base = hf.config_from_hf(hf.read_hf_config(hf_dir),
+                               source=os.path.join(hf_dir, "config.json"))
     elif from_ckpt:
       base = ckpt_lib.read_model_config(ckpt_lib.parse_checkpoint_ref(from_ckpt)[0])
     else:
@@ -522,9 +524,9 @@ def check_init_sources(config) -> None:
   if from_hf and from_ckpt:
     raise ValueError(f"set only one of init.from_hf={from_hf!r} and init.from_checkpoint="
                      f"{from_ckpt!r}")
-  if from_hf and not paths.is_url(from_hf) and not os.path.isdir(from_hf):
-    raise FileNotFoundError(f"init.from_hf={from_hf} is not a directory; give a Hugging Face "
-                            f"checkpoint directory (config.json + *.safetensors)")
+  if from_hf:   # a local / bucket directory or a hub id: fetched here, before anything reads it
+    from rlvr_jax.model.hub import resolve_hf_source
+    resolve_hf_source(from_hf)
   if from_ckpt:
     path, _ = ckpt_lib.parse_checkpoint_ref(from_ckpt)
     if not paths.is_url(path) and not os.path.isdir(path):
@@ -541,7 +543,9 @@ def initial_params(config, cfg: ModelConfig, mesh, workdir: str | None = None):
   from_ckpt = _get(config, "init.from_checkpoint", "")
   if from_hf:
     from rlvr_jax.model.hf import load_hf
-    _, params = load_hf(from_hf, dtype=cfg.dtype, param_dtype=cfg.param_dtype, mesh=mesh)
+    from rlvr_jax.model.hub import resolve_hf_source
+    _, params = load_hf(resolve_hf_source(from_hf), dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                        mesh=mesh)
     return params
   if from_ckpt:
     workdir_lib.require_finished(from_ckpt, "init.from_checkpoint")

@@ -156,7 +156,8 @@ def _tokenizer_spec(config) -> str:
   if spec:
     return spec
   if _get(config, "init.from_hf", ""):
-    return _get(config, "init.from_hf")
+    from rlvr_jax.model.hub import resolve_hf_source
+    return resolve_hf_source(_get(config, "init.from_hf"))
   ckpt = _get(config, "init.from_checkpoint", "")
   if ckpt:
     from rlvr_jax.train.checkpoints import parse_checkpoint_ref
