@@ -774,8 +774,8 @@ def format_plan(plan: StagePlan, acc: Accelerator | None, *, headroom: float = 0
                    f"{100 * plan.peak_bytes / usable:>4.0f}%"
                    f"{fmt_seconds(sum(step_seconds(plan, a, mfu).values())):>13}   "
                    f"{_chips(s) if smallest is not None else '(no -1 mesh axis)'}".rstrip())
-    lines.append(f"  (usable = {headroom:g} x HBM; ideal step at {100 * mfu:.0f}% MFU of the "
-                 f"bf16 peak on {mesh.devices} chip(s), decode at least its HBM floor)")
+    lines += _wrap(f"  (usable = {headroom:g} x HBM; ideal step at {100 * mfu:.0f}% MFU of the "
+                   f"bf16 peak on {mesh.devices} chip(s), decode at least its HBM floor)", "   ")
   for note in plan.notes:
     lines += _wrap(f"  note: {note}", "        ")
   return "\n".join(lines)

@@ -532,7 +532,11 @@ def read_point(sweep: Sweep, point: Point, config: Any, params) -> dict[str, Any
     status = (workdir_lib.read_status(run_dir) or {}).get("status") \
         if files.exists(run_dir) else None
     return point_row(point, None, None, status or "not started")
-  metrics = sat.read_metrics(run_dir)
+  try:
+    metrics = sat.read_metrics(run_dir)
+  except (OSError, ValueError) as e:   # a malformed record: the row says so, the table goes on
+    _log(f"sweep: {point.name}: cannot read its metrics: {e}")
+    return point_row(point, None, None, "unreadable metrics.jsonl")
   try:
     analysis = sat.analyze_run(metrics, params)
   except ValueError:
@@ -773,6 +777,9 @@ def run(config: Any, workdir: str) -> int:
          f"to rerun it), an unfinished one is refused on resume")
   files.write_json(plan_path, doc)
   if emit:
+    if emit != "local" and not paths.is_url(sweep.root):
+      _log(f"sweep: note: the points' workdirs are under {sweep.root}, a path of this machine; "
+           f"set --config.launch.workdir_root=gs://BUCKET/DIR for runs on other machines")
     for line in lines:
       print(line, flush=True)
     _log(f"sweep: {len(sweep.points)} {emit} commands; plan in {plan_path}")

@@ -38,7 +38,10 @@ def test_readme_main_command_runs_from_a_fresh_copy_with_a_relative_workdir(tmp_
     os.makedirs(repo / os.path.dirname(rel), exist_ok=True)
     shutil.copy2(os.path.join(ROOT, rel), repo / rel)
   # The installed environment is reused (launch/setup.sh sees it is up to date and installs
-  # nothing); everything else comes from the copy.
+  # nothing); everything else comes from the copy. Bring it up to date here first, so that the
+  # copy's setup never re-points the shared editable install at the temporary copy.
+  subprocess.run(["bash", "launch/setup.sh"], cwd=ROOT, check=True, capture_output=True,
+                 env={**os.environ, "EXTRAS": "test"})
   os.symlink(os.path.join(ROOT, ".venv"), repo / ".venv")
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ""}
   env.pop("WORKDIR", None)
