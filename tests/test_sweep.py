@@ -172,23 +172,28 @@ def test_plan_names_zip_groups_and_overrides():
 
 
 def test_failing_point_goes_on_and_preemption_stops(tmp_path, monkeypatch, capsys):
-  """A runner stub: the first point raises, the others complete, until one is preempted."""
-  calls = []
+  """A runner stub in place of rl.loop.run: a failing point is reported and the sweep goes on
+  (exit 2); a preempted point stops it (exit 75); the rerun skips finished points and resumes
+  the preempted one."""
+  calls, fail, preempt = [], set(), set()
 
   def runner(config, workdir):
-    calls.append(os.path.basename(workdir))
-    if len(calls) == 1:
+    name = os.path.basename(workdir)
+    calls.append((name, config.data.n_train, config.seed))
+    if name in fail:
       raise ValueError("data.files: row 3 has no answer")
-    if preempt_at and len(calls) == preempt_at:
+    if name in preempt:
+      workdir_lib.write_status(workdir, "preempted", 1, 4)
       return EXIT_PREEMPTED
-    workdir_lib.write_status(workdir, "completed", 2, 2)
+    workdir_lib.write_status(workdir, "completed", 4, 4)
     return 0
 
   monkeypatch.setattr(sweep, "_runner", lambda command: runner)
-  base = ["rlvr-jax", "sweep", f"--config={TOY_SWEEP}", f"--workdir={tmp_path / 's'}"]
-  preempt_at = 0
-  assert cli.main(base) == 2                          # all four tried, one failed
-  assert len(calls) == 4
+  base = ["rlvr-jax", "sweep", f"--config={TOY_SWEEP}"]
+  fail.add("n=8_seed=0")
+  assert cli.main([*base, f"--workdir={tmp_path / 's'}"]) == 2      # all tried, one failed
+  assert calls == [("n=8_seed=0", 8, 0), ("n=8_seed=1", 8, 1), ("n=32_seed=0", 32, 0),
+                   ("n=32_seed=1", 32, 1)]
   err = capsys.readouterr().err
   assert "sweep: point n=8_seed=0 failed: data.files: row 3 has no answer" in err
   with open(tmp_path / "s" / "sweep.csv") as f:
@@ -196,11 +201,15 @@ def test_failing_point_goes_on_and_preemption_stops(tmp_path, monkeypatch, capsy
   assert [r["status"] for r in rows] == ["not started", "completed", "completed", "completed"]
 
   calls.clear()
-  preempt_at = 2
-  base[3] = f"--workdir={tmp_path / 't'}"
-  assert cli.main(base) == EXIT_PREEMPTED             # stops at the preempted second point
-  assert calls == ["n=8_seed=0", "n=8_seed=1"]
+  fail.clear()
+  preempt.add("n=8_seed=1")
+  assert cli.main([*base, f"--workdir={tmp_path / 't'}"]) == EXIT_PREEMPTED
+  assert [c[0] for c in calls] == ["n=8_seed=0", "n=8_seed=1"]     # stopped there
   assert "preempted" in capsys.readouterr().err
+  calls.clear()
+  preempt.clear()
+  assert cli.main([*base, f"--workdir={tmp_path / 't'}"]) == 0
+  assert [c[0] for c in calls] == ["n=8_seed=1", "n=32_seed=0", "n=32_seed=1"]
 
 
 def test_minimal_config_and_seed_aggregation(tmp_path):
