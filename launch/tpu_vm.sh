@@ -22,6 +22,9 @@ Runs COMMAND (an rlvr-jax command line) on every worker of a Cloud TPU VM slice:
 The same commands serve single-host slices (v5litepod-8, v6e-8: one worker) and multi-host
 slices (v5p-32, v6e-16, ...: the TPU runtime connects the workers; nothing to set).
 
+Needs gcloud (authenticated; for --worker=all gcloud advises `ssh-add ~/.ssh/google_compute_engine`
+first). The run's output comes back over SSH: start the launcher inside tmux or screen.
+
 Relaunch after a preemption: run the same command again. The slice is recreated and the run
 resumes from the last checkpoint of its --workdir, which must be on gs:// to survive the VM.
 
@@ -170,8 +173,10 @@ step "$(on_all "$py -c \"import ensurepip\" 2>/dev/null || { $apt update -qq && 
 step "$(on_all "cd ~/rlvr_jax && .venv/bin/pip install -q \"jax[tpu]\"")"
 
 # 4. The same command on every worker, each logging to its own file.
-env=""
-[ -z "$DATA_DIR" ] || env=" && export TFDS_DATA_DIR=$(q "$DATA_DIR")"
+# RLVR_JAX_DISTRIBUTED=1: every worker calls jax.distributed.initialize(), which finds the
+# slice's coordinator from the TPU VM metadata (the shell of a TPU VM does not have it).
+env=" && export RLVR_JAX_DISTRIBUTED=1"
+[ -z "$DATA_DIR" ] || env="$env && export TFDS_DATA_DIR=$(q "$DATA_DIR")"
 rc=0
 step "$(on_all "mkdir -p ~/rlvr_jax_logs && cd ~/rlvr_jax && . .venv/bin/activate$env && set -o pipefail && $(q "${CMD[@]}") 2>&1 | tee -a ~/rlvr_jax_logs/\$(hostname).log")" || rc=$?
 

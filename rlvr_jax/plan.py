@@ -38,6 +38,9 @@ tensor; norms replicated), so a matrix holds ~1/(F·t) of itself per device.
                  tokens_dev = rows/(D·F) · sequence length, per microbatch
   gathered       2·W_layer·c + V·d_t·c   fsdp > 1: one layer's weights all-gathered in compute
                                          dtype, the next one prefetched, and the output head
+  optimizer      gradients + 1.5·N_dev·p  the update after the backward pass (activations dead):
+                                         new μ, ν and the update tree exist before the non-finite
+                                         guard selects them (1.0-1.7 trees live on XLA:CPU)
 Per token and layer, with S the attention context (T, or prompt + response in RL):
   A_layer (remat none: everything the backward pass reads)
     = c·(4d + 3·n_t·h + 4·k_t·h + 4·f_t) + 8d + (8 + c)·n_t·S + S
@@ -54,12 +57,13 @@ Per token and layer, with S the attention context (T, or prompt + response in RL
   matmul output) on the tokens that reach the output head (RL: the M response positions).
 Sampler (RL rollouts, eval):
   KV cache       L·rows_dev·k_t·h·(P + M)·2·c      rows_dev = prompts·samples/(D·F)
-  + a second copy while the prefill cache is grown to P + M slots and split per layer, the
-  unstacked layer weights (W_layers·p, SampleConfig.unstack_weights), the N×M output buffers
-  and logits; prefill: one layer's A_layer over prompts_dev·P tokens plus the P-slot cache.
-Peak = resident (parameters, optimizer, reference) + the largest phase (train step | RL update |
-reference forward | prefill | decode | eval decode). The estimate was checked against XLA:CPU's
-compiled memory (tests/test_plan.py: within 0.5-2x, ~1.0-1.3x on toy sizes in f32).
+  + the unstacked layer weights (W_layers·p, SampleConfig.unstack_weights), the N×M output
+  buffers (16 B per token) and logits (3 × 4·V_t per row); prefill: one layer's A_layer over
+  prompts_dev·P tokens plus the P-slot cache.
+Peak = resident (parameters, optimizer, reference) + the largest phase (backward | optimizer |
+RL reference forward | prefill | decode | eval decode). Checked against XLA:CPU's compiled memory
+on toy sizes in f32 (tests/test_plan.py holds the train step to 0.5-2x; it lands at 0.97-1.09x;
+the RL update and sampler phases at 1.08-1.15x and ~1.0x in a one-off check).
 
 FLOPs of one step (model FLOPs: remat recompute not counted, the MFU convention of
 bench/train.py):
@@ -470,6 +474,14 @@ def _grad_items(cfg: ModelConfig, mesh: MeshShape, microbatches: int, phase: str
   return [Item("gradients", 4 * n_dev + extra, phase, how)]
 
 
+def _optimizer_items(cfg: ModelConfig, mesh: MeshShape, microbatches: int) -> list[Item]:
+  """The optimizer update after the backward pass (activations are dead by then)."""
+  n_dev, p = params_per_device(cfg, mesh), _bytes(cfg.param_dtype)
+  return _grad_items(cfg, mesh, microbatches, "optimizer") + [
+      Item("AdamW update temporaries", 1.5 * n_dev * p, "optimizer",
+           "new mu, nu, update before the finite select: 1.5 x N_dev x p")]
+
+
 def _activation_items(cfg: ModelConfig, mesh: MeshShape, rows_dev: int, seq: int,
                       head_tokens_dev: int, phase: str, *, backward: bool = True) -> list[Item]:
   """Activations of `rows_dev` rows of `seq` tokens on one device (module docstring)."""
@@ -517,7 +529,6 @@ def _sampler_items(cfg: ModelConfig, mesh: MeshShape, prompts: int, samples: int
            Item("KV cache", cache, dec,
                 f"{cfg.num_layers} x {rows_dev} rows x {kv_t} x {cfg.head_dim} x "
                 f"{p_len + m_len} x 2 x {c} B"),
-           Item("KV cache copy (grown, split per layer)", cache, dec, "transient"),
            Item("unstacked layer weights", weights, dec, f"{cfg.param_dtype} copy"),
            Item("output buffers and logits", buffers, dec,
                 f"{rows_dev} rows x ({m_len} x 16 B + 3 x V_t x 4 B)")]
@@ -531,8 +542,9 @@ def _train_plan(config, stage: str, cfg: ModelConfig, source: str, chips: int) -
   micro = max(int(_get(config, "microbatches", 1)), 1)
   rows_dev = _ceil_div(_ceil_div(b, micro), mesh.batch_shards)
   items = _state_items(cfg, mesh, reference=False)
-  items += _grad_items(cfg, mesh, micro, "train step")
-  items += _activation_items(cfg, mesh, rows_dev, seq, rows_dev * seq, "train step")
+  items += _grad_items(cfg, mesh, micro, "backward")
+  items += _activation_items(cfg, mesh, rows_dev, seq, rows_dev * seq, "backward")
+  items += _optimizer_items(cfg, mesh, micro)
   notes = _divisibility(cfg, mesh, {"batch_size/microbatches": b // micro})
   if seq > cfg.max_seq_len:
     notes.append(f"seq_len={seq} exceeds the model's max_seq_len={cfg.max_seq_len}")
@@ -568,8 +580,9 @@ def _rl_plan(config, cfg: ModelConfig, source: str, chips: int) -> StagePlan:
   if with_ref or trainer_pass:
     items += _activation_items(cfg, mesh, rows_dev, seq, rows_dev * m_len, "reference forward",
                                backward=False)
-  items += _grad_items(cfg, mesh, k_micro, "update")
-  items += _activation_items(cfg, mesh, rows_dev, seq, rows_dev * m_len, "update")
+  items += _grad_items(cfg, mesh, k_micro, "update backward")
+  items += _activation_items(cfg, mesh, rows_dev, seq, rows_dev * m_len, "update backward")
+  items += _optimizer_items(cfg, mesh, k_micro)
   evaluates = (int(_get(config, "eval_every", 0)) or bool(_get(config, "eval_at_end", True))) \
       and (_get(config, "eval.domains", "") or _get(config, "eval.files", ""))
   if evaluates:

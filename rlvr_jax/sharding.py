@@ -124,8 +124,9 @@ def maybe_initialize_distributed(coordinator_address: str | None = None,
   """`jax.distributed.initialize()` for multi-host runs; a no-op for a single process.
 
   Multi-host is detected from explicit arguments, the JAX_COORDINATOR_ADDRESS /
-  JAX_NUM_PROCESSES / JAX_PROCESS_ID environment variables, or a Cloud TPU pod environment
-  (where jax finds the coordinator itself). Returns True when it initialised.
+  JAX_NUM_PROCESSES / JAX_PROCESS_ID environment variables, a Cloud TPU pod environment, or
+  RLVR_JAX_DISTRIBUTED=1 (where jax finds the coordinator itself: Cloud TPU VMs, GKE, Slurm).
+  Returns True when it initialised.
   """
   coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
   if num_processes is None and os.environ.get("JAX_NUM_PROCESSES"):
@@ -133,7 +134,10 @@ def maybe_initialize_distributed(coordinator_address: str | None = None,
   if process_id is None and os.environ.get("JAX_PROCESS_ID"):
     process_id = int(os.environ["JAX_PROCESS_ID"])
   tpu_pod = bool(os.environ.get("TPU_WORKER_HOSTNAMES", "").count(","))
-  if coordinator_address is None and not tpu_pod:
+  # RLVR_JAX_DISTRIBUTED=1 (set by launch/tpu_vm.sh): initialise and let jax find the cluster
+  # (on a Cloud TPU VM slice, from the VM metadata rather than the environment).
+  asked = os.environ.get("RLVR_JAX_DISTRIBUTED", "") == "1"
+  if coordinator_address is None and not tpu_pod and not asked:
     return False
   if num_processes == 1:
     return False

@@ -12,8 +12,9 @@ import jax
 import pytest
 
 import rlvr_jax as rj
-from rlvr_jax import cli, sharding
+from rlvr_jax import cli
 from rlvr_jax.model import hub
+from conftest import make_tiny_hf_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -22,17 +23,7 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
   """A tiny random model as an HF directory (safetensors, config.json, toy tokenizer.model)."""
-  from rlvr_jax.data import builtin
-  tok = builtin.resolve_tokenizer("")
-  cfg = rj.get_model_config("toy-1m", vocab_size=tok.vocab_size, num_layers=1, hidden_size=32,
-                            intermediate_size=64, num_heads=2, num_kv_heads=1, head_dim=16,
-                            max_seq_len=128)
-  params = sharding.init_params(cfg, jax.random.key(0),
-                                sharding.make_mesh((1, 1, 1), jax.devices()[:1]))
-  path = str(tmp_path_factory.mktemp("model") / "hf")
-  rj.save_hf(path, cfg, params)
-  shutil.copyfile(builtin.builtin_tokenizer_path(), os.path.join(path, "tokenizer.model"))
-  return path
+  return make_tiny_hf_dir(str(tmp_path_factory.mktemp('model') / "hf"))
 
 
 def make_hub_cache(cache: str, repo_id: str, src: str, commit: str = COMMIT) -> str:

@@ -14,14 +14,12 @@ What is compared is deterministic (the brief: never compare chaotic trajectories
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 
 import jax
 import numpy as np
 
 import rlvr_jax as rj
+from conftest import free_port, run_processes
 from test_rl_loop import init_dir, tiny_config  # noqa: F401  (init_dir is a fixture)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -30,31 +28,11 @@ SAMPLING_KEYS = ("reward/mean", "reward/true_mean", "response/length_mean",
 UPDATE_KEYS = ("loss", "pg_loss", "grad_norm", "policy/kl", "policy/entropy", "param_norm")
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
-def run(nproc: int, init_dir: str, workdir: str, steps: int) -> None:
-  port = _free_port()
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, os.path.dirname(HERE)]),
-             JAX_PLATFORMS="cpu", RLVR_JAX_COMPILE_CACHE="")
-  env.pop("XLA_FLAGS", None)
-  procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "multihost_rl_worker.py"),
-                             str(i), str(nproc), str(port), init_dir, str(workdir), str(steps)],
-                            env=env, cwd=os.path.dirname(HERE), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-           for i in range(nproc)]
-  logs = []
-  for p in procs:
-    try:
-      logs.append(p.communicate(timeout=300)[0])
-    except subprocess.TimeoutExpired:
-      for q in procs:
-        q.kill()
-      raise AssertionError("multi-process run timed out:\n" + "\n".join(logs))
-  assert all(p.returncode == 0 for p in procs), "\n".join(log[-3000:] for log in logs)
+def run(nproc: int, init_dir: str, workdir, steps: int) -> None:
+  port = free_port()
+  run_processes(os.path.join(HERE, "multihost_rl_worker.py"),
+                [[i, nproc, port, init_dir, workdir, steps] for i in range(nproc)],
+                env={"RLVR_JAX_COMPILE_CACHE": ""}, cwd=os.path.dirname(HERE))
 
 
 def records(workdir) -> dict[int, dict]:

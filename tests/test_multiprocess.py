@@ -1,42 +1,21 @@
 """2 processes × 2 CPU devices through jax.distributed give the single-process result."""
 import os
-import socket
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from conftest import free_port, run_processes
 from multiprocess_worker import CFG, lm_loss
 import rlvr_jax as rj
 
 HERE = os.path.dirname(__file__)
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_match_single_process(tmp_path):
-  port, out = _free_port(), tmp_path / "result.npz"
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, os.path.dirname(HERE)]),
-             JAX_PLATFORMS="cpu")
-  env.pop("XLA_FLAGS", None)
-  procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "multiprocess_worker.py"), str(i),
-                             str(port), str(out)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True) for i in range(2)]
-  logs = []
-  for p in procs:
-    try:
-      logs.append(p.communicate(timeout=240)[0])
-    except subprocess.TimeoutExpired:
-      for q in procs:
-        q.kill()
-      raise AssertionError("multi-process run timed out:\n" + "\n".join(logs))
-  assert all(p.returncode == 0 for p in procs), "\n".join(log[-3000:] for log in logs)
+  port, out = free_port(), tmp_path / "result.npz"
+  run_processes(os.path.join(HERE, "multiprocess_worker.py"), [[i, port, out] for i in range(2)],
+                timeout=240)
 
   result = dict(np.load(out))
   params = jax.tree_util.tree_map(jnp.asarray, _unflatten(result, "param"))

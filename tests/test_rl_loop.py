@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 import rlvr_jax as rj
-from rlvr_jax import sharding
 from rlvr_jax.data import protocols as data_protocols
 from rlvr_jax.rl import loop as rl_loop
 from rlvr_jax.rl import protocols as rl_protocols
 from rlvr_jax.run.errors import EXIT_PREEMPTED, ResumeMismatchError
 from rlvr_jax.train import checkpoints
+from conftest import make_tiny_hf_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RL_KEYS = ("reward/mean", "reward/true_mean", "reward/agreement", "reward/zero_var_frac",
@@ -60,18 +60,7 @@ def tiny_config(init_dir: str):
 def init_dir(tmp_path_factory):
   """An HF directory (safetensors + config.json + the built-in toy tokenizer) of a tiny random
   model: the run starts with init.from_hf."""
-  import shutil
-  from rlvr_jax.data import builtin
-  tok = builtin.resolve_tokenizer("")
-  cfg = rj.get_model_config("toy-1m", vocab_size=tok.vocab_size, num_layers=1, hidden_size=32,
-                            intermediate_size=64, num_heads=2, num_kv_heads=1, head_dim=16,
-                            max_seq_len=128)
-  params = sharding.init_params(cfg, jax.random.key(0),
-                                sharding.make_mesh((1, 1, 1), jax.devices()[:1]))
-  path = str(tmp_path_factory.mktemp("init") / "hf")
-  rj.save_hf(path, cfg, params)
-  shutil.copyfile(builtin.builtin_tokenizer_path(), os.path.join(path, "tokenizer.model"))
-  return path
+  return make_tiny_hf_dir(str(tmp_path_factory.mktemp('init') / "hf"))
 
 
 def read_metrics(workdir):

@@ -27,6 +27,7 @@ from rlvr_jax.run import guard as guard_lib, paths, workdir as workdir_lib
 from rlvr_jax.run.errors import (EXIT_PREEMPTED, EXIT_USER_ERROR, BlowUpError,
                                  CorruptCheckpointError, NonFiniteError)
 from rlvr_jax.train import checkpoints, loop as train_loop
+from conftest import make_tiny_hf_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPT = os.path.join(ROOT, "configs", "toy", "cpt.py")
@@ -116,7 +117,6 @@ def cpt_run(tmp_path_factory):
 
 # ---------------------------------------------------------------------------------- 1. paths
 def test_relative_workdir_writes_under_the_current_directory(cpt_run):
-  base = os.path.dirname(os.path.dirname(cpt_run))
   assert checkpoints.run_steps(cpt_run) == [2, 4]
   for step in (2, 4):
     assert os.path.isdir(os.path.join(cpt_run, "checkpoints", str(step), "state"))
@@ -488,18 +488,7 @@ def test_blow_up_on_resume_keeps_the_healthy_checkpoints(cpt_run, tmp_path, caps
 def tiny_hf(tmp_path_factory):
   """An HF directory of a tiny random model with the built-in toy tokenizer (as in
   tests/test_rl_loop.py): a quick RL starting point."""
-  from rlvr_jax import sharding
-  from rlvr_jax.data import builtin
-  tok = builtin.resolve_tokenizer("")
-  cfg = rj.get_model_config("toy-1m", vocab_size=tok.vocab_size, num_layers=1, hidden_size=32,
-                            intermediate_size=64, num_heads=2, num_kv_heads=1, head_dim=16,
-                            max_seq_len=128)
-  params = sharding.init_params(cfg, jax.random.key(0),
-                                sharding.make_mesh((1, 1, 1), jax.devices()[:1]))
-  path = str(tmp_path_factory.mktemp("hf") / "hf")
-  rj.save_hf(path, cfg, params)
-  shutil.copyfile(builtin.builtin_tokenizer_path(), os.path.join(path, "tokenizer.model"))
-  return path
+  return make_tiny_hf_dir(str(tmp_path_factory.mktemp('hf') / "hf"))
 
 
 TINY_RL = {"steps": 2, "batch_size": 8, "eval_every": 0, "eval_at_end": False,

@@ -48,16 +48,21 @@ def read_text(path) -> str:
   return as_path(path).read_text()
 
 
-def write_text(path, text: str) -> None:
-  """Writes the whole file (atomically on a local disk; one object write on a bucket)."""
+def write_bytes(path, data: bytes) -> None:
+  """Writes the whole file (atomically on a local disk: a temporary file renamed into place;
+  one object write on a bucket, where object writes are atomic)."""
   target = as_path(path)
   target.parent.mkdir(parents=True, exist_ok=True)
   if not is_local(path):
-    target.write_text(text)
+    target.write_bytes(data)
     return
   tmp = target.parent / f"{target.name}.tmp.{os.getpid()}"
-  tmp.write_text(text)
+  tmp.write_bytes(data)
   tmp.replace(target)
+
+
+def write_text(path, text: str) -> None:
+  write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path, doc: Any, *, indent: int | None = 2, default=None) -> None:
@@ -67,15 +72,7 @@ def write_json(path, doc: Any, *, indent: int | None = 2, default=None) -> None:
 def copy_file(src, dst) -> None:
   """Copies a (small) file, either side local or a URL, by reading and writing its bytes (a
   backend's own copy only works within one file system); atomically on a local destination."""
-  data = as_path(src).read_bytes()
-  target = as_path(dst)
-  target.parent.mkdir(parents=True, exist_ok=True)
-  if not is_local(dst):
-    target.write_bytes(data)
-    return
-  tmp = target.parent / f"{target.name}.tmp.{os.getpid()}"
-  tmp.write_bytes(data)
-  tmp.replace(target)
+  write_bytes(dst, as_path(src).read_bytes())
 
 
 def rename(src, dst) -> None:
