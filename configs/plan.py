@@ -28,7 +28,7 @@ def get_config(planned: str = "configs/toy/sft.py") -> ConfigDict:
   c.plan = ConfigDict()
   c.plan.config = planned              # the planned config file (PATH after ':')
   c.plan.accelerator = ""              # v5e | v5p | v6e | H100 | H200 ('' = a verdict for each)
-  c.plan.chips = 0                     # devices; a mesh axis of -1 takes the rest (0 = the fixed axes' product)
+  c.plan.chips = 0                     # devices (a -1 mesh axis takes the rest; 0 = fixed axes)
   c.plan.headroom = 0.9                # usable share of each chip's HBM
   c.plan.mfu = 0.4                     # model FLOPs utilisation of the ideal step time
   c.plan.eval_prompt_len = 256         # prompt block of an eval config (it does not fix one)

@@ -303,6 +303,7 @@ class FlopItem:
 
 @dataclasses.dataclass(frozen=True)
 class StagePlan:
+  """The plan of one stage: its model, mesh and batch, memory terms per device and FLOPs."""
   stage: str                    # cpt | sft | rl | eval
   cfg: ModelConfig
   model_source: str
@@ -312,7 +313,6 @@ class StagePlan:
   items: tuple[Item, ...]
   flops: tuple[FlopItem, ...]
   notes: tuple[str, ...]
-  remat: str
 
   @property
   def resident_bytes(self) -> float:
@@ -470,7 +470,7 @@ def _state_items(cfg: ModelConfig, mesh: MeshShape, *, reference: bool) -> list[
 def _grad_items(cfg: ModelConfig, mesh: MeshShape, microbatches: int, phase: str) -> list[Item]:
   n_dev, p = params_per_device(cfg, mesh), _bytes(cfg.param_dtype)
   extra = n_dev * p if microbatches > 1 else 0
-  how = "f32" + (f" accumulator + microbatch grad ({cfg.param_dtype})" if extra else "")
+  how = "f32" + (f" accumulator + {p} B microbatch grad" if extra else "")
   return [Item("gradients", 4 * n_dev + extra, phase, how)]
 
 
@@ -554,7 +554,7 @@ def _train_plan(config, stage: str, cfg: ModelConfig, source: str, chips: int) -
   flops = (FlopItem(f"train: {b} x {seq} tokens x (6N + 12 L T n h)",
                     b * seq * train_flops_per_token(cfg, seq)),)
   return StagePlan(stage, cfg, source, mesh, mesh_note, batch, tuple(items), flops,
-                   tuple(notes), cfg.remat)
+                   tuple(notes))
 
 
 def _rl_plan(config, cfg: ModelConfig, source: str, chips: int) -> StagePlan:
@@ -623,7 +623,7 @@ def _rl_plan(config, cfg: ModelConfig, source: str, chips: int) -> StagePlan:
   flops.append(FlopItem(f"update: {epochs} x {rows} rows x {seq} tokens (6N + attention)",
                         update))
   return StagePlan("rl", cfg, source, mesh, mesh_note, batch, tuple(items), tuple(flops),
-                   tuple(notes), cfg.remat)
+                   tuple(notes))
 
 
 def _eval_plan(config, cfg: ModelConfig, source: str, chips: int,
@@ -647,11 +647,11 @@ def _eval_plan(config, cfg: ModelConfig, source: str, chips: int,
                     b * k * m_len * forward_flops_per_token(cfg, p_len + m_len),
                     hbm_bytes=m_len * read_per_step))
   return StagePlan("eval", cfg, source, mesh, mesh_note, batch, tuple(items), flops,
-                   tuple(notes), "n/a")
+                   tuple(notes))
 
 
-def plan_config(config, *, chips: int = 0, eval_prompt_len: int = 256,
-                **_unused) -> tuple[StagePlan, ...]:
+def plan_config(config, *, chips: int = 0,
+                eval_prompt_len: int = 256) -> tuple[StagePlan, ...]:
   """The plan of every stage of `config` (one for a cpt / sft / rl / eval config)."""
   kind = config_kind(config)
   if kind != "pipeline":
@@ -864,8 +864,10 @@ def report(config, **opts) -> str:
                            o["eval_prompt_len"])
       accs = [acc] if acc else list(ACCELERATORS.values())
       smallest = {a.name: smallest_chips(plan_at, a, o["headroom"]) for a in accs}
-    title = (f"plan of {name + ' ' if name else ''}"
-             f"{'stage ' + plan.stage if len(plans) > 1 else '(' + plan.stage + ')'}")
+    if len(plans) > 1:
+      title = f"plan of {name + ': ' if name else 'the pipeline: '}stage {plan.stage}"
+    else:
+      title = f"plan of {name} ({plan.stage})" if name else f"plan of the {plan.stage} config"
     out.append(format_plan(plan, acc, headroom=o["headroom"], mfu=o["mfu"], title=title,
                            smallest=smallest))
   return "\n\n".join(out)
