@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     paths.resolve_config_paths(config)
     fn = _resolve(cmd)
     _setup_runtime()
+    _quiet_library_noise()
     if not workdir or not cmd.locks_workdir:   # convert: writes only into a new directory
       return int(fn(config, workdir) or 0)
     from rlvr_jax.run import workdir as workdir_lib
@@ -275,15 +276,18 @@ def command_help(name: str, cmd: Command, config_path: str | None) -> str:
           f"{cmd.help}\n")
   if not path or (not config_path and not os.path.isfile(path)):
     return head                 # an installed package without the repository's configs/
-  config = load_config_module(path).get_config()
-  comments = field_comments(path)
+  module = load_config_module(path)
+  base, _, arg = path.rpartition(":")
+  config_file = path if os.path.isfile(path) or not base else base
+  config = module.get_config(arg) if config_file != path else module.get_config()
+  comments = field_comments(config_file)
   rows = []
   for key, value in _flat_items(config):
     comment = _lookup_comment(key, comments)
     rows.append((f"--config.{key}={value!r}", comment))
   width = min(max(len(r[0]) for r in rows), 60) if rows else 0
   lines = [f"  {flag.ljust(width)}  {comment}".rstrip() for flag, comment in rows]
-  return head + f"\nconfig fields of {os.path.relpath(path)} (default, meaning):\n" + \
+  return head + f"\nconfig fields of {os.path.relpath(config_file)} (default, meaning):\n" + \
       "\n".join(lines)
 
 
@@ -335,6 +339,39 @@ def _lookup_comment(key: str, comments: dict[str, str]) -> str:
     if ".".join(parts[i:]) in built:
       return built[".".join(parts[i:])]
   return ""
+
+
+class _OneLineLibraryErrors:
+  """A logging filter for orbax's background threads (absl logger): an error they log keeps
+  its first line and loses its traceback; the command's own last line says what happened."""
+
+  def filter(self, record) -> bool:
+    if record.exc_info and record.levelno >= 40:
+      record.exc_info = None
+      record.exc_text = None
+      record.msg = " ".join(str(record.getMessage()).split())[:300]
+      record.args = ()
+    return True
+
+
+def _quiet_library_noise() -> None:
+  """Without RLVR_JAX_TRACEBACK=1, failures inside orbax / tensorstore do not bury the one-line
+  error under hundreds of lines: their background-thread tracebacks become one line each, and
+  'Exception ignored' reports of reads left pending when a checkpoint failed to load (the
+  warning or error line already names the step and the file) are dropped."""
+  if os.environ.get("RLVR_JAX_TRACEBACK"):
+    return
+  import logging
+  for name in ("absl", "asyncio"):
+    logging.getLogger(name).addFilter(_OneLineLibraryErrors())
+  default_hook = sys.unraisablehook
+
+  def hook(unraisable):
+    text = f"{unraisable.exc_value!r} {unraisable.object!r}"
+    if any(k in text for k in ("coroutine", "Event loop is closed", "TensorStore")):
+      return
+    default_hook(unraisable)
+  sys.unraisablehook = hook
 
 
 def _setup_runtime() -> None:

@@ -9,7 +9,8 @@ os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
 import jax  # noqa: E402
 
-jax.config.update("jax_num_cpu_devices", 8)
+if not os.environ.get("RLVR_JAX_TEST_WORKER"):   # worker processes set their own devices
+  jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_compilation_cache_dir",
                   os.environ.get("RLVR_JAX_TEST_CACHE", os.path.expanduser("~/.cache/rlvr_jax/jit")))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
@@ -51,7 +52,7 @@ def run_processes(script: str, argvs: list[list[str]], *, timeout: float = 300,
   import sys
   here = os.path.dirname(os.path.abspath(__file__))
   full_env = dict(os.environ, PYTHONPATH=os.pathsep.join([here, os.path.dirname(here)]),
-                  JAX_PLATFORMS="cpu", **(env or {}))
+                  JAX_PLATFORMS="cpu", RLVR_JAX_TEST_WORKER="1", **(env or {}))
   full_env.pop("XLA_FLAGS", None)
   procs = [subprocess.Popen([sys.executable, script, *map(str, argv)], env=full_env, cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
