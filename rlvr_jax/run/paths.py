@@ -43,7 +43,7 @@ def resolve_file_list(value: str) -> str:
     if not item:
       continue
     name, eq, path = item.partition("=")       # NAME=PATH, split as eval.files is read
-    if eq and name and os.sep not in name and not is_url(name):
+    if eq and re.fullmatch(r"[A-Za-z_][\w.-]*", name) and not os.path.exists(item):
       items.append(f"{name}={resolve(path)}")
     else:
       items.append(resolve(item))

@@ -52,6 +52,7 @@ def locked(workdir: str) -> Iterator[None]:
   if paths.is_url(workdir) or not _is_primary():
     yield
     return
+  workdir = paths.resolve(workdir)       # one key per directory however it is written
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, LOCK_FILE)
   if path in _held:
@@ -74,10 +75,10 @@ def locked(workdir: str) -> Iterator[None]:
   info = {"pid": os.getpid(), "host": socket.gethostname(),
           "since": datetime.datetime.now().isoformat(timespec="seconds"),
           "command": " ".join(sys.argv)}
-  os.ftruncate(fd, 0)
-  os.write(fd, json.dumps(info).encode())
   _held[path] = [fd, 1]
   try:
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps(info).encode())
     yield
   finally:
     del _held[path]
@@ -166,6 +167,8 @@ def built_on_stale(workdir: str, source: str) -> str | None:
     rec = json.loads(path.read_text())
   except ValueError:
     return None
+  if os.path.normpath(str(rec.get("from", ""))) != os.path.normpath(str(source)):
+    return None            # built on another run than the one this stage would now use
   now = read_status(source) or {}
   if rec.get("run_id") and now.get("run_id") and rec["run_id"] != now["run_id"]:
     return f"{source} was started anew since (run {rec['run_id']} -> {now['run_id']})"
