@@ -698,3 +698,9 @@ def test_more_user_errors_are_one_line(case, cpt_run, tmp_path, capsys):
   assert run_cli("cpt", config, workdir, *flags) == EXIT_USER_ERROR
   line = error_line(capsys.readouterr().err)
   assert expected in line, line
+
+
+def test_resolve_file_list_makes_paper_set_paths_absolute(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  assert paths.resolve_file_list("math500=paper:math500:sets/m,paper:aime24:gs://b/a") == (
+      f"math500=paper:math500:{tmp_path}/sets/m,paper:aime24:gs://b/a")

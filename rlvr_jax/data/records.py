@@ -55,7 +55,8 @@ log = logging.getLogger(__name__)
 PROBLEM_KEYS = ("problem", "question", "prompt")
 LAYOUTS = ("auto", "verl", "gsm8k", "math", "qa", "text")
 _ID_KEYS = ("id", "unique_id", "idx", "uid", "example_id")
-_META_KEYS = ("data_source", "ability", "subject", "type", "level", "source", "category")
+_META_KEYS = ("data_source", "ability", "subject", "type", "level", "source", "category",
+              "source_set")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -418,6 +419,7 @@ def load_records(source: Any, *, layout: str = "auto", policy: Policy = Policy()
   name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
   if isinstance(source, (str, os.PathLike)):
     source = open_source(os.fspath(source), split=split or "train")
+  layout = getattr(source, "layout", None) or layout   # paper_sets rows come in their own layout
   where = getattr(source, "where", None) or (lambda i: f"<rows>:row {i}")
   name = name or _source_name(source)
   if len(source) == 0:

@@ -518,10 +518,13 @@ def open_source(spec: str, *, split: str = "train", data_dir: str | None = None,
                 text_unit: str = "file", columns: Sequence[str] | None = None):
   """A reader chosen from `spec`.
 
-  spec: "tfds:NAME" (with `split`, `data_dir`), a TFDS version directory, or a path / glob /
-  directory whose file extension picks the reader (.jsonl/.json, .parquet, .txt/.md,
-  .array_record).
+  spec: "tfds:NAME" (with `split`, `data_dir`), a TFDS version directory, "paper:NAME:PATH" (a
+  dataset of the paper, rlvr_jax/data/paper_sets.py), or a path / glob / directory whose file
+  extension picks the reader (.jsonl/.json, .parquet, .txt/.md, .array_record).
   """
+  if spec.startswith("paper:"):
+    from rlvr_jax.data import paper_sets
+    return paper_sets.open_paper_source(spec)
   if spec.startswith("tfds:"):
     return tfds_source(spec[len("tfds:"):], split, data_dir=data_dir)
   if os.path.isdir(spec) and os.path.exists(os.path.join(spec, "dataset_info.json")):

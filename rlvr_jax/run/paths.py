@@ -35,8 +35,17 @@ def resolve_ref(ref: str) -> str:
   return path if step is None else f"{path}:{step}"
 
 
+def _resolve_source(item: str) -> str:
+  """A data source with its local path made absolute: PATH, or paper:SET:PATH (the paper's
+  named sets, rlvr_jax.data.paper_sets)."""
+  if item.startswith("paper:"):
+    scheme, name, path = (item.split(":", 2) + ["", ""])[:3]
+    return f"{scheme}:{name}:{resolve(path)}" if path else item
+  return resolve(item)
+
+
 def resolve_file_list(value: str) -> str:
-  """'a.jsonl, NAME=b.parquet' -> the same list with absolute paths."""
+  """'a.jsonl, NAME=b.parquet, NAME=paper:SET:DIR' -> the same list with absolute paths."""
   items = []
   for item in str(value or "").split(","):
     item = item.strip()
@@ -44,9 +53,9 @@ def resolve_file_list(value: str) -> str:
       continue
     name, eq, path = item.partition("=")       # NAME=PATH, split as eval.files is read
     if eq and re.fullmatch(r"[A-Za-z_][\w.-]*", name) and not os.path.exists(item):
-      items.append(f"{name}={resolve(path)}")
+      items.append(f"{name}={_resolve_source(path)}")
     else:
-      items.append(resolve(item))
+      items.append(_resolve_source(item))
   return ",".join(items)
 
 
