@@ -67,6 +67,9 @@ COMMANDS: dict[str, Command] = {
     "sweep": Command("rlvr_jax.sweep", "run",
                      "a grid of rl / sft / cpt / pipeline runs: run, emit launch commands, "
                      "collect a table", default_config="configs/sweeps/toy_scarce.py"),
+    "study": Command("rlvr_jax.study.runner", "run",
+                     "a study: pre-RL conditions × RL settings × seeds, then a report with "
+                     "verdicts on the paper's findings", default_config="configs/study/quick.py"),
     "convert": Command("rlvr_jax.convert", "run", "HF directory <-> orbax checkpoint conversion",
                        default_config="configs/convert.py", locks_workdir=False),
     "bench": Command("rlvr_jax.bench", "main", "benchmarks: forward, train, sample, data",

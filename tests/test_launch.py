@@ -62,8 +62,8 @@ CASES = {
     "gpu_slurm": ("gpu.sh", [
         "--slurm", "--nodes", "4", "--gpus-per-node", "8", "--", *RL,
         "--workdir=/shared/runs/qwen_math_rl"]),
-    # The local toy pipeline; extra arguments are passed on.
-    "local_dry_run": ("local.sh", ["--dry-run", "--config.sft.steps=50"]),
+    # The local quick study; extra arguments are passed on.
+    "local_dry_run": ("local.sh", ["--dry-run", "--config.rl.steps=50"]),
 }
 
 
@@ -250,7 +250,7 @@ def test_local_dry_run_keeps_the_default_workdir_and_passes_arguments(env):
   lines = _lines(env, "local.sh", ["--dry-run"])
   assert normalise("\n".join(lines)).splitlines() == [
       "cd <REPO>", "bash launch/setup.sh",
-      "exec .venv/bin/rlvr-jax pipeline --config=configs/toy/pipeline.py --workdir=runs/toy"]
+      "exec .venv/bin/rlvr-jax study --config=configs/study/quick.py --workdir=runs/study_quick"]
 
 
 @pytest.mark.parametrize("script", ["tpu_vm.sh", "xpk.sh", "gpu.sh"])

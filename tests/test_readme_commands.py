@@ -1,5 +1,5 @@
 """The README's first command, typed as a user types it: `bash launch/local.sh` from a fresh copy
-of the repository, with the default relative workdir (runs/toy), tiny step counts appended."""
+of the repository, with the default relative workdir (runs/study_quick), tiny sizes appended."""
 import json
 import os
 import shlex
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from test_pipeline import TINY
+from test_study import TINY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,15 +48,18 @@ def test_readme_main_command_runs_from_a_fresh_copy_with_a_relative_workdir(tmp_
   proc = subprocess.run(["bash", "-c", f"{command} {' '.join(map(shlex.quote, TINY))}"], cwd=repo, env=env,
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-  run = repo / "runs" / "toy"            # the default workdir, relative to where it was typed
+  run = repo / "runs" / "study_quick"    # the default workdir, relative to where it was typed
   with open(run / "report.json") as f:
     report = json.load(f)
-  assert set(report["metrics"]) == {"cpt", "sft", "rl"}
-  for stage in ("cpt", "sft", "rl"):
-    with open(run / stage / "status.json") as f:
-      assert json.load(f)["status"] == "completed"
-    assert os.listdir(run / stage / "checkpoints")
-  assert "avg@2" in proc.stdout              # the printed report table
+  assert [v["finding"] for v in report["verdicts"]] == [1, 2, 3]
+  with open(run / "study.json") as f:
+    stages = json.load(f)["stages"]
+  for stage in stages:
+    with open(run / stage["dir"] / "status.json") as f:
+      assert json.load(f)["status"] in ("completed", "saturated"), stage["name"]
+  for finding in (1, 3):                     # the verdict lines end the output
+    assert f"Finding {finding} (" in proc.stdout
+  assert "runs/study_quick/report.md" in proc.stdout
   assert "Traceback" not in proc.stderr
 
 
