@@ -16,10 +16,10 @@ How a batch is decoded (B prompts, S = num_samples, N = B*S rows):
    are contiguous rows); the prefill is never recomputed per sample.
 3. Row r's t-th new token is fed back at position `prompt_lengths[r] + t`, overwriting the
    prompt padding in the cache (the model attends only to slots <= a query's position). Decode
-   steps run transformer's own DecoderBlock / RMSNorm modules layer by layer on per-layer
-   weights and caches (`_decode_forward`): the same computation as `transformer.forward` with a
-   cache, minus the per-step copies that `nn.scan` over stacked weights/caches costs inside a
-   while_loop. The cache lives in the loop carry and is updated in place.
+   steps are `transformer.decode_step`: layer by layer on per-layer weights and caches
+   (`transformer.KVCache`), the same computation as `transformer.forward` with a cache, minus the
+   per-step copies that `nn.scan` over stacked weights/caches costs inside a while_loop. The
+   cache lives in the loop carry and is updated in place.
 4. The while_loop runs until every row is done (EOS, a stop sequence, or max_new_tokens).
 
 Per generated token the sampler returns, from the very logits it sampled from (so the proxy
@@ -285,58 +285,16 @@ def _constrain(x, axes):
   return nn.with_logical_constraint(x, axes)
 
 
-def _logits_from_hidden(cfg: ModelConfig, params, x_ND):
-  """The decoder's output head on final-normed hidden states [N, D] -> float32[N, V]."""
-  x_ND = x_ND.astype(cfg.jnp_dtype)
-  if cfg.tie_embeddings:
-    w_VD = params["embed_tokens"]["embedding"].astype(cfg.jnp_dtype)
-    logits_NV = jnp.dot(x_ND, w_VD.T)
-  else:
-    logits_NV = jnp.dot(x_ND, params["lm_head"]["kernel"].astype(cfg.jnp_dtype))
-  return _constrain(logits_NV.astype(jnp.float32), ("act_batch", "act_vocab"))
-
-
 def _prefill(cfg, params, prompts_BP, prompt_lengths_B, cache_dtype):
   """One forward pass over the prompt block into a P-slot cache; logits of each row's last token."""
   b, p = prompts_BP.shape
   cache = transformer.init_cache(cfg, b, p, cache_dtype)
   cache = jax.tree.map(lambda c: _constrain(c, _CACHE_AXES), cache)
   positions_BP = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
-  hidden_BPD, cache = transformer.Decoder(cfg).apply(
-      {"params": params}, prompts_BP, positions_BP, jnp.ones_like(prompts_BP), cache,
-      return_hidden=True)
+  hidden_BPD, cache = transformer.hidden_states(cfg, params, prompts_BP, positions_BP,
+                                                jnp.ones_like(prompts_BP), cache)
   last_BD = jnp.take_along_axis(hidden_BPD, (prompt_lengths_B - 1)[:, None, None], axis=1)[:, 0]
-  return _logits_from_hidden(cfg, params, last_BD), cache
-
-
-def _split_layers(tree, num_layers: int) -> list:
-  """A tree stacked on a leading layer axis -> one tree per layer."""
-  return [jax.tree.map(lambda a, i=i: a[i], tree) for i in range(num_layers)]
-
-
-def _decode_forward(cfg, params, layer_params, tokens_N1, positions_N1, caches):
-  """One decode step of the decoder, layer by layer, with transformer's own modules.
-
-  Same computation as `transformer.forward(..., cache=...)` (the tests hold them equal), but the
-  layers run as an unrolled Python loop on per-layer parameters and per-layer caches instead of
-  `nn.scan` over stacked ones: inside a while_loop, the scan would copy every layer's weights
-  and KV cache out of / back into the stacked arrays at every step. layer_params: per-layer
-  param trees, or None to slice the stacked params inside the step. caches: per-layer
-  {"k": [N, K, H, S], "v": [N, K, S, H]}. Returns logits float32[N, V] and the updated caches.
-  """
-  emb_VD = params["embed_tokens"]["embedding"]
-  x = jnp.take(emb_VD, tokens_N1, axis=0).astype(cfg.jnp_dtype)
-  x = _constrain(x, ("act_batch", "act_length", "act_embed"))
-  segments_N1 = jnp.ones_like(tokens_N1)
-  new_caches = []
-  for i, cache in enumerate(caches):
-    p_i = layer_params[i] if layer_params is not None else jax.tree.map(
-        lambda a: a[i], params["layers"])
-    x, cache = transformer.DecoderBlock(cfg).apply({"params": p_i}, x, positions_N1, segments_N1,
-                                                   cache)
-    new_caches.append(cache)
-  x = transformer.RMSNorm(cfg).apply({"params": params["norm"]}, x)
-  return _logits_from_hidden(cfg, params, x[:, 0]), new_caches
+  return transformer.logits_from_hidden(cfg, params, last_BD), cache
 
 
 def _emit(state: _State, logits_NV, key, c: SampleConfig, method) -> _State:
@@ -406,14 +364,14 @@ def sample_core(cfg: ModelConfig, params, prompts, prompt_lengths, key,
   def cond(st: _State):
     return (st.step < m) & ~jnp.all(st.done)
 
-  state = state.replace(cache=_split_layers(state.cache, cfg.num_layers))
-  layer_params = _split_layers(params["layers"], cfg.num_layers) if c.unstack_weights else None
+  state = state.replace(cache=transformer.KVCache.from_stacked(state.cache))
+  decode_params = transformer.unstack_layers(params) if c.unstack_weights else params
 
   def body(st: _State):
     t = st.step
-    prev_N1 = jax.lax.dynamic_slice(st.tokens, (0, t - 1), (n, 1))
-    positions_N1 = (lengths_N + t - 1)[:, None]
-    logits_NV, cache = _decode_forward(cfg, params, layer_params, prev_N1, positions_N1, st.cache)
+    prev_N = jax.lax.dynamic_slice(st.tokens, (0, t - 1), (n, 1))[:, 0]
+    logits_NV, cache = transformer.decode_step(cfg, decode_params, st.cache, prev_N,
+                                               lengths_N + t - 1)
     return _emit(st.replace(cache=cache), logits_NV, key, c, method)
 
   state = jax.lax.while_loop(cond, body, state)

@@ -268,6 +268,22 @@ def test_export_loads_in_transformers(models, tmp_path, name, max_shard_bytes):
     np.testing.assert_array_equal(exported[k], original[k], err_msg=k)
 
 
+@pytest.mark.parametrize("name", ["llama_gqa_llama3_untied", "qwen2_tied"])
+def test_to_hf_state_dict_is_the_transformers_state_dict(models, name):
+  model, path = models[name]
+  cfg, params = rj.load_hf(path, mesh=_one_device_mesh())
+  ours = H.to_hf_state_dict(cfg, params, dtype=jnp.float32)
+  theirs = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+  tied_head = {"lm_head.weight"} if cfg.tie_embeddings else set()
+  assert set(theirs) - set(ours) == tied_head and set(ours) <= set(theirs)
+  for k, v in ours.items():
+    assert v.dtype == np.float32
+    np.testing.assert_array_equal(v, theirs[k], err_msg=k)
+  bf16 = H.to_hf_state_dict(cfg, params)
+  assert bf16.keys() == ours.keys()
+  assert all(v.dtype == np.dtype(jnp.dtype(cfg.param_dtype)) for v in bf16.values())
+
+
 def test_export_bf16(models, tmp_path):
   _, path = models["llama_mqa_tied"]
   cfg, params = rj.load_hf(path, mesh=_one_device_mesh())

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import rlvr_jax as rj
-from rlvr_jax.model import transformer
+from rlvr_jax.model import hf, transformer
 from rlvr_jax.sampling import generate
 
 
@@ -40,22 +40,7 @@ def to_torch_llama(cfg, params):
       tie_word_embeddings=cfg.tie_embeddings, max_position_embeddings=cfg.max_seq_len,
       attention_bias=False)
   model = LlamaForCausalLM(hf_cfg).eval().to(torch.float32)
-  p = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
-  d = cfg.hidden_size
-  sd = {"model.embed_tokens.weight": p["embed_tokens"]["embedding"],
-        "model.norm.weight": p["norm"]["scale"]}
-  if not cfg.tie_embeddings:
-    sd["lm_head.weight"] = p["lm_head"]["kernel"].T
-  lay = p["layers"]
-  for i in range(cfg.num_layers):
-    pre = f"model.layers.{i}."
-    for name in ("q_proj", "k_proj", "v_proj"):
-      sd[pre + f"self_attn.{name}.weight"] = lay["self_attn"][name]["kernel"][i].reshape(d, -1).T
-    sd[pre + "self_attn.o_proj.weight"] = lay["self_attn"]["o_proj"]["kernel"][i].reshape(-1, d).T
-    for name in ("gate_proj", "up_proj", "down_proj"):
-      sd[pre + f"mlp.{name}.weight"] = lay["mlp"][name]["kernel"][i].T
-    sd[pre + "input_layernorm.weight"] = lay["input_layernorm"]["scale"][i]
-    sd[pre + "post_attention_layernorm.weight"] = lay["post_attention_layernorm"]["scale"][i]
+  sd = hf.to_hf_state_dict(cfg, params, dtype=jnp.float32)
   state = {k: torch.from_numpy(np.array(v, np.float32)) for k, v in sd.items()}
   missing, unexpected = model.load_state_dict(state, strict=False)
   missing = [k for k in missing if not (cfg.tie_embeddings and k == "lm_head.weight")]
@@ -68,21 +53,19 @@ def decode_matmuls_fn(cfg, params, batch: int):
   """The roofline probe: one decode step's matmuls alone (q/k/v/o/gate/up/down per layer, then
   lm_head) for [batch, 1] tokens, chained as in the model, jitted together, in the compute dtype.
   Weights are passed as separate per-layer 2-D arrays so that nothing but the matmuls runs."""
-  lay = params["layers"]
-  d = cfg.hidden_size
+  sd = hf.to_hf_state_dict(cfg, params)
   dtype = cfg.jnp_dtype
 
-  def w(tree, i, shape):
-    return jnp.asarray(tree["kernel"][i], dtype).reshape(shape)
+  def w(name):                       # HF [out, in] -> [in, out]
+    return jnp.asarray(sd[name].T, dtype)
   per_layer = []
   for i in range(cfg.num_layers):
-    attn, mlp = lay["self_attn"], lay["mlp"]
-    per_layer.append((w(attn["q_proj"], i, (d, -1)), w(attn["k_proj"], i, (d, -1)),
-                      w(attn["v_proj"], i, (d, -1)), w(attn["o_proj"], i, (-1, d)),
-                      w(mlp["gate_proj"], i, (d, -1)), w(mlp["up_proj"], i, (d, -1)),
-                      w(mlp["down_proj"], i, (-1, d))))
-  head = (jnp.asarray(params["embed_tokens"]["embedding"], dtype).T if cfg.tie_embeddings
-          else jnp.asarray(params["lm_head"]["kernel"], dtype))
+    pre = f"model.layers.{i}."
+    per_layer.append(tuple(w(pre + name + ".weight") for name in (
+        "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+        "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")))
+  head = w("model.embed_tokens.weight" if cfg.tie_embeddings else "lm_head.weight")
+  d = cfg.hidden_size
 
   @jax.jit
   def step(x_BD, per_layer, head):

@@ -1,5 +1,6 @@
 """Hugging Face checkpoints: `load_hf` (config.json + safetensors -> ModelConfig, sharded params)
-and `save_hf` (params -> a directory `transformers.AutoModelForCausalLM` loads).
+and `save_hf` (params -> a directory `transformers.AutoModelForCausalLM` loads);
+`to_hf_state_dict` (params -> HF-named numpy arrays in memory).
 
 Supported: `LlamaForCausalLM` (Llama 3.x, incl. `rope_type: llama3` scaling) and
 `Qwen2ForCausalLM` (Qwen2/2.5, q/k/v biases), in the transformers 4 config layout
@@ -522,6 +523,31 @@ def _to_host(x) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
+def _leaf(params, spec: _Spec):
+  """Our parameter (all layers when stacked) that `spec` names."""
+  leaf = params
+  for key in spec.path:
+    try:
+      leaf = leaf[key]
+    except (KeyError, TypeError) as e:
+      raise KeyError(f"params has no {'/'.join(spec.path)} (needed for {spec.hf})") from e
+  return leaf
+
+
+def to_hf_state_dict(cfg: ModelConfig, params: Any, dtype=None) -> dict[str, np.ndarray]:
+  """The transformers state dict of `params` in host memory: HF tensor name -> numpy array in
+  HF layout, dtype default cfg.param_dtype (`lm_head.weight` absent when the embeddings are
+  tied). One full host copy of the weights: for tests and benchmarks; `save_hf` streams instead."""
+  params = nn.unbox(params)
+  np_dtype = np.dtype(jnp.dtype(dtype if dtype is not None else cfg.param_dtype))
+  out = {}
+  for spec in _specs(cfg):
+    x = _to_host(_leaf(params, spec)).astype(np_dtype, copy=False)
+    for layer in (range(cfg.num_layers) if spec.stacked else [None]):
+      out[spec.hf_name(layer)] = _to_hf(spec, x[layer] if spec.stacked else x)
+  return out
+
+
 def _plan_shards(entries: list[tuple[str, int]], max_shard_bytes: int) -> list[list[str]]:
   """Greedy consecutive packing of (name, nbytes) into shards of at most max_shard_bytes
   (a single tensor bigger than that gets a shard of its own)."""
@@ -564,12 +590,7 @@ def save_hf(path: str | os.PathLike, cfg: ModelConfig, params: Any, *, dtype=Non
     for layer in (range(cfg.num_layers) if spec.stacked else [None]):
       entries.append((spec.hf_name(layer), spec, layer))
   for spec in specs:
-    leaf = params
-    for key in spec.path:
-      try:
-        leaf = leaf[key]
-      except (KeyError, TypeError) as e:
-        raise KeyError(f"params has no {'/'.join(spec.path)} (needed for {spec.hf})") from e
+    leaf = _leaf(params, spec)
     want = ((cfg.num_layers,) if spec.stacked else ()) + spec.our_shape
     if tuple(leaf.shape) != want:
       raise ValueError(f"params {'/'.join(spec.path)} has shape {tuple(leaf.shape)}, expected "
@@ -588,9 +609,7 @@ def save_hf(path: str | os.PathLike, cfg: ModelConfig, params: Any, *, dtype=Non
       tensors = {}
       for name in names:
         spec, layer = by_name[name]
-        leaf = params
-        for key in spec.path:
-          leaf = leaf[key]
+        leaf = _leaf(params, spec)
         if spec.stacked:
           leaf = leaf[layer] if isinstance(leaf, np.ndarray) else _layer(leaf, layer)
         x = _to_host(leaf)

@@ -19,10 +19,15 @@ step are plain batched matmuls over the cache as it lies (q·K reads [head_dim, 
 [S, head_dim]), with no per-step transpose or packing copy of the cache. Each call writes the new
 keys/values at `positions` and attends to cache slots `<= position` of its row, so right-padded
 prompts of different lengths share one cache layout (decode overwrites the padding).
+
+Every forward variant lives here, and nothing outside rlvr_jax/model/ indexes the parameter tree:
+`forward` (logits), `hidden_states` (no head), `embed`, `logits_from_hidden` (the one output
+head, also the Decoder's own), `decode_step` (one token per row over a per-layer `KVCache`, the
+sampler's loop body), and per-layer parameter access (`layer_params`, `unstack_layers`).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -230,12 +235,34 @@ class Decoder(nn.Module):
     if return_hidden:
       return x_BTD, new_cache
     if cfg.tie_embeddings:
-      logits_BTV = embed.attend(x_BTD)
+      head = embed.embedding
     else:
-      logits_BTV = Linear(cfg, (cfg.hidden_size,), (cfg.vocab_size,), ("embed", "vocab"),
-                          name="lm_head")(x_BTD)
-    logits_BTV = _constrain(logits_BTV.astype(jnp.float32), ("act_batch", "act_length", "act_vocab"))
-    return logits_BTV, new_cache
+      head = _Kernel(cfg, (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), name="lm_head")()
+    return _output_head(cfg, head, x_BTD), new_cache
+
+
+class _Kernel(nn.Module):
+  """A bare `kernel` parameter (Linear's, same init), for weights applied by a pure function."""
+  cfg: ModelConfig
+  shape: tuple[int, ...]
+  axes: tuple[str, ...]
+
+  @nn.compact
+  def __call__(self):
+    return self.param("kernel", _init(self.cfg.init_std, self.axes), self.shape,
+                      self.cfg.jnp_param_dtype)
+
+
+def _output_head(cfg: ModelConfig, head, x_D):
+  """The output head: hidden states [..., D] times the tied embedding [V, D] or the lm_head
+  kernel [D, V], in the compute dtype -> float32 logits [..., V]."""
+  x_D = x_D.astype(cfg.jnp_dtype)
+  w_DV = head.astype(cfg.jnp_dtype)
+  if cfg.tie_embeddings:
+    w_DV = w_DV.T         # an explicit transpose, as nn.Embed.attend: the same ops run eagerly
+  logits_V = jax.lax.dot_general(x_D, w_DV, (((x_D.ndim - 1,), (0,)), ((), ())))
+  lead = ("act_batch", "act_length")[:x_D.ndim - 1] + (None,) * max(0, x_D.ndim - 3)
+  return _constrain(logits_V.astype(jnp.float32), lead + ("act_vocab",))
 
 
 # ---------------------------------------------------------------------------------- functions
@@ -265,6 +292,95 @@ def forward(cfg: ModelConfig, params: Any, tokens, *, positions=None, segment_id
     positions = default_positions(tokens, segment_ids)
   logits, new_cache = Decoder(cfg).apply({"params": params}, tokens, positions, segment_ids, cache)
   return (logits, new_cache) if return_cache else logits
+
+
+def hidden_states(cfg: ModelConfig, params: Any, tokens_BT, positions_BT, segment_ids_BT,
+                  cache: Cache | None = None) -> tuple[jax.Array, Cache | None]:
+  """`forward` without the output head: final-normed hidden states [B, T, D] (compute dtype) and
+  the updated cache (None without one). Apply `logits_from_hidden` to the rows that need logits."""
+  return Decoder(cfg).apply({"params": params}, tokens_BT, positions_BT, segment_ids_BT, cache,
+                            return_hidden=True)
+
+
+def embed(cfg: ModelConfig, params: Any, tokens_BT) -> jax.Array:
+  """Token embeddings [..., D] in the compute dtype of int32 tokens [...] (the values of the
+  decoder's own embedding layer)."""
+  return jnp.take(params["embed_tokens"]["embedding"], tokens_BT, axis=0).astype(cfg.jnp_dtype)
+
+
+def logits_from_hidden(cfg: ModelConfig, params: Any, x_D) -> jax.Array:
+  """The output head (the decoder's own): final-normed hidden states [..., D] -> float32 logits
+  [..., V], through the tied embedding or the lm_head in the compute dtype."""
+  head = params["embed_tokens"]["embedding"] if cfg.tie_embeddings else params["lm_head"]["kernel"]
+  return _output_head(cfg, head, x_D)
+
+
+# ---------------------------------------------------------------------------------- decoding
+def layer_params(params: Any, i: int) -> Any:
+  """Layer i's parameter tree: a slice of the stacked layers, or entry i of `unstack_layers`."""
+  layers = params["layers"]
+  if isinstance(layers, (list, tuple)):
+    return layers[i]
+  return jax.tree.map(lambda a: a[i], layers)
+
+
+def num_layers(params: Any) -> int:
+  """The number of layers in `params` (stacked or unstacked)."""
+  layers = params["layers"]
+  if isinstance(layers, (list, tuple)):
+    return len(layers)
+  return jax.tree.leaves(layers)[0].shape[0]
+
+
+def unstack_layers(params: Any) -> dict[str, Any]:
+  """params with the stacked layer weights copied into a tuple of per-layer trees (the other
+  weights shared, not copied), so that `decode_step` reads each layer in place instead of slicing
+  the stack at every step. Only `decode_step` and `layer_params` accept this form."""
+  return {**params, "layers": tuple(layer_params(params, i) for i in range(num_layers(params)))}
+
+
+class KVCache(NamedTuple):
+  """The decode-time KV cache, one array per layer: keys k[i] [B, K, H, S] and values v[i]
+  [B, K, S, H] (the layout of `init_cache`, see the module docstring). Per-layer arrays rather than
+  `init_cache`'s stacked ones, so that a decode step inside a while_loop updates each layer's cache
+  in place instead of copying it out of and back into the stack."""
+  k: tuple[jax.Array, ...]
+  v: tuple[jax.Array, ...]
+
+  @classmethod
+  def from_stacked(cls, cache: Cache) -> "KVCache":
+    """Split an `init_cache` / `forward(..., cache=...)` cache into its layers."""
+    n = cache["k"].shape[0]
+    return cls(k=tuple(cache["k"][i] for i in range(n)), v=tuple(cache["v"][i] for i in range(n)))
+
+  def stacked(self) -> Cache:
+    """Back to the stacked form that `forward` takes."""
+    return {"k": jnp.stack(self.k), "v": jnp.stack(self.v)}
+
+
+def decode_step(cfg: ModelConfig, params: Any, cache: KVCache, tokens_B, positions_B
+                ) -> tuple[jax.Array, KVCache]:
+  """One token per row: int32 tokens [B] at positions [B] -> (logits float32[B, V], the cache
+  with their keys/values written at `positions`). Attention reads every cache slot <= a row's
+  position.
+
+  The same computation as `forward(..., cache=...)` on [B, 1] tokens, but the layers run as an
+  unrolled Python loop over per-layer weights and caches instead of `nn.scan` over stacked ones:
+  inside a while_loop, the scan would copy every layer's weights and KV cache out of / back into
+  the stacked arrays at every step. params: stacked, or `unstack_layers(params)` (fastest: no
+  per-step slicing).
+  """
+  tokens_B1, positions_B1 = tokens_B[:, None], positions_B[:, None]
+  x_B1D = _constrain(embed(cfg, params, tokens_B1), ("act_batch", "act_length", "act_embed"))
+  segments_B1 = jnp.ones_like(tokens_B1)
+  keys, values = [], []
+  for i, (k_i, v_i) in enumerate(zip(cache.k, cache.v)):
+    x_B1D, c_i = DecoderBlock(cfg).apply({"params": layer_params(params, i)}, x_B1D, positions_B1,
+                                         segments_B1, {"k": k_i, "v": v_i})
+    keys.append(c_i["k"])
+    values.append(c_i["v"])
+  x_B1D = RMSNorm(cfg).apply({"params": params["norm"]}, x_B1D)
+  return logits_from_hidden(cfg, params, x_B1D[:, 0]), KVCache(tuple(keys), tuple(values))
 
 
 def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> Cache:

@@ -90,7 +90,6 @@ import functools
 import inspect
 from typing import Any, Callable, Mapping
 
-import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -598,18 +597,6 @@ def sequence_inputs(prompts_NP, prompt_lengths_N, responses_NM):
   return tokens, positions, segments, gather_NM
 
 
-def _head_logits(cfg: ModelConfig, params, x_NMD):
-  """The output head (lm_head or tied embedding) on final-normed hidden states -> float32."""
-  x = x_NMD.astype(cfg.jnp_dtype)
-  if cfg.tie_embeddings:
-    w_VD = params["embed_tokens"]["embedding"].astype(cfg.jnp_dtype)
-    logits = jnp.einsum("nmd,vd->nmv", x, w_VD)
-  else:
-    logits = jnp.einsum("nmd,dv->nmv", x, params["lm_head"]["kernel"].astype(cfg.jnp_dtype))
-  return nn.with_logical_constraint(logits.astype(jnp.float32),
-                                    ("act_batch", "act_length", "act_vocab"))
-
-
 def response_logprobs(cfg: ModelConfig, params, prompts_NP, prompt_lengths_N, responses_NM,
                       temperature: float = 1.0):
   """(logp float32[N, M], entropy float32[N, M]) of each response token under `params`, with the
@@ -617,10 +604,9 @@ def response_logprobs(cfg: ModelConfig, params, prompts_NP, prompt_lengths_N, re
   to be masked."""
   tokens, positions, segments, gather_NM = sequence_inputs(prompts_NP, prompt_lengths_N,
                                                           responses_NM)
-  hidden_NLD, _ = transformer.Decoder(cfg).apply({"params": params}, tokens, positions, segments,
-                                                 None, return_hidden=True)
+  hidden_NLD, _ = transformer.hidden_states(cfg, params, tokens, positions, segments)
   hidden_NMD = jnp.take_along_axis(hidden_NLD, gather_NM[:, :, None], axis=1)
-  logits_NMV = _head_logits(cfg, params, hidden_NMD)
+  logits_NMV = transformer.logits_from_hidden(cfg, params, hidden_NMD)
   return losses.token_logprobs_and_entropy(logits_NMV, responses_NM, temperature)
 
 
