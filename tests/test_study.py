@@ -182,3 +182,27 @@ def test_paper_math_study_differs_from_the_toy_only_in_data_model_and_budgets(tm
   toy = plan_lib.build(_config("configs/study/toy.py"), str(tmp_path / "toy"))
   assert set(study.doc["settings"]) == set(toy.doc["settings"])
   assert study.doc["metric"].startswith("eval/math500/")
+
+
+def test_a_stage_built_on_an_input_that_moved_on_is_stale(tmp_path):
+  from rlvr_jax.run import workdir as workdir_lib
+  study = plan_lib.build(_config(), str(tmp_path))
+  sft = study.by_name()["sft/cpt+think"]
+  cpt_dir, sft_dir = study.stage_dir("cpt"), study.stage_dir(sft)
+  os.makedirs(sft_dir)
+  os.makedirs(cpt_dir)
+  workdir_lib.write_status(cpt_dir, "completed", 200, 200)
+  workdir_lib.record_init(sft_dir, cpt_dir, 200)
+  workdir_lib.write_status(sft_dir, "completed", 200, 200)
+  assert runner.is_finished(study, sft) and runner.stale_reason(study, sft) is None
+  workdir_lib.write_status(cpt_dir, "completed", 300, 300)      # cpt was continued since
+  assert "step 200" in runner.stale_reason(study, sft)
+  diag = plan_lib.build(_config(QUICK, "--config.diagnose_conditions=True"), str(tmp_path))
+  stage = diag.by_name()["diag/cpt+think"]
+  os.makedirs(diag.stage_dir(stage))
+  with open(os.path.join(diag.stage_dir(stage), "diagnose.json"), "w") as f:
+    json.dump({"step": 200}, f)
+  assert runner.is_finished(diag, stage)
+  workdir_lib.write_status(sft_dir, "completed", 250, 250)      # the SFT model was retrained
+  assert not runner.is_finished(diag, stage)                    # measured a model since retrained
+  assert "another step" in runner.stale_reason(diag, stage)

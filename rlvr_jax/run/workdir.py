@@ -39,9 +39,21 @@ ARCH_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "
 _held: dict[str, list] = {}   # lock path -> [fd, depth] (re-entrant within one process)
 
 
-def _is_primary() -> bool:
+def is_primary() -> bool:
+  """Whether this process writes the run's shared files (process 0 of a multi-host job)."""
   import jax
   return jax.process_index() == 0
+
+
+_is_primary = is_primary
+
+
+def sync_processes(name: str) -> None:
+  """Waits until every process of a multi-host job reaches this point (no-op on one)."""
+  import jax
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
 
 
 @contextlib.contextmanager

@@ -75,7 +75,7 @@ def read_timings(root: str) -> dict[str, float]:
 def record_timing(root: str, stage: plan_lib.Stage, seconds: float, steps_run: int) -> None:
   """Stores the stage's seconds per step (a resumed stage counts only the steps it ran)."""
   units = 1 if stage.kind == "diagnose" else steps_run
-  if units <= 0:
+  if units <= 0 or not workdir_lib.is_primary():
     return
   doc = read_timings(root)
   doc[timing_key(stage)] = round(seconds / units, 4)
@@ -162,8 +162,10 @@ def execute(study: plan_lib.Study) -> tuple[int, dict[str, str]]:
       continue
     why = stale_reason(study, stage)
     if why:
-      aside = workdir_lib.move_aside(study.stage_dir(stage), "stale")
-      _log(f"study: {stage.name} is stale ({why}); moved it to {aside} and building it again")
+      if workdir_lib.is_primary():
+        aside = workdir_lib.move_aside(study.stage_dir(stage), "stale")
+        _log(f"study: {stage.name} is stale ({why}); moved it to {aside} and building it again")
+      workdir_lib.sync_processes(f"study-stale:{stage.name}")
     left = sum(estimate_seconds(s, timings) for s in todo[i - 1:] if s.name not in failed)
     _log(f"study: [{i}/{len(todo)}] start {stage.name} ({stage.kind}) -> "
          f"{study.stage_dir(stage)}; elapsed {_minutes(time.time() - start)}, about "
@@ -219,12 +221,16 @@ def run(config: Any, workdir: str) -> int:
     print(format_plan(study))
     return 0
   from rlvr_jax.study import report as report_lib
-  files.write_json(os.path.join(study.root, plan_lib.STUDY_FILE), study.doc)
+  primary = workdir_lib.is_primary()   # every process runs the stages; process 0 writes
+  if primary:
+    files.write_json(os.path.join(study.root, plan_lib.STUDY_FILE), study.doc)
   rc, failed = (0, {})
   if not bool(config.report_only):
     rc, failed = execute(study)
     if rc == EXIT_PREEMPTED:
       return rc
+  if not primary:
+    return rc
   report = report_lib.write_report(study.root)
   for line in report_lib.verdict_lines(report):
     print(line, flush=True)
