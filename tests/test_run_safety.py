@@ -704,3 +704,18 @@ def test_resolve_file_list_makes_paper_set_paths_absolute(tmp_path, monkeypatch)
   monkeypatch.chdir(tmp_path)
   assert paths.resolve_file_list("math500=paper:math500:sets/m,paper:aime24:gs://b/a") == (
       f"math500=paper:math500:{tmp_path}/sets/m,paper:aime24:gs://b/a")
+
+
+def test_a_checkpoint_that_does_not_fit_the_run_is_not_set_aside_as_corrupt(cpt_run, tmp_path,
+                                                                            monkeypatch):
+  from rlvr_jax.train import checkpoints as ckpt_lib
+  d = copy_run(cpt_run, tmp_path / "cpt")
+  ckpts = ckpt_lib.RunCheckpoints(d, keep=2)
+
+  def mismatch(step, target, data_iter=None):
+    raise ckpt_lib.CheckpointMismatchError(f"checkpoint {step} has no data-iterator state")
+  monkeypatch.setattr(ckpts, "restore", mismatch)
+  with pytest.raises(ckpt_lib.CheckpointMismatchError, match="no data-iterator state"):
+    ckpts.restore_latest(None)
+  ckpts.close()
+  assert sorted(os.listdir(os.path.join(d, "checkpoints"))) == ["2", "4"]   # nothing moved

@@ -32,6 +32,16 @@ from rlvr_jax.model.config import ModelConfig
 from rlvr_jax.run import paths
 from rlvr_jax.run.errors import CorruptCheckpointError
 
+
+class CheckpointMismatchError(ValueError):
+  """A checkpoint that reads but does not fit the run (e.g. no data-iterator state): not
+  corruption, so it is never set aside."""
+
+
+# Errors that say something about this machine or this run, not about the checkpoint's files:
+# they are raised as they are instead of setting the step aside as corrupt.
+NOT_CORRUPTION = (CheckpointMismatchError, MemoryError, PermissionError)
+
 log = logging.getLogger("rlvr_jax.checkpoints")
 
 CONFIG_FILE = "config.json"
@@ -139,7 +149,7 @@ class RunCheckpoints:
     if data_iter is not None:
       import grain
       if not (self.directory / str(step) / "data").exists():
-        raise ValueError(f"checkpoint {self.directory / str(step)} has no data-iterator state "
+        raise CheckpointMismatchError(f"checkpoint {self.directory / str(step)} has no data-iterator state "
                          f"but the run has a data iterator; cannot resume the data position")
       items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
     if (self.directory / str(step) / "extra").exists():
@@ -159,13 +169,20 @@ class RunCheckpoints:
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
         state, _ = self.restore(step, target_state, data_iter)
+      except NOT_CORRUPTION:
+        raise
       except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for bad files
         failures.append((step, one_line(e)))
         continue
+      from rlvr_jax.run import workdir as workdir_lib
       for bad, why in failures:
-        aside = self.set_aside(bad, "corrupt")
-        log.warning("checkpoint step %d cannot be read (%s); moved to %s, resuming from step %d",
-                    bad, why, aside, step)
+        if workdir_lib.is_primary():     # one process renames; every process skips the step
+          aside = self.set_aside(bad, "corrupt")
+          log.warning("checkpoint step %d cannot be read (%s); moved to %s, resuming from step "
+                      "%d", bad, why, aside, step)
+      if failures:
+        workdir_lib.sync_processes(f"checkpoints-set-aside:{self.directory}")
+        self.manager.reload()
       return step, state
     if failures:
       step, why = failures[0]
@@ -286,6 +303,8 @@ def load_model_step(workdir: str, step: int | None = None, *, shardings: Any = N
         out = ckptr.restore(path, args=ocp.args.PyTreeRestore(
             item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
             partial_restore=True))
+    except NOT_CORRUPTION:
+      raise
     except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for bad files
       failures.append((candidate, one_line(e)))
       continue
