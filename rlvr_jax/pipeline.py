@@ -15,7 +15,6 @@ continued or started anew) is moved aside to `<stage>.stale[-N]` and trained aga
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import time
 
@@ -57,9 +56,11 @@ def run(config, workdir: str) -> int:
     if prev in trained and files.isdir(stage_dir):
       why = workdir_lib.built_on_stale(stage_dir, os.path.join(workdir, prev))
       if why:
-        aside = workdir_lib.move_aside(stage_dir, "stale")
-        print(f"pipeline: stage {stage} is stale ({why}); moved it to {aside} and training it "
-              f"again", flush=True)
+        if workdir_lib.is_primary():   # one process renames; the others wait for it
+          aside = workdir_lib.move_aside(stage_dir, "stale")
+          print(f"pipeline: stage {stage} is stale ({why}); moved it to {aside} and training "
+                f"it again", flush=True)
+        workdir_lib.sync_processes(f"pipeline-stale:{stage}")
     module, fn = STAGE_RUNNERS[stage]
     print(f"=== pipeline stage {stage} -> {stage_dir}", flush=True)
     start = time.time()
@@ -76,8 +77,9 @@ def run(config, workdir: str) -> int:
   if "eval" in stages:
     report = _evaluate(config, workdir, trained)
     report["stage_seconds"] = timings
-    _write_json(os.path.join(workdir, "report.json"), report)
-    print(_format_report(report))
+    if workdir_lib.is_primary():
+      _write_json(os.path.join(workdir, "report.json"), report)
+      print(_format_report(report))
   return 0
 
 
@@ -91,8 +93,7 @@ def _evaluate(config, workdir: str, trained: list[str]) -> dict:
       sub.eval.name = stage
     out = os.path.join(workdir, "eval", stage)
     print(f"=== pipeline eval of {stage}", flush=True)
-    harness.run(sub, out)
-    results[stage] = json.loads(files.read_text(f"{out}/eval_metrics.json"))["metrics"]
+    results[stage] = harness.evaluate_checkpoint(sub, out)
   return {"metrics": results}
 
 

@@ -543,7 +543,14 @@ def _atomic_write_json(path: str, doc: Any) -> None:
 
 
 def run(config, workdir: str) -> int:
-  """`rlvr-jax eval`: evaluate a run checkpoint or an HF directory (configs/toy/eval.py).
+  """`rlvr-jax eval` (see `evaluate_checkpoint`); exit status 0."""
+  evaluate_checkpoint(config, workdir)
+  return 0
+
+
+def evaluate_checkpoint(config, workdir: str) -> dict[str, float]:
+  """Evaluates a run checkpoint or an HF directory (configs/toy/eval.py); returns the metrics
+  (on every process).
 
   Writes WORKDIR/eval_metrics.json ({"source", "step", "tag", "metrics"}), appends
   {"step", **metrics} to WORKDIR/metrics.jsonl, writes per-sample rows to
@@ -582,4 +589,4 @@ def run(config, workdir: str) -> int:
     log_file.close()
     print(f"eval of {source} (k={options.k}, T={options.temperature}, "
           f"{seconds:.1f}s):\n{format_table(metrics)}")
-  return 0
+  return metrics

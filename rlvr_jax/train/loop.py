@@ -213,17 +213,24 @@ class MetricsLogger:
     self.bar.set_postfix(post, refresh=False)
     self.bar.refresh()
 
+  def flush(self) -> None:
+    """Makes every line written so far durable (a bucket log is otherwise flushed every 30 s):
+    called with each checkpoint, so a resumed run's metrics reach its checkpoint's step."""
+    if self.file is not None:
+      self.file.flush()
+
   def close(self) -> None:
     if self.bar is not None:
       self.bar.close()
+    if self.file is not None:          # the metrics first: the TensorBoard copy may fail
+      self.file.close()
+      self.file = None
     if self.tb is not None:
       self.tb.flush()
       self.tb.close()
       if self.tb_upload is not None:
         for name in os.listdir(self.tb.logdir):
           files.copy_file(os.path.join(self.tb.logdir, name), f"{self.tb_upload}/{name}")
-    if self.file is not None:
-      self.file.close()
 
 
 def _summary_writer_class():
@@ -500,6 +507,7 @@ def _run(config, workdir, stage, cfg, mesh, optimizer, train_fn, eval_fn, manage
         if save_now:
           finish((step, metrics, True), True)          # the guard passes a step before its save
           manager.save(step, state, data_iter if saveable else None, last_eval)
+          logger.flush()
           guard.saved(step)
           workdir_lib.write_status(workdir, "running", step, int(config.steps))
         else:
