@@ -42,6 +42,7 @@ class Command:
   needs_workdir: bool = True
   default_config: str = ""   # the config `--help` describes (relative to the repository)
   locks_workdir: bool = True  # one process at a time in WORKDIR (run.workdir.locked)
+  no_lock_when: tuple[str, ...] = ()  # fields that, when true, leave the runs alone: no lock
 
 
 COMMANDS: dict[str, Command] = {
@@ -66,10 +67,12 @@ COMMANDS: dict[str, Command] = {
                         default_config="configs/diagnose.py"),
     "sweep": Command("rlvr_jax.sweep", "run",
                      "a grid of rl / sft / cpt / pipeline runs: run, emit launch commands, "
-                     "collect a table", default_config="configs/sweeps/toy_scarce.py"),
+                     "collect a table", default_config="configs/sweeps/toy_scarce.py",
+                     no_lock_when=("collect", "emit")),
     "study": Command("rlvr_jax.study.runner", "run",
                      "a study: pre-RL conditions × RL settings × seeds, then a report with "
-                     "verdicts on the paper's findings", default_config="configs/study/quick.py"),
+                     "verdicts on the paper's findings", default_config="configs/study/quick.py",
+                     no_lock_when=("dry_run",)),
     "convert": Command("rlvr_jax.convert", "run", "HF directory <-> orbax checkpoint conversion",
                        default_config="configs/convert.py", locks_workdir=False),
     "bench": Command("rlvr_jax.bench", "main", "benchmarks: forward, train, sample, data",
@@ -213,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     fn = _resolve(cmd)
     _setup_runtime()
     _quiet_library_noise()
-    if not workdir or not cmd.locks_workdir:   # convert: writes only into a new directory
+    read_only = any(field in config and config[field] for field in cmd.no_lock_when)
+    if not workdir or not cmd.locks_workdir or read_only:  # convert: only a new directory
       return int(fn(config, workdir) or 0)
     from rlvr_jax.run import workdir as workdir_lib
     make_workdir(workdir)

@@ -206,3 +206,25 @@ def test_a_stage_built_on_an_input_that_moved_on_is_stale(tmp_path):
   workdir_lib.write_status(sft_dir, "completed", 250, 250)      # the SFT model was retrained
   assert not runner.is_finished(diag, stage)                    # measured a model since retrained
   assert "another step" in runner.stale_reason(diag, stage)
+
+
+def test_dry_run_works_beside_a_running_study(tmp_path, capsys):
+  import subprocess
+  import sys
+  import time
+  workdir = tmp_path / "s"
+  workdir.mkdir()
+  holder = subprocess.Popen([sys.executable, "-c", (
+      "import sys, time; from rlvr_jax.run import workdir as w\n"
+      f"with w.locked({str(workdir)!r}):\n  print('locked', flush=True); time.sleep(60)")],
+      stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "locked"
+    argv = ["rlvr-jax", "study", f"--config={QUICK}", f"--workdir={workdir}"]
+    assert cli.main([*argv, "--config.dry_run=True"]) == 0
+    assert "11 stages" in capsys.readouterr().out
+    start = time.time()
+    assert cli.main([*argv, "--config.report_only=True"]) == 2   # writes: needs the lock
+    assert "pid" in capsys.readouterr().err and time.time() - start < 30
+  finally:
+    holder.kill()
