@@ -719,3 +719,32 @@ def test_a_checkpoint_that_does_not_fit_the_run_is_not_set_aside_as_corrupt(cpt_
     ckpts.restore_latest(None)
   ckpts.close()
   assert sorted(os.listdir(os.path.join(d, "checkpoints"))) == ["2", "4"]   # nothing moved
+
+
+def test_a_resumed_run_starts_from_the_step_it_first_started_from(cpt_run, tmp_path):
+  """The source run moved on (step 4 exists) after this run started from its step 2: a resume
+  loads step 2 again (the RL KL reference stays put) and does not rewrite init.json."""
+  run = tmp_path / "sft"
+  run.mkdir()
+  workdir_lib.record_init(str(run), cpt_run, 2)
+  config = ConfigDict({"init": {"from_hf": "", "from_checkpoint": cpt_run}})
+  cfg = checkpoints.read_model_config(cpt_run)
+  params = train_loop.initial_params(config, cfg, None, str(run))
+  assert tree_allclose(params, rj.load_params(cpt_run, 2))
+  assert workdir_lib.read_init(str(run))["step"] == 2
+  fresh = tmp_path / "fresh"
+  fresh.mkdir()
+  train_loop.initial_params(config, cfg, None, str(fresh))
+  assert workdir_lib.read_init(str(fresh))["step"] == 4
+  assert workdir_lib.read_init(str(fresh))["explicit"] is False
+
+
+def test_a_stage_built_on_a_named_step_is_not_stale_when_its_source_moves_on(tmp_path):
+  src, run = str(tmp_path / "src"), str(tmp_path / "run")
+  os.makedirs(src)
+  workdir_lib.write_status(src, "completed", 2, 2)
+  workdir_lib.record_init(run, src, 2, explicit=True)
+  workdir_lib.write_status(src, "completed", 4, 4)
+  assert workdir_lib.built_on_stale(run, src) is None
+  workdir_lib.record_init(run, src, 2)
+  assert "step 2" in workdir_lib.built_on_stale(run, src)

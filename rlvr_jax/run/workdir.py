@@ -158,14 +158,22 @@ def require_finished(ref: str, what: str) -> None:
 INIT_FILE = "init.json"
 
 
-def record_init(workdir: str, source: str, step: int | None) -> None:
-  """Records which run (and step) `workdir` was initialised from (process 0 only)."""
+def record_init(workdir: str, source: str, step: int | None, *, explicit: bool = False) -> None:
+  """Records which run (and step) `workdir` was initialised from (process 0 only); `explicit`:
+  the step was named (`PATH:STEP`), so the source moving on later does not make it stale."""
   if not _is_primary():
     return
   from etils import epath
-  doc = {"from": source, "step": step, "run_id": (read_status(source) or {}).get("run_id")}
+  doc = {"from": source, "step": step, "explicit": bool(explicit),
+         "run_id": (read_status(source) or {}).get("run_id")}
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   _write_json_atomic(epath.Path(workdir) / INIT_FILE, doc)
+
+
+def read_init(workdir: str) -> dict | None:
+  """What record_init wrote in `workdir` (None: nothing, or not readable)."""
+  from etils import epath
+  return _read_json(epath.Path(workdir) / INIT_FILE)
 
 
 def built_on_stale(workdir: str, source: str) -> str | None:
@@ -185,7 +193,7 @@ def built_on_stale(workdir: str, source: str) -> str | None:
   if rec.get("run_id") and now.get("run_id") and rec["run_id"] != now["run_id"]:
     return f"{source} was started anew since (run {rec['run_id']} -> {now['run_id']})"
   if rec.get("step") is not None and now.get("step") is not None and \
-      int(rec["step"]) != int(now["step"]):
+      not rec.get("explicit") and int(rec["step"]) != int(now["step"]):
     return f"it was built on step {rec['step']} of {source}, which is now at step {now['step']}"
   return None
 

@@ -556,11 +556,17 @@ def initial_params(config, cfg: ModelConfig, mesh, workdir: str | None = None):
                         mesh=mesh)
     return params
   if from_ckpt:
-    workdir_lib.require_finished(from_ckpt, "init.from_checkpoint")
     path, step = ckpt_lib.parse_checkpoint_ref(from_ckpt)
+    recorded = workdir_lib.read_init(workdir) if workdir is not None else None
+    if recorded and os.path.normpath(str(recorded.get("from"))) == os.path.normpath(path) and \
+        step is None and recorded.get("step") is not None:
+      # A resumed run starts from what it started from the first time (its KL reference too),
+      # even if the source run has moved on since (a pipeline or study rebuilds such a stage).
+      return ckpt_lib.load_params(path, int(recorded["step"]), mesh=mesh)
+    workdir_lib.require_finished(from_ckpt, "init.from_checkpoint")
     if workdir is not None:
       done = ckpt_lib.run_steps(path)
       workdir_lib.record_init(workdir, path, step if step is not None else
-                              (done[-1] if done else None))
+                              (done[-1] if done else None), explicit=step is not None)
     return ckpt_lib.load_params(path, step, mesh=mesh)
   return None
