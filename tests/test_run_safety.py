@@ -748,3 +748,21 @@ def test_a_stage_built_on_a_named_step_is_not_stale_when_its_source_moves_on(tmp
   assert workdir_lib.built_on_stale(run, src) is None
   workdir_lib.record_init(run, src, 2)
   assert "step 2" in workdir_lib.built_on_stale(run, src)
+
+
+def test_a_rerun_of_a_finished_run_that_fails_early_leaves_it_finished(cpt_run, tmp_path, capsys,
+                                                                     monkeypatch):
+  d = copy_run(cpt_run, tmp_path / "cpt")
+  assert read_json(os.path.join(d, "status.json"))["status"] == "completed"
+
+  def broken(*args, **kwargs):
+    raise ValueError("a data file went missing")
+  monkeypatch.setattr(train_loop, "_train", broken)
+  assert run_cli("cpt", CPT, d, *overrides(TINY_CPT)) == EXIT_USER_ERROR
+  assert "went missing" in error_line(capsys.readouterr().err)
+  status = read_json(os.path.join(d, "status.json"))
+  assert status["status"] == "completed" and status["step"] == 4
+  # a run that had not finished is marked failed
+  workdir_lib.write_status(d, "preempted", 4, 8)
+  assert run_cli("cpt", CPT, d, *overrides(TINY_CPT)) == EXIT_USER_ERROR
+  assert read_json(os.path.join(d, "status.json"))["status"] == "failed"

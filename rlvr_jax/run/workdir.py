@@ -109,15 +109,20 @@ def _read_json(path) -> dict | None:
 
 
 # ---------------------------------------------------------------------------------- status
-def write_status(workdir: str, status: str, step: int, steps: int) -> None:
+def write_status(workdir: str, status: str, step: int, steps: int, *,
+                 finished_before: dict | None = None) -> None:
   """Atomically records how the run stands (process 0 only). `run_id` is drawn when the run
-  directory is first used and kept: it tells a rerun stage from the one a later stage used."""
+  directory is first used and kept: it tells a rerun stage from the one a later stage used.
+  `finished_before`: the finished status a rerun started from (restored if it fails early)."""
   if not _is_primary():
     return
   from etils import epath
   old = read_status(workdir) or {}
   doc = {"status": status, "step": int(step), "steps": int(steps),
          "run_id": old.get("run_id") or uuid.uuid4().hex[:12]}
+  if finished_before:
+    doc["finished_before"] = {"status": finished_before["status"],
+                              "step": int(finished_before["step"])}
   _write_json_atomic(epath.Path(workdir) / STATUS_FILE, doc)
 
 

@@ -47,7 +47,7 @@ from rlvr_jax.model.config import ModelConfig
 from rlvr_jax.model.sizes import get_model_config
 from rlvr_jax.run import files, paths, workdir as workdir_lib
 from rlvr_jax.run.drops import DropMonitor
-from rlvr_jax.run.errors import NonFiniteError
+from rlvr_jax.run.errors import CorruptCheckpointError, NonFiniteError
 from rlvr_jax.run.guard import GuardSpec, HealthGuard, check as _guard_check
 from rlvr_jax.train import checkpoints as ckpt_lib
 from rlvr_jax.train import optim, steps
@@ -331,7 +331,11 @@ def prepare_run_dir(config, workdir: str, cfg: ModelConfig, stage: str) -> None:
     doc["resume_history"] = history
   if jax.process_index() == 0:
     ckpt_lib.write_config_json(workdir, doc, cfg)
-  workdir_lib.write_status(workdir, "running", at, int(config.steps))
+  before = workdir_lib.read_status(workdir) or {}
+  finished = (before.get("status") in workdir_lib.FINISHED and before.get("step") == at and
+              int(config.steps) <= at)      # a rerun with nothing left to train
+  workdir_lib.write_status(workdir, "running", at, int(config.steps),
+                           finished_before=before if finished else None)
 
 
 @contextlib.contextmanager
@@ -341,9 +345,17 @@ def run_status(workdir: str, steps: int):
   outcome: list = []
   try:
     yield outcome
-  except BaseException:
+  except BaseException as e:
     done = ckpt_lib.run_steps(workdir)
-    workdir_lib.write_status(workdir, "failed", done[-1] if done else 0, steps)
+    step = done[-1] if done else 0
+    was = (workdir_lib.read_status(workdir) or {}).get("finished_before") or {}
+    # A rerun of a finished run with nothing left to train that fails (a missing file, a bad
+    # override) leaves the finished run as it was, so later stages still build on it; a run
+    # whose checkpoints no longer read, or one continued to more steps, is failed.
+    if was.get("step") == step and not isinstance(e, CorruptCheckpointError):
+      workdir_lib.write_status(workdir, was["status"], step, steps)
+    else:
+      workdir_lib.write_status(workdir, "failed", step, steps)
     raise
   workdir_lib.write_status(workdir, outcome[0], outcome[1], steps)
 

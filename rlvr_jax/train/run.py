@@ -211,9 +211,14 @@ def _locked_stage(config, workdir, stage, make_dataset, load_items, extra_kwargs
 
 
 def exit_status(status: str) -> int:
-  """The command's exit status for a loop's final status: 0 completed, EXIT_PREEMPTED (75)
-  when a signal stopped it after a checkpoint (rerun to resume), 1 when the data ran out."""
-  return {"completed": EXIT_OK, "preempted": EXIT_PREEMPTED}.get(status, EXIT_FAILED)
+  """The command's exit status for a loop's final status: 0 for a finished run (completed, or
+  data_exhausted: the data ran out before `steps`, the final checkpoint saved, which the next
+  stage may build on), EXIT_PREEMPTED (75) when a signal stopped it after a checkpoint (rerun
+  to resume), 1 otherwise."""
+  from rlvr_jax.run.workdir import FINISHED
+  if status in FINISHED:
+    return EXIT_OK
+  return EXIT_PREEMPTED if status == "preempted" else EXIT_FAILED
 
 
 def run_cpt(config, workdir: str) -> int:
