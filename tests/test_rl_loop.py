@@ -71,6 +71,7 @@ def read_metrics(workdir):
 def test_run_writes_metrics_resumes_and_stops_on_signal(init_dir, tmp_path, monkeypatch):
   workdir = str(tmp_path / "rl")
   c = tiny_config(init_dir)
+  c.rl.profile_phases = True                # the per-phase times (PERF_KEYS) every step
   assert rl_loop.run(c, workdir) == 0
   records = read_metrics(workdir)
   by_step = {}

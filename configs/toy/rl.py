@@ -85,6 +85,7 @@ def get_config() -> ConfigDict:
   c.rl.tis_cap = 2.0                   # TIS weight cap: min(pi_trainer_old / pi_sampler, tis_cap)
   c.rl.log_mismatch = True             # mismatch/* even at an extra forward (minibatches > 1)
   c.rl.fused_step = False              # one fused jit per step (no sample/reward/update time split)
+  c.rl.profile_phases = False          # wait for each phase to log perf/sample_s, perf/reward_s, perf/update_s (stalls the host; phase mode only)
 
   c.reward = ConfigDict()
   c.reward.weights = ConfigDict()      # reward trained on: sum of weight * reward (0 = unused)
