@@ -16,16 +16,17 @@ Per step: the host takes the next prompt batch (grain, checkpointed with the sta
 samples, scores and updates. The host never waits for the device only to time it: step t's
 metrics are pulled after step t+1 has been dispatched (one step late), so the device always has
 the next step queued, and `perf/step_time_s` is the time between consecutive metric arrivals
-(steps with compilation, evaluation or a checkpoint excluded). By default (rl.fused_step=False)
-the step is three separate jitted phases (sample, score, update) and the host waits only where
-it needs a value: the host verifier (`reward.host_verifier`) decodes the rollout before
-scoring, and the `resample` refill (`rl.dynamic_sampling="resample"`) reads the groups' reward
-variances before choosing the groups to train on. `rl.fused_step=True` runs the one fused
-jitted `rl_step` instead. `rl.profile_phases=True` (phase mode only) waits for each phase
-(`jax.block_until_ready`) to measure `perf/sample_s`, `perf/reward_s` and `perf/update_s`, and
-pulls each step's metrics at once: a profiling mode, in which the host cannot queue step t+1
-while step t runs. Every mode computes the same step (tests/test_rl_loop.py).
-The first step of a process includes compilation: it logs no perf/ keys.
+(steps with compilation, evaluation or a checkpoint excluded). The step is either the one fused
+jitted `rl_step` (`rl.fused_step=True`) or three separate jitted phases, sample, score and
+update (`rl.fused_step=False`), in which the host waits only where it needs a value: the host
+verifier (`reward.host_verifier`) decodes the rollout before scoring, and the `resample` refill
+(`rl.dynamic_sampling="resample"`) reads the groups' reward variances before choosing the groups
+to train on. The default, `rl.fused_step="auto"`, is the fused step unless one of those (or
+`rl.profile_phases`) needs the phases (`use_fused_step`). `rl.profile_phases=True` (phase mode
+only) waits for each phase (`jax.block_until_ready`) to measure `perf/sample_s`,
+`perf/reward_s` and `perf/update_s`, and pulls each step's metrics at once: a profiling mode,
+in which the host cannot queue step t+1 while step t runs. Every mode computes the same step
+(tests/test_rl_loop.py). The first step of a process includes compilation: it logs no perf/ keys.
 
 Run directory: config.json, tokenizer.model|json, data/train.jsonl + data/protocol.json (the
 training set), checkpoints/ (train state + data-iterator position), metrics.jsonl (one record
@@ -137,7 +138,7 @@ def reward_spec(config, tokenizer) -> step_lib.RewardSpec:
   max_answer_len = int(_get(config, "data.max_answer_len", 32))
   options = step_lib.reward_options(tokenizer, names, max_answer_len=max_answer_len)
   host = bool(_get(config, "reward.host_verifier", False))
-  if host and bool(_get(config, "rl.fused_step", False)):
+  if host and fused_setting(config) is True:
     raise ValueError("reward.host_verifier needs the host between sampling and scoring; set "
                      "rl.fused_step=False")
   return step_lib.RewardSpec.make({n: weights[n] for n in names}, options, noise=noise,
@@ -169,6 +170,31 @@ def rl_settings(config, tokenizer) -> step_lib.RLSettings:
       log_mismatch=bool(_get(config, "rl.log_mismatch", True)))
 
 
+def fused_setting(config) -> str | bool:
+  """rl.fused_step as "auto", True or False (a missing field is "auto"); ValueError for
+  anything else."""
+  value = _get(config, "rl.fused_step", "auto")
+  if isinstance(value, str) and value.strip().lower() in ("auto", "true", "false"):
+    value = {"auto": "auto", "true": True, "false": False}[value.strip().lower()]
+  elif isinstance(value, (bool, np.bool_)) or (isinstance(value, int) and value in (0, 1)):
+    value = bool(value)
+  else:
+    raise ValueError(f"rl.fused_step={value!r} must be 'auto', True or False")
+  return value
+
+
+def use_fused_step(config) -> bool:
+  """Whether the run uses the one fused jitted step: rl.fused_step when True / False; "auto"
+  (the default): fused unless the host must act between the phases (reward.host_verifier,
+  rl.dynamic_sampling="resample") or rl.profile_phases times them (module docstring)."""
+  value = fused_setting(config)
+  if value != "auto":
+    return value
+  return not (bool(_get(config, "reward.host_verifier", False))
+              or str(_get(config, "rl.dynamic_sampling", "none")) == "resample"
+              or bool(_get(config, "rl.profile_phases", False)))
+
+
 def validate(config, cfg: ModelConfig, mesh, settings: step_lib.RLSettings) -> None:
   """Every check that can fail before anything compiles; messages name the fields."""
   problems = []
@@ -188,11 +214,10 @@ def validate(config, cfg: ModelConfig, mesh, settings: step_lib.RLSettings) -> N
     problems.append(f"data.max_prompt_len={max_prompt} + rl.max_new_tokens="
                     f"{settings.max_new_tokens} exceeds the model's max_seq_len={cfg.max_seq_len};"
                     f" lower them or set model.max_seq_len")
-  if settings.dynamic_sampling == "resample" and bool(_get(config, "rl.fused_step", False)):
+  if settings.dynamic_sampling == "resample" and fused_setting(config) is True:
     problems.append("rl.dynamic_sampling='resample' samples further prompt batches on demand, "
                     "which the fused step cannot; set rl.fused_step=False or use 'mask'")
-  if bool(_get(config, "rl.profile_phases", False)) and \
-      bool(_get(config, "rl.fused_step", False)):
+  if bool(_get(config, "rl.profile_phases", False)) and fused_setting(config) is True:
     problems.append("rl.profile_phases times the sample / reward / update phases one by one, "
                     "which the fused step does not separate; set rl.fused_step=False")
   if settings.tis != "none" and settings.old_logprobs != "trainer":
@@ -327,7 +352,7 @@ def _train(config, workdir, cfg, mesh, settings, reward, optimizer, spec, tokeni
   if reward.host_verifier:
     def host_fn(rollout, batch_host=None):
       return _host_verify(rollout, batch_host, tokenizer, settings, mesh)
-  fused = bool(_get(config, "rl.fused_step", False))
+  fused = use_fused_step(config)
   profile = bool(_get(config, "rl.profile_phases", False))
   pipelined = not profile      # metrics pulled one step late (module docstring)
   if fused:
@@ -583,5 +608,5 @@ def _run_phases(phases: step_lib.Phases, state, ref_params, batch, key, host_fn=
   return state, {**m_score, **m_update}, times
 
 
-__all__ = ["run", "reward_spec", "rl_settings", "model_config", "validate", "check_labels",
-           "label_tokens", "device_batch", "stop_ids", "DEVICE_KEYS"]
+__all__ = ["run", "use_fused_step", "fused_setting", "reward_spec", "rl_settings", "model_config",
+           "validate", "check_labels", "label_tokens", "device_batch", "stop_ids", "DEVICE_KEYS"]
