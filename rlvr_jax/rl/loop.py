@@ -26,7 +26,9 @@ to train on. The default, `rl.fused_step="auto"`, is the fused step unless one o
 only) waits for each phase (`jax.block_until_ready`) to measure `perf/sample_s`,
 `perf/reward_s` and `perf/update_s`, and pulls each step's metrics at once: a profiling mode,
 in which the host cannot queue step t+1 while step t runs. Every mode computes the same step
-(tests/test_rl_loop.py). The first step of a process includes compilation: it logs no perf/ keys.
+(tests/test_rl_loop.py). With rl.stop_after_saturation, while a plateau of the training reward
+forms, each step's metrics are pulled before the next step is dispatched (the stop decision
+needs them). The first step of a process includes compilation: it logs no perf/ keys.
 
 Run directory: config.json, tokenizer.model|json, data/train.jsonl + data/protocol.json (the
 training set), checkpoints/ (train state + data-iterator position), metrics.jsonl (one record
@@ -443,6 +445,12 @@ def _train(config, workdir, cfg, mesh, settings, reward, optimizer, spec, tokeni
         logger.write(0, evaluate(state.params, 0))
       pending = None   # pipelined: (step, metrics, None, busy, eval) awaiting its pull
       while step < int(config.steps):
+        if pending is not None and _may_stop_next(monitors["saturation"], stop_after):
+          finish(*pending)       # the pending step may end the run: decide before the next
+          pending = None
+          if stop_saturated:
+            status = "saturated"
+            break
         if train_loop.any_process(bool(stop)):
           status = "preempted"
           break
@@ -517,6 +525,15 @@ def saturation_monitors(config, workdir: str, start: int | None, extra: dict | N
     else:
       out[name] = SaturationMonitor(p)
   return out
+
+
+def _may_stop_next(monitor: SaturationMonitor, stop_after: int) -> bool:
+  """Whether feeding the monitor one more step could make it stop the run
+  (rl.stop_after_saturation): only while a plateau is forming or the reward is saturated, as
+  the saturation point is the first step of a plateau seen before (diagnostics.saturation).
+  Then the loop pulls the pending step's metrics before dispatching the next one."""
+  st = monitor.state
+  return bool(stop_after) and (st.streak_start is not None or st.saturated_at is not None)
 
 
 def _host_verify(rollout, host: dict, tokenizer, settings, mesh) -> dict:
