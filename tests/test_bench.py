@@ -45,3 +45,37 @@ def test_bench_forward_and_train_print_ratios_against_torch(capsys):
   out = _run(capsys, "train", "--size", "toy-1m", "--batch", "8", "--seq", "16", "--rounds", "1",
              "--matmul-n", "256")
   assert re.search(r"MFU", out) and re.search(r"\d+\.\d+x", out), out
+
+
+RL_TINY = ("--size", "toy-1m", "--vocab_size", "256", "--num_layers", "1", "--prompts", "8",
+           "--group", "2", "--prompt_len", "4", "--max_new_tokens", "4", "--rounds", "1",
+           "--matmul-n", "256")
+
+
+def test_bench_rl_prints_split_roofline_and_says_when_trl_is_missing(capsys, monkeypatch):
+  import builtins
+  real_import = builtins.__import__
+
+  def no_trl(name, *args, **kwargs):
+    if name == "trl" or name.startswith("trl."):
+      raise ImportError("No module named 'trl'")
+    return real_import(name, *args, **kwargs)
+  monkeypatch.setattr(builtins, "__import__", no_trl)
+  out = _run(capsys, "rl", *RL_TINY)
+  assert len([line for line in out.splitlines() if line.startswith("TRL: not importable")]) == 1
+  assert "machine: " in out
+  assert _number(r"GRPO step \(fused\):\s+([\d.]+) ms", out) > 0
+  assert _number(r"([\d.]+) completions/s", out) > 0
+  assert _number(r"sample ([\d.]+) ms \(\d+%\), reward", out) > 0
+  assert _number(r"update ([\d.]+) ms \(\d+%\); sum", out) > 0
+  assert _number(r"reaches (\d+)% of the step roofline", out) > 0
+
+
+def test_bench_rl_against_trl_on_the_same_shapes(capsys):
+  pytest.importorskip("trl")
+  out = _run(capsys, "rl", *RL_TINY)
+  assert _number(r"TRL GRPOTrainer step:\s+([\d.]+) ms", out) > 0
+  assert _number(r"ratio rlvr_jax / TRL = ([\d.]+)x", out) > 0
+  # both sides produce exactly max_new_tokens per completion
+  assert _number(r"completion length mean ([\d.]+)", out) == 4.0
+  assert _number(r"completion length mean [\d.]+ \(ours ([\d.]+)\)", out) == 4.0

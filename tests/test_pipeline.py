@@ -7,6 +7,7 @@ from rlvr_jax import cli
 TINY = ["--config.cpt.steps=2", "--config.sft.steps=2", "--config.rl.steps=2",
         "--config.cpt.eval_every=0", "--config.sft.eval_every=0", "--config.rl.eval_every=0",
         "--config.rl.eval_at_end=False", "--config.rl.rl.max_new_tokens=16",
+        "--config.rl.rl.profile_phases=True",           # perf/sample_s of the RL stage
         "--config.cpt.progress_bar=False", "--config.sft.progress_bar=False",
         "--config.rl.progress_bar=False", "--config.eval.eval.n=2", "--config.eval.eval.k=2",
         "--config.eval.eval.ks=(1,2)", "--config.eval.eval.max_new_tokens=16",

@@ -71,6 +71,7 @@ def read_metrics(workdir):
 def test_run_writes_metrics_resumes_and_stops_on_signal(init_dir, tmp_path, monkeypatch):
   workdir = str(tmp_path / "rl")
   c = tiny_config(init_dir)
+  c.rl.profile_phases = True                # the per-phase times (PERF_KEYS) every step
   assert rl_loop.run(c, workdir) == 0
   records = read_metrics(workdir)
   by_step = {}
@@ -210,6 +211,11 @@ def test_bad_configs_fail_before_compiling(init_dir, tmp_path, monkeypatch):
   with pytest.raises(ValueError, match="rl.group_size=1: every advantage estimator"):
     rl_loop.run(c, str(tmp_path / "g"))
 
+  c = tiny_config(init_dir)
+  c.rl.fused_step, c.rl.profile_phases = True, True   # the fused step has no phases to time
+  with pytest.raises(ValueError, match="rl.profile_phases times the sample"):
+    rl_loop.run(c, str(tmp_path / "p"))
+
   path = tmp_path / "unlabelled.jsonl"
   path.write_text("".join(json.dumps({"problem": f"What is {i} + 1?", "answer": ""}) + "\n"
                           for i in range(4)))
@@ -234,3 +240,101 @@ def test_toy_configs_resolve(name):
   settings = rl_loop.rl_settings(c, tok)
   reward = rl_loop.reward_spec(c, tok)
   assert settings.group_size >= 2 and reward.names
+
+
+def _run_mode(c, workdir, fused: bool, n_devices: int, monkeypatch, calls: list):
+  """rl_loop.run of `c` in one mode on the first n_devices devices; (metrics by step without
+  perf/ keys, final params as host arrays)."""
+  make_mesh = rl_loop.sharding.make_mesh
+  with monkeypatch.context() as m:
+    m.setattr(rl_loop.sharding, "make_mesh",
+              lambda shape=(-1, 1, 1), devices=None: make_mesh(
+                  shape, jax.devices()[:n_devices] if devices is None else devices))
+    block = jax.block_until_ready
+
+    def counted(x):       # the loop's own waits (rl/loop.py), not the library's
+      import inspect
+      if inspect.stack()[1].filename == rl_loop.__file__:
+        calls.append(inspect.stack()[1].function)
+      return block(x)
+    m.setattr(jax, "block_until_ready", counted)
+    c.rl.fused_step = fused
+    assert rl_loop.run(c, workdir) == 0
+  by_step = {}
+  for r in read_metrics(workdir):
+    by_step.setdefault(r["step"], {}).update(
+        {k: v for k, v in r.items() if not k.startswith("perf/")})
+  return by_step, checkpoints.load_params(workdir, int(c.steps))
+
+
+@pytest.mark.parametrize("n_devices", [1, 8])
+@pytest.mark.parametrize("dynamic", ["none", "mask"])
+def test_phase_mode_and_fused_step_agree(init_dir, tmp_path, monkeypatch, n_devices, dynamic):
+  """The same config through the phase mode (three jits, no host wait: rl.profile_phases off)
+  and the fused step (one jit) for 3 steps: the same metrics and parameters.
+
+  The rollouts are sampled from the same params with the same keys (step_keys), so as long as
+  the two graphs compute the sampler's logits to the same bits every step draws the same
+  tokens; a single flipped token would change everything after it, so this is a bitwise test
+  of the sampling path in practice. Rewards: Bernoulli(0.5) noise over the boxed match (a random
+  model never answers right), so about half of the groups of 2 have zero reward variance and
+  "mask" drops them while the rest train. The update is the same function of the same inputs
+  in both modes; XLA may still fuse the two programs differently (the fused one sees the
+  sampler's outputs and the update together), which can reorder f32 sums: two summation
+  orders of n terms differ by at most n eps sum|x_i| (Higham eq. 4.4; tests/test_rl_step.py),
+  and the longest sums here are the weight gradients' over the 16 rows x (96 + 6) positions,
+  n = 1632 (n eps ~ 2e-4), through 3 steps x 2 AdamW updates of lr 2e-4: the parameters agree
+  to rtol = atol = n eps, the metrics (means of O(1) terms) to rtol = atol = n eps as well. In
+  practice (XLA:CPU) both come out bitwise equal.
+  """
+  c = tiny_config(init_dir)
+  c.steps, c.eval_every, c.eval_at_end = 3, 0, False
+  c.rl.dynamic_sampling = dynamic
+  c.reward.noise, c.reward.noise_q = "bernoulli", 0.5
+  calls = []
+  phased, p_params = _run_mode(c, str(tmp_path / "phased"), False, n_devices, monkeypatch, calls)
+  assert calls == []               # the default phase mode never waits on the device to time it
+  fused, f_params = _run_mode(c, str(tmp_path / "fused"), True, n_devices, monkeypatch, calls)
+  assert sorted(phased) == sorted(fused) == [1, 2, 3]
+  n_eps = 16 * (96 + 6) * float(np.finfo(np.float32).eps)
+  for s in (1, 2, 3):
+    assert sorted(phased[s]) == sorted(fused[s])
+    for k in phased[s]:
+      a, b = phased[s][k], fused[s][k]
+      if a is None or b is None:        # NaN metrics are written as null
+        assert a is None and b is None, (s, k, a, b)
+        continue
+      np.testing.assert_allclose(a, b, rtol=n_eps, atol=n_eps, err_msg=f"step {s} {k}")
+  assert 0.0 < phased[1]["reward/zero_var_frac"] < 1.0          # some groups train, some not
+  if dynamic == "mask":
+    assert phased[1]["reward/zero_var_frac"] > 0
+  for x, y in zip(jax.tree.leaves(p_params), jax.tree.leaves(f_params)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=n_eps, atol=n_eps)
+  _, init_params = rj.load_hf(init_dir)
+  assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(p_params),
+                                                   jax.tree.leaves(init_params)))
+
+
+def test_fused_step_auto_is_fused_unless_the_host_must_act():
+  c = load_config()
+  assert c.rl.fused_step == "auto" and not c.rl.profile_phases
+  c.rl.dynamic_sampling = "mask"
+  assert rl_loop.use_fused_step(c)
+  for field, value in (("reward.host_verifier", True), ("rl.dynamic_sampling", "resample"),
+                       ("rl.profile_phases", True)):
+    d = load_config()
+    d.rl.dynamic_sampling = "mask"
+    section, name = field.split(".")
+    d[section][name] = value
+    assert not rl_loop.use_fused_step(d), field
+  c.rl.fused_step = False                    # the old values keep their meaning
+  assert not rl_loop.use_fused_step(c)
+  c.rl.fused_step = True
+  assert rl_loop.use_fused_step(c)
+  del c.rl["fused_step"]                     # a config without the field: auto
+  assert rl_loop.use_fused_step(c)
+  c.rl.fused_step = "sometimes"
+  with pytest.raises(ValueError, match="rl.fused_step='sometimes' must be 'auto', True or False"):
+    rl_loop.use_fused_step(c)
+  from rlvr_jax.run import workdir as workdir_lib    # a resume may switch modes
+  assert workdir_lib._is_free("rl.fused_step") and workdir_lib._is_free("rl.profile_phases")

@@ -6,7 +6,7 @@ The weak-supervision variants override this file: rl_scarce_n8.py (N = 8 problem
 rl_noisy_g05.py (γ = 0.5 label replacement), rl_majority.py (majority-vote proxy reward),
 rl_self_certainty.py (self-certainty proxy reward).
 """
-from ml_collections import ConfigDict
+from ml_collections import ConfigDict, FieldReference
 from ml_collections.config_dict import placeholder
 
 from rlvr_jax.diagnostics.saturation import monitor_config_fields as saturation_fields
@@ -84,7 +84,8 @@ def get_config() -> ConfigDict:
   c.rl.tis = "none"                    # truncated IS: none | token | sequence (needs trainer)
   c.rl.tis_cap = 2.0                   # TIS weight cap: min(pi_trainer_old / pi_sampler, tis_cap)
   c.rl.log_mismatch = True             # mismatch/* even at an extra forward (minibatches > 1)
-  c.rl.fused_step = False              # one fused jit per step (no sample/reward/update time split)
+  c.rl.fused_step = FieldReference("auto", field_type=object)  # auto (fused unless the host must act: host_verifier, resample, profile_phases) | True (one fused jit per step) | False (sample, score, update as three jits)
+  c.rl.profile_phases = False          # wait for each phase to log perf/sample_s, perf/reward_s, perf/update_s (stalls the host; phase mode only)
 
   c.reward = ConfigDict()
   c.reward.weights = ConfigDict()      # reward trained on: sum of weight * reward (0 = unused)

@@ -1,9 +1,9 @@
 """Every benchmark in one go, written down for comparison across machines.
 
-  rlvr-jax bench all [--out DIR] [--quick] [--skip_hf] [--only forward,train,sample,data]
+  rlvr-jax bench all [--out DIR] [--quick] [--skip_hf] [--only forward,train,sample,data,rl]
   .venv/bin/python -m rlvr_jax.bench.all [same flags]
 
-Runs `forward`, `train`, `sample` and `data` (each prints its figures as `rlvr-jax bench NAME`
+Runs `forward`, `train`, `sample`, `data` and `rl` (each prints its figures as `rlvr-jax bench NAME`
 does, after a `machine: ...` line) and writes
 
   DIR/bench.json   {"machine": {...}, "quick", "settings": {bench: kwargs}, "figures": [rows],
@@ -14,7 +14,7 @@ does, after a `machine: ...` line) and writes
 The machine section (CPU model, cores, memory, jax version, backend, device kind and count,
 accelerator, python, date, git commit) is what makes two bench.json files comparable: the figure
 names are stable. Default sizes are each benchmark's defaults; `--quick` uses tiny sizes (seconds
-on a CPU: for tests and CI) and skips the transformers / PyTorch references, as `--skip_hf`
+on a CPU: for tests and CI) and skips the transformers / PyTorch / TRL references, as `--skip_hf`
 does at the default sizes. A benchmark that fails is recorded under "errors" (exit status 1);
 the others still run.
 """
@@ -28,7 +28,7 @@ import time
 import traceback
 from typing import Any, Callable
 
-NAMES = ("forward", "train", "sample", "data")
+NAMES = ("forward", "train", "sample", "data", "rl")
 
 
 def _quick_batch() -> int:
@@ -42,7 +42,7 @@ def bench_settings(quick: bool, skip_hf: bool) -> dict[str, dict[str, Any]]:
   """The keyword arguments of each benchmark's run()."""
   if not quick:
     return {"forward": {"torch_side": not skip_hf}, "train": {"torch_side": not skip_hf},
-            "sample": {"skip_hf": skip_hf}, "data": {}}
+            "sample": {"skip_hf": skip_hf}, "data": {}, "rl": {"trl_side": not skip_hf}}
   from rlvr_jax.data import builtin
   batch = _quick_batch()
   return {
@@ -54,6 +54,8 @@ def bench_settings(quick: bool, skip_hf: bool) -> dict[str, dict[str, Any]]:
       # the built-in toy tokenizer (cached) instead of training one on a few documents
       "data": dict(seq=256, batch=4, batches=3, threads=1, n_examples=16, n_docs=8,
                    tokenizer=builtin.builtin_tokenizer_path()),
+      "rl": dict(size="toy-1m", vocab_size=256, num_layers=1, prompts=batch, group=2,
+                 prompt_len=4, max_new_tokens=4, rounds=1, matmul_n=256, trl_side=False),
   }
 
 
@@ -105,6 +107,20 @@ def figures(bench: str, r: dict[str, float]) -> list[dict[str, Any]]:
                        ref, "plain encode loop"))
       rows.append(_row(bench, f"{case}_examples_per_s", g(f"{case}_examples_per_sec"), "ex/s"))
     rows.append(_row(bench, "rl_batches_per_s", g("rl_batches_per_sec"), "batches/s"))
+  elif bench == "rl":
+    rows = [_row(bench, "completions_per_s", g("ours_completions_per_s"), "completions/s",
+                 g("trl_completions_per_s"), "TRL GRPOTrainer step"),
+            _row(bench, "step_time", scale(g("ours_step_s"), 1e3), "ms",
+                 scale(g("roofline_s"), 1e3), "phase roofline"),
+            _row(bench, "sample_time", scale(g("sample_s"), 1e3), "ms",
+                 scale(g("roofline_sample_s"), 1e3), "decode roofline",
+                 note="rl.profile_phases"),
+            _row(bench, "reward_time", scale(g("reward_s"), 1e3), "ms", note="rl.profile_phases"),
+            _row(bench, "update_time", scale(g("update_s"), 1e3), "ms",
+                 scale(g("roofline_update_s"), 1e3), "useful FLOPs at the matmul peak",
+                 note="rl.profile_phases"),
+            _row(bench, "update_mfu", scale(g("update_mfu"), 100), "%",
+                 note="of the measured matmul peak")]
   return [row for row in rows if row is not None]
 
 

@@ -13,12 +13,22 @@ for steps that passed it. The run directory is locked, and a resume checks its c
 (as in train.loop).
 
 Per step: the host takes the next prompt batch (grain, checkpointed with the state), the device
-samples, scores and updates. By default the three phases are separate jitted functions and the
-host waits for each, so `perf/sample_s`, `perf/reward_s` and `perf/update_s` are measured every
-step (the cost: the host cannot queue step t+1 while step t runs; on an accelerator the gap is
-the host's batch preparation, small next to a rollout). `rl.fused_step=True` runs the one fused
-jitted `rl_step` instead and dispatches step t+1 before pulling step t's metrics (no split).
-The first step of a process includes compilation: it logs no perf/ keys.
+samples, scores and updates. The host never waits for the device only to time it: step t's
+metrics are pulled after step t+1 has been dispatched (one step late), so the device always has
+the next step queued, and `perf/step_time_s` is the time between consecutive metric arrivals
+(steps with compilation, evaluation or a checkpoint excluded). The step is either the one fused
+jitted `rl_step` (`rl.fused_step=True`) or three separate jitted phases, sample, score and
+update (`rl.fused_step=False`), in which the host waits only where it needs a value: the host
+verifier (`reward.host_verifier`) decodes the rollout before scoring, and the `resample` refill
+(`rl.dynamic_sampling="resample"`) reads the groups' reward variances before choosing the groups
+to train on. The default, `rl.fused_step="auto"`, is the fused step unless one of those (or
+`rl.profile_phases`) needs the phases (`use_fused_step`). `rl.profile_phases=True` (phase mode
+only) waits for each phase (`jax.block_until_ready`) to measure `perf/sample_s`,
+`perf/reward_s` and `perf/update_s`, and pulls each step's metrics at once: a profiling mode,
+in which the host cannot queue step t+1 while step t runs. Every mode computes the same step
+(tests/test_rl_loop.py). With rl.stop_after_saturation, while a plateau of the training reward
+forms, each step's metrics are pulled before the next step is dispatched (the stop decision
+needs them). The first step of a process includes compilation: it logs no perf/ keys.
 
 Run directory: config.json, tokenizer.model|json, data/train.jsonl + data/protocol.json (the
 training set), checkpoints/ (train state + data-iterator position), metrics.jsonl (one record
@@ -130,7 +140,7 @@ def reward_spec(config, tokenizer) -> step_lib.RewardSpec:
   max_answer_len = int(_get(config, "data.max_answer_len", 32))
   options = step_lib.reward_options(tokenizer, names, max_answer_len=max_answer_len)
   host = bool(_get(config, "reward.host_verifier", False))
-  if host and bool(_get(config, "rl.fused_step", False)):
+  if host and fused_setting(config) is True:
     raise ValueError("reward.host_verifier needs the host between sampling and scoring; set "
                      "rl.fused_step=False")
   return step_lib.RewardSpec.make({n: weights[n] for n in names}, options, noise=noise,
@@ -162,6 +172,31 @@ def rl_settings(config, tokenizer) -> step_lib.RLSettings:
       log_mismatch=bool(_get(config, "rl.log_mismatch", True)))
 
 
+def fused_setting(config) -> str | bool:
+  """rl.fused_step as "auto", True or False (a missing field is "auto"); ValueError for
+  anything else."""
+  value = _get(config, "rl.fused_step", "auto")
+  if isinstance(value, str) and value.strip().lower() in ("auto", "true", "false"):
+    value = {"auto": "auto", "true": True, "false": False}[value.strip().lower()]
+  elif isinstance(value, (bool, np.bool_)) or (isinstance(value, int) and value in (0, 1)):
+    value = bool(value)
+  else:
+    raise ValueError(f"rl.fused_step={value!r} must be 'auto', True or False")
+  return value
+
+
+def use_fused_step(config) -> bool:
+  """Whether the run uses the one fused jitted step: rl.fused_step when True / False; "auto"
+  (the default): fused unless the host must act between the phases (reward.host_verifier,
+  rl.dynamic_sampling="resample") or rl.profile_phases times them (module docstring)."""
+  value = fused_setting(config)
+  if value != "auto":
+    return value
+  return not (bool(_get(config, "reward.host_verifier", False))
+              or str(_get(config, "rl.dynamic_sampling", "none")) == "resample"
+              or bool(_get(config, "rl.profile_phases", False)))
+
+
 def validate(config, cfg: ModelConfig, mesh, settings: step_lib.RLSettings) -> None:
   """Every check that can fail before anything compiles; messages name the fields."""
   problems = []
@@ -181,9 +216,12 @@ def validate(config, cfg: ModelConfig, mesh, settings: step_lib.RLSettings) -> N
     problems.append(f"data.max_prompt_len={max_prompt} + rl.max_new_tokens="
                     f"{settings.max_new_tokens} exceeds the model's max_seq_len={cfg.max_seq_len};"
                     f" lower them or set model.max_seq_len")
-  if settings.dynamic_sampling == "resample" and bool(_get(config, "rl.fused_step", False)):
+  if settings.dynamic_sampling == "resample" and fused_setting(config) is True:
     problems.append("rl.dynamic_sampling='resample' samples further prompt batches on demand, "
                     "which the fused step cannot; set rl.fused_step=False or use 'mask'")
+  if bool(_get(config, "rl.profile_phases", False)) and fused_setting(config) is True:
+    problems.append("rl.profile_phases times the sample / reward / update phases one by one, "
+                    "which the fused step does not separate; set rl.fused_step=False")
   if settings.tis != "none" and settings.old_logprobs != "trainer":
     problems.append(f"rl.tis={settings.tis!r} needs rl.old_logprobs='trainer' (the truncated IS "
                     f"weights correct from the sampler to the trainer's old log-probs), got "
@@ -316,7 +354,9 @@ def _train(config, workdir, cfg, mesh, settings, reward, optimizer, spec, tokeni
   if reward.host_verifier:
     def host_fn(rollout, batch_host=None):
       return _host_verify(rollout, batch_host, tokenizer, settings, mesh)
-  fused = bool(_get(config, "rl.fused_step", False))
+  fused = use_fused_step(config)
+  profile = bool(_get(config, "rl.profile_phases", False))
+  pipelined = not profile      # metrics pulled one step late (module docstring)
   if fused:
     step_fn = step_lib.jit_rl_step(spec, mesh, shardings)
   else:
@@ -345,7 +385,7 @@ def _train(config, workdir, cfg, mesh, settings, reward, optimizer, spec, tokeni
     with sharding.activate(mesh):
       return eval_fn(params, s)
 
-  ready = {"t": None, "busy": True}   # fused mode: arrival time of the last metrics
+  ready = {"t": None, "busy": True}   # pipelined: arrival time of the last metrics
 
   def finish(s: int, m_dev, times: dict[str, float] | None, busy: bool, ev: dict | None) -> None:
     """Pulls step s's metrics to the host, counts skips, adds perf/ and saturation keys,
@@ -403,8 +443,14 @@ def _train(config, workdir, cfg, mesh, settings, reward, optimizer, spec, tokeni
     with stop_signals() as stop:
       if eval_fn is not None and start == 0:
         logger.write(0, evaluate(state.params, 0))
-      pending = None   # fused mode: (step, metrics, None, busy, eval) awaiting its pull
+      pending = None   # pipelined: (step, metrics, None, busy, eval) awaiting its pull
       while step < int(config.steps):
+        if pending is not None and _may_stop_next(monitors["saturation"], stop_after):
+          finish(*pending)       # the pending step may end the run: decide before the next
+          pending = None
+          if stop_saturated:
+            status = "saturated"
+            break
         if train_loop.any_process(bool(stop)):
           status = "preempted"
           break
@@ -416,7 +462,7 @@ def _train(config, workdir, cfg, mesh, settings, reward, optimizer, spec, tokeni
           times = None
         else:
           state, metrics, times = _run_phases(phases, state, ref_params, batch, key, host_fn,
-                                              more_batches, settings)
+                                              more_batches, settings, profile=profile)
         ev = None
         busy = step == first_step
         at_end = step == int(config.steps)
@@ -426,10 +472,10 @@ def _train(config, workdir, cfg, mesh, settings, reward, optimizer, spec, tokeni
           busy = True
         every = int(config.checkpoint_every)
         save_now = not at_end and every and step % every == 0
-        if fused and pending is not None:
+        if pipelined and pending is not None:
           finish(*pending)       # step-1's metrics while step is in flight
           pending = None
-        if fused and not save_now:
+        if pipelined and not save_now:
           pending = (step, metrics, None, busy or save_now, ev)
         else:
           finish(step, metrics, times, busy or save_now, ev)   # the guard passes it first
@@ -481,6 +527,15 @@ def saturation_monitors(config, workdir: str, start: int | None, extra: dict | N
   return out
 
 
+def _may_stop_next(monitor: SaturationMonitor, stop_after: int) -> bool:
+  """Whether feeding the monitor one more step could make it stop the run
+  (rl.stop_after_saturation): only while a plateau is forming or the reward is saturated, as
+  the saturation point is the first step of a plateau seen before (diagnostics.saturation).
+  Then the loop pulls the pending step's metrics before dispatching the next one."""
+  st = monitor.state
+  return bool(stop_after) and (st.streak_start is not None or st.saturated_at is not None)
+
+
 def _host_verify(rollout, host: dict, tokenizer, settings, mesh) -> dict:
   """batch["host_reward"] / ["host_true_reward"] of this process's rollout rows, checked on the
   host (step_lib.host_rewards), as global arrays over (data, fsdp)."""
@@ -497,18 +552,22 @@ def _host_verify(rollout, host: dict, tokenizer, settings, mesh) -> dict:
 
 
 def _sample_and_score(phases: step_lib.Phases, params, batch, key, host_fn, times):
-  """One prompt batch through sample, (host verification,) score; adds to times."""
+  """One prompt batch through sample, (host verification,) score. With `times` (profiling)
+  each phase is waited on and its time added; without, nothing waits but the host verifier,
+  which needs the sampled tokens."""
   k_sample, k_reward = step_lib.step_keys(key)
   host = batch.pop("_host", None)
+  wait = jax.block_until_ready if times is not None else (lambda x: x)
   t0 = time.perf_counter()
-  rollout = jax.block_until_ready(phases.sample(params, batch["prompt_tokens"],
-                                                batch["prompt_lengths"], k_sample))
+  rollout = wait(phases.sample(params, batch["prompt_tokens"], batch["prompt_lengths"],
+                               k_sample))
   t1 = time.perf_counter()
   if host_fn is not None:
     batch = {**batch, **host_fn(rollout, host)}
-  kept, scored, m_score = jax.block_until_ready(phases.score(rollout, batch, k_reward))
-  times["sample"] += t1 - t0
-  times["reward"] += time.perf_counter() - t1
+  kept, scored, m_score = wait(phases.score(rollout, batch, k_reward))
+  if times is not None:
+    times["sample"] += t1 - t0
+    times["reward"] += time.perf_counter() - t1
   return (kept, scored, batch["prompt_tokens"], batch["prompt_lengths"]), m_score
 
 
@@ -523,9 +582,13 @@ def _group_variance(scored, g: int) -> np.ndarray:
 
 
 def _run_phases(phases: step_lib.Phases, state, ref_params, batch, key, host_fn=None,
-                more_batches=None, settings: step_lib.RLSettings | None = None):
-  """Sample, (verify on the host,) score and update one after the other, each waited on:
-  (state, metrics, times); the host verification counts as reward time.
+                more_batches=None, settings: step_lib.RLSettings | None = None,
+                profile: bool = False):
+  """Sample, (verify on the host,) score and update one after the other: (state, metrics,
+  times). With `profile` each phase is waited on and timed (times: seconds per phase, the host
+  verification counted as reward time); without, times is None and the host waits only for
+  the values it needs (the host verifier's tokens, the resample refill's group variances), so
+  the update is still running when this returns.
 
   With `more_batches` (dynamic_sampling="resample") further prompt batches are sampled and
   scored, up to settings.resample_rounds, until B groups have nonzero reward variance; the update
@@ -533,7 +596,8 @@ def _run_phases(phases: step_lib.Phases, state, ref_params, batch, key, host_fn=
   which the loss mask drops). The reward metrics stay those of the first batch (the policy's
   unfiltered rollout); dynamic/rounds and dynamic/varied_frac tell how the refill went.
   """
-  times = {"sample": 0.0, "reward": 0.0, "update": 0.0}
+  times = {"sample": 0.0, "reward": 0.0, "update": 0.0} if profile else None
+  wait = jax.block_until_ready if profile else (lambda x: x)
   first, m_score = _sample_and_score(phases, state.params, batch, key, host_fn, times)
   kept, scored, prompts, prompt_lengths = first
   if more_batches is not None:
@@ -548,17 +612,18 @@ def _run_phases(phases: step_lib.Phases, state, ref_params, batch, key, host_fn=
     chosen = list(np.flatnonzero(flat)[:b]) + list(np.flatnonzero(~varied[0]))
     index = np.asarray(chosen[:b], np.int32)
     t = time.perf_counter()
-    kept, scored, prompts, prompt_lengths = jax.block_until_ready(
-        phases.select(tuple(rounds), index))
-    times["reward"] += time.perf_counter() - t
+    kept, scored, prompts, prompt_lengths = wait(phases.select(tuple(rounds), index))
+    if profile:
+      times["reward"] += time.perf_counter() - t
     m_score = {**m_score, "dynamic/rounds": float(len(rounds)),
                "dynamic/varied_frac": float(min(int(flat.sum()), b)) / b}
   t = time.perf_counter()
   state, m_update = phases.update(state, ref_params, kept, scored, prompts, prompt_lengths)
-  m_update = jax.block_until_ready(m_update)
-  times["update"] = time.perf_counter() - t
+  if profile:
+    m_update = jax.block_until_ready(m_update)
+    times["update"] = time.perf_counter() - t
   return state, {**m_score, **m_update}, times
 
 
-__all__ = ["run", "reward_spec", "rl_settings", "model_config", "validate", "check_labels",
-           "label_tokens", "device_batch", "stop_ids", "DEVICE_KEYS"]
+__all__ = ["run", "use_fused_step", "fused_setting", "reward_spec", "rl_settings", "model_config",
+           "validate", "check_labels", "label_tokens", "device_batch", "stop_ids", "DEVICE_KEYS"]

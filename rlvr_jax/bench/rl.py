@@ -1,0 +1,369 @@
+"""RL-step benchmark: one GRPO step (sample -> score -> update) of rlvr_jax, its phase split, its
+phase roofline, and Hugging Face TRL's `GRPOTrainer` step on the same weights and shapes, in one
+run.
+
+  .venv/bin/python -m rlvr_jax.bench.rl [--prompts 16 --group 8 --max_new_tokens 64 --rounds 3]
+  rlvr-jax bench rl [same flags]            # --max_new_tokens 256 for the long-response case
+
+The model is a random Llama (default: toy-7m with a 2048-token vocabulary and 3 layers, 3.4M
+parameters). Each step samples `--group` completions for each of `--prompts` random prompts of
+`--prompt_len` tokens, exactly `--max_new_tokens` each on both sides (no stop token on ours,
+min_new_tokens on TRL's), scores them, and makes one AdamW update (lr 1e-6, clip 1.0) of the
+clipped GRPO loss (epsilon 0.2, group-normalised advantages, k3 KL to the frozen initial model
+with beta 0.001, token-mean over the batch: TRL's loss_type "dapo" with one process and one
+micro-batch), temperature 1, f32.
+
+Figures (medians over `--rounds` interleaved rounds after one warm-up step per side, compile
+excluded):
+- rlvr_jax: the fused jitted step (`rl.step.jit_rl_step`, what the run loop uses by default):
+  step time, completions/s, tokens/s; the phase split from the profiled phase mode
+  (`rl.profile_phases`: sample, reward, update each waited on).
+- the phase roofline: the update's useful FLOPs (policy forward + backward and the reference
+  forward over every prompt + response token: 6 N L + attention, the output head on response
+  tokens only) at the matmul peak measured in the same run (a jitted f32 n x n matmul, as in
+  `bench train`), plus the decode's matmuls at their roofline (one decode step's matmuls alone,
+  jitted, as in `bench sample`, times the new tokens) and the prefill's FLOPs at the peak.
+- TRL: `GRPOTrainer` (num_generations = group, max_completion_length = max_new_tokens,
+  min_new_tokens = max_new_tokens, beta 0.001, loss_type "dapo", one update per rollout, no
+  vLLM, CPU, f32) timed step by step (on_step_begin -> on_step_end), its own split (generate,
+  rewards, the rest), and the ratio. Our rounds run inside TRL's step callback, so both sides
+  see the same load. Without TRL installed (`pip install rlvr_jax[bench]`) one line says so and
+  the rest is printed.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+import rlvr_jax as rj
+from rlvr_jax import sharding
+from rlvr_jax.rl import loop as rl_loop
+from rlvr_jax.rl import step as step_lib
+from rlvr_jax.train import loop as train_loop
+from rlvr_jax.train import optim, state as state_lib
+
+PAD = 0
+LR = 1e-6
+BETA = 0.001
+
+
+def _optim_config() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(lr=LR, schedule="constant", warmup=0, final_lr_frac=0.0,
+                                        b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
+                                        clip_norm=1.0))
+
+
+def model_config(size: str, vocab_size: int, num_layers: int, seq: int, dtype: str):
+  overrides = {"vocab_size": vocab_size} if vocab_size else {}
+  if num_layers:
+    overrides["num_layers"] = num_layers
+  cfg = rj.get_model_config(size, dtype=dtype, param_dtype="float32", **overrides)
+  return dataclasses.replace(cfg, max_seq_len=max(cfg.max_seq_len, seq))
+
+
+def update_flops(cfg, rows: int, prompt_len: int, new_tokens: int) -> float:
+  """Useful FLOPs of the update phase: the policy's forward + backward (3x a forward) and the
+  reference model's forward over every row's prompt + response tokens; the body on all L tokens,
+  the output head on the response tokens only (the only logits the loss needs), attention as in
+  ModelConfig.flops_per_token (causal average)."""
+  seq = prompt_len + new_tokens
+  body = cfg.num_params(include_embeddings=False)
+  head = cfg.vocab_size * cfg.hidden_size
+  attn = 2 * cfg.num_layers * seq * cfg.num_heads * cfg.head_dim      # per token, forward / 2
+  forward = 2 * body * seq + 2 * head * new_tokens + 2 * attn * seq
+  return rows * (3 * forward + forward)
+
+
+def prefill_flops(cfg, rows: int, prompt_len: int) -> float:
+  body = cfg.num_params(include_embeddings=False)
+  attn = 2 * cfg.num_layers * prompt_len * cfg.num_heads * cfg.head_dim
+  return rows * (2 * body * prompt_len + 2 * attn * prompt_len
+                 + 2 * cfg.vocab_size * cfg.hidden_size)
+
+
+def _median(xs):
+  return statistics.median(xs) if xs else float("nan")
+
+
+def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, prompts: int = 16,
+        group: int = 8, prompt_len: int = 32, max_new_tokens: int = 64, rounds: int = 3,
+        dtype: str | None = None, trl_side: bool = True, threads: int | None = None,
+        matmul_n: int = 1024, seed: int = 0) -> dict[str, float]:
+  """Runs the benchmark, prints the figures and returns them as a dict."""
+  from rlvr_jax.bench import machine_line
+  from rlvr_jax.bench.sample import decode_matmuls_fn
+  platform = jax.devices()[0].platform
+  dtype = dtype or ("float32" if platform == "cpu" else "bfloat16")
+  m, p, g, b = max_new_tokens, prompt_len, group, prompts
+  rows = b * g
+  cfg = model_config(size, vocab_size, num_layers, p + m, dtype)
+  mesh = sharding.make_mesh()
+  sharding.check_divisible(b, mesh, "--prompts")
+  threads = threads or os.cpu_count() or 1
+  print(f"rl bench: {size} (vocab {cfg.vocab_size}, {cfg.num_layers} layers, "
+        f"{cfg.num_params() / 1e6:.1f}M params) {b} prompts x {g} completions, prompt {p} + "
+        f"{m} new tokens, compute {dtype}, f32 master weights; jax {jax.__version__} on "
+        f"{len(jax.devices())} {platform} device(s) ({os.cpu_count()} cores)", flush=True)
+  print(machine_line(), flush=True)
+
+  # ---- our step: the fused jit (the run loop's default) and the profiled phases
+  settings = step_lib.RLSettings(
+      group_size=g, max_new_tokens=m, pad_id=PAD, eos_ids=(), temperature=1.0, estimator="grpo",
+      clip_low=0.2, clip_high=0.2, dual_clip=None, kl_coef=BETA, kl_estimator="k3",
+      agg="token-mean", minibatches=1, epochs=1, microbatches=1, dynamic_sampling="none")
+  reward = step_lib.RewardSpec.make({"seq_loglik": 1.0}, {})
+  opt = optim.make_optimizer(_optim_config(), 1000)
+  spec = step_lib.RLSpec(cfg=cfg, optimizer=opt, settings=settings, rewards=reward)
+  shardings = state_lib.state_shardings(cfg, opt, mesh)
+  params = sharding.init_params(cfg, jax.random.key(seed), mesh)
+  ref_params = jax.device_put(params, shardings.params)
+  rng = np.random.default_rng(seed)
+  prompt_ids = rng.integers(3, cfg.vocab_size, (b, p)).astype(np.int32)
+  batch = train_loop.put_batch({"prompt_tokens": prompt_ids,
+                                "prompt_lengths": np.full((b,), p, np.int32)}, mesh)
+  hf_dir = None
+  if trl_side:
+    hf_dir = tempfile.TemporaryDirectory()
+    rj.save_hf(hf_dir.name, cfg, params)       # TRL starts from the same weights
+  box = {"state": state_lib.create_train_state(cfg, opt, mesh, jax.random.key(seed), params),
+         "i": 0, "metrics": None}
+  fused = step_lib.jit_rl_step(spec, mesh, shardings)
+  phases = step_lib.jit_rl_phases(spec, mesh, shardings)
+
+  def ours_fused():
+    box["i"] += 1
+    box["state"], metrics = fused(box["state"], ref_params, batch, jax.random.key(box["i"]))
+    box["metrics"] = jax.block_until_ready(metrics)
+
+  def ours_phases():
+    box["i"] += 1
+    box["state"], metrics, times = rl_loop._run_phases(
+        phases, box["state"], ref_params, dict(batch), jax.random.key(box["i"]), profile=True)
+    return times
+
+  peak_dtype = jnp.float32 if platform == "cpu" else jnp.dtype(dtype)
+  a = jax.random.normal(jax.random.key(0), (matmul_n, matmul_n), peak_dtype)
+  a2 = jax.random.normal(jax.random.key(1), (matmul_n, matmul_n), peak_dtype)
+  mm = jax.jit(lambda x, y: x @ y)
+  decode_step = decode_matmuls_fn(cfg, ref_params, rows)     # never donated
+
+  t0 = time.perf_counter()
+  ours_fused()
+  compile_s = time.perf_counter() - t0
+  ours_phases()
+  mm(a, a2).block_until_ready()
+  decode_step()
+  times = {"ours": [], "sample": [], "reward": [], "update": [], "matmul": [], "decode_step": []}
+
+  def our_round():
+    t0 = time.perf_counter()
+    mm(a, a2).block_until_ready()
+    times["matmul"].append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    ours_fused()
+    times["ours"].append(time.perf_counter() - t0)
+    split = ours_phases()
+    for k in ("sample", "reward", "update"):
+      times[k].append(split[k])
+    steps = []
+    for _ in range(10):
+      t0 = time.perf_counter()
+      decode_step()
+      steps.append(time.perf_counter() - t0)
+    times["decode_step"].append(statistics.median(steps))
+
+  trl_result = None
+  if trl_side:
+    try:
+      trl_result = _trl_rounds(hf_dir.name, prompt_ids, cfg.vocab_size, g, m, rounds, threads,
+                               seed, our_round)
+    except ImportError as e:
+      print(f"TRL: not importable ({e}); `pip install rlvr_jax[bench]` for the TRL comparison",
+            flush=True)
+    finally:
+      hf_dir.cleanup()
+  if trl_result is None:
+    for _ in range(rounds):
+      our_round()
+
+  med = {k: _median(v) for k, v in times.items()}
+  peak = 2.0 * matmul_n ** 3 / med["matmul"] * len(jax.devices())
+  n_tok = rows * m
+  ours_s = med["ours"]
+  f_update = update_flops(cfg, rows, p, m)
+  f_prefill = prefill_flops(cfg, rows, p)
+  roof_update = f_update / peak
+  roof_sample = med["decode_step"] * m + f_prefill / peak
+  roof = roof_update + roof_sample
+  split_total = med["sample"] + med["reward"] + med["update"]
+  print(f"matmul peak ({matmul_n}^3 {jnp.dtype(peak_dtype).name}): {peak / 1e9:10,.1f} GFLOP/s",
+        flush=True)
+  print(f"rlvr_jax GRPO step (fused): {ours_s * 1e3:9.1f} ms  {rows / ours_s:8.1f} completions/s "
+        f"{n_tok / ours_s:9.0f} tokens/s  (first step incl. compile {compile_s:.1f} s)")
+  print(f"  phase split (rl.profile_phases): sample {med['sample'] * 1e3:.1f} ms "
+        f"({100 * med['sample'] / split_total:.0f}%), reward {med['reward'] * 1e3:.1f} ms "
+        f"({100 * med['reward'] / split_total:.0f}%), update {med['update'] * 1e3:.1f} ms "
+        f"({100 * med['update'] / split_total:.0f}%); sum {split_total * 1e3:.1f} ms")
+  print(f"  roofline: sample {roof_sample * 1e3:.1f} ms (decode matmuls "
+        f"{med['decode_step'] * 1e3:.3f} ms x {m} + prefill at the peak), update "
+        f"{roof_update * 1e3:.1f} ms ({f_update / 1e9:.1f} GFLOP at the peak); step "
+        f"{roof * 1e3:.1f} ms")
+  print(f"  rlvr_jax reaches {100 * roof / ours_s:.0f}% of the step roofline (sample "
+        f"{100 * roof_sample / med['sample']:.0f}%, update {100 * roof_update / med['update']:.0f}%"
+        f" = update MFU)")
+  out = {"peak_flops": peak, "ours_step_s": ours_s, "ours_completions_per_s": rows / ours_s,
+         "ours_tokens_per_s": n_tok / ours_s, "sample_s": med["sample"],
+         "reward_s": med["reward"], "update_s": med["update"], "roofline_s": roof,
+         "roofline_sample_s": roof_sample, "roofline_update_s": roof_update,
+         "roofline_share": roof / ours_s, "update_mfu": roof_update / med["update"],
+         "sample_roofline_share": roof_sample / med["sample"],
+         "ours_reward_mean": float(box["metrics"]["reward/mean"]),
+         "ours_length_mean": float(box["metrics"]["response/length_mean"])}
+  if trl_result is not None:
+    t = trl_result
+    trl_s = t["step_s"]
+    ratio = trl_s / ours_s
+    print(f"TRL GRPOTrainer step:       {trl_s * 1e3:9.1f} ms  {rows / trl_s:8.1f} completions/s "
+          f"{n_tok / trl_s:9.0f} tokens/s  ({t['info']})")
+    rest = trl_s - t["generate_s"] - t["reward_s"]
+    print(f"  TRL split: generate {t['generate_s'] * 1e3:.1f} ms, rewards "
+          f"{t['reward_s'] * 1e3:.1f} ms, the rest (ref/old log-probs, loss, backward, optimizer) "
+          f"{rest * 1e3:.1f} ms; completion length mean {t['length_mean']:.1f} (ours "
+          f"{out['ours_length_mean']:.1f})")
+    print(f"ratio rlvr_jax / TRL = {ratio:.2f}x completions/s (medians of {rounds} interleaved "
+          f"rounds; TRL reaches {100 * roof / trl_s:.0f}% of the step roofline)")
+    out.update(trl_step_s=trl_s, trl_completions_per_s=rows / trl_s,
+               trl_tokens_per_s=n_tok / trl_s, trl_generate_s=t["generate_s"],
+               trl_reward_s=t["reward_s"], trl_length_mean=t["length_mean"], ratio=ratio)
+  return out
+
+
+def _word_tokenizer(vocab_size: int):
+  """A transformers tokenizer whose words 't<i>' are the ids i (0 pad, 1 bos, 2 eos): TRL's
+  text prompts tokenize to exactly our prompt ids."""
+  from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+  from transformers import PreTrainedTokenizerFast
+  vocab = {f"t{i}": i for i in range(vocab_size)}
+  vocab.update({"<pad>": 0, "<s>": 1, "</s>": 2})
+  del vocab["t0"], vocab["t1"], vocab["t2"]
+  tok = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+  tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+  tok.decoder = decoders.WordPiece(prefix="##")        # joins words with spaces
+  return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
+                                 eos_token="</s>", padding_side="left")
+
+
+def _trl_rounds(hf_dir: str, prompt_ids: np.ndarray, vocab_size: int, group: int,
+                max_new_tokens: int, rounds: int, threads: int, seed: int, our_round):
+  """TRL's GRPOTrainer on the same weights and prompts: rounds + 1 steps (the first a warm-up),
+  each timed from on_step_begin to on_step_end; `our_round` runs after each timed step."""
+  import torch
+  import transformers
+  import trl
+  from datasets import Dataset
+  torch.set_num_threads(threads)
+  transformers.logging.set_verbosity_error()
+  transformers.logging.disable_progress_bar()
+  import warnings
+  warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+  tokenizer = _word_tokenizer(vocab_size)
+  texts = [" ".join(f"t{i}" for i in row) for row in prompt_ids]
+  assert tokenizer(texts)["input_ids"] == prompt_ids.tolist(), "prompt ids differ"
+  b = len(texts)
+  dataset = Dataset.from_dict({"prompt": texts * (rounds + 2)})
+  model = transformers.LlamaForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
+  with tempfile.TemporaryDirectory() as out_dir:
+    args = trl.GRPOConfig(
+        output_dir=out_dir, per_device_train_batch_size=b * group, gradient_accumulation_steps=1,
+        steps_per_generation=1, num_iterations=1, num_generations=group,
+        max_completion_length=max_new_tokens, temperature=1.0, top_p=1.0, top_k=0,
+        generation_kwargs={"min_new_tokens": max_new_tokens}, beta=BETA, loss_type="dapo",
+        epsilon=0.2, scale_rewards="group", learning_rate=LR, lr_scheduler_type="constant",
+        weight_decay=0.0, max_grad_norm=1.0, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
+        use_vllm=False, use_cpu=True, bf16=False, fp16=False, max_steps=rounds + 1,
+        logging_steps=1000, save_strategy="no", report_to="none", disable_tqdm=True,
+        shuffle_dataset=False, seed=seed, dataloader_num_workers=0)
+
+    def reward_fn(completions, completion_ids=None, **kwargs):
+      if completion_ids is None:
+        return [float(len(c) % 7) for c in completions]
+      return [float(sum(ids) % 7) for ids in completion_ids]
+
+    times = {"step": [], "generate": [], "reward": [], "lengths": []}
+    acc = {"generate": 0.0, "reward": 0.0}
+
+    class Timer(transformers.TrainerCallback):
+      def on_step_begin(self, args, state, control, **kwargs):
+        acc["generate"] = acc["reward"] = 0.0
+        acc["t0"] = time.perf_counter()
+
+      def on_step_end(self, args, state, control, **kwargs):
+        dt = time.perf_counter() - acc["t0"]
+        if state.global_step > 1:             # the first step is the warm-up
+          times["step"].append(dt)
+          times["generate"].append(acc["generate"])
+          times["reward"].append(acc["reward"])
+          our_round()
+
+    trainer = trl.GRPOTrainer(model=model, reward_funcs=reward_fn, args=args,
+                              train_dataset=dataset, processing_class=tokenizer,
+                              callbacks=[Timer()])
+    trainer.remove_callback(transformers.PrinterCallback)   # no log dicts on stdout
+
+    def timed(name, fn):
+      def wrapper(*a, **k):
+        t0 = time.perf_counter()
+        out = fn(*a, **k)
+        acc[name] += time.perf_counter() - t0
+        if name == "generate":
+          times["lengths"].extend(len(ids) for ids in out[1])
+        return out
+      return wrapper
+    trainer._generate = timed("generate", trainer._generate)
+    trainer._calculate_rewards = timed("reward", trainer._calculate_rewards)
+    trainer.train()
+  info = (f"trl {trl.__version__}, transformers {transformers.__version__}, torch "
+          f"{torch.__version__}, {threads} threads, "
+          f"{getattr(model.config, '_attn_implementation', '?')} attention")
+  return {"step_s": _median(times["step"]), "generate_s": _median(times["generate"]),
+          "reward_s": _median(times["reward"]),
+          "length_mean": float(np.mean(times["lengths"])), "info": info}
+
+
+def main(argv: list[str] | None = None) -> int:
+  """argv as sys.argv: argv[0] is the program name (what `rlvr-jax bench rl` passes)."""
+  argv = sys.argv if argv is None else argv
+  ap = argparse.ArgumentParser(prog=argv[0] if argv else None,
+                               description=__doc__.splitlines()[0])
+  ap.add_argument("--size", default="toy-7m", help="a named llama-family size (rj.SIZES)")
+  ap.add_argument("--vocab_size", type=int, default=2048, help="0 = the size's own")
+  ap.add_argument("--num_layers", type=int, default=3, help="0 = the size's own")
+  ap.add_argument("--prompts", type=int, default=16)
+  ap.add_argument("--group", type=int, default=8, help="completions per prompt")
+  ap.add_argument("--prompt_len", type=int, default=32)
+  ap.add_argument("--max_new_tokens", type=int, default=64)
+  ap.add_argument("--rounds", type=int, default=3,
+                  help="interleaved rounds (TRL step, matmul, our step, our phases); medians")
+  ap.add_argument("--dtype", default=None, help="compute dtype (default: f32 on CPU, else bf16)")
+  ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+  ap.add_argument("--no-trl", action="store_true", help="skip TRL's GRPOTrainer")
+  ap.add_argument("--matmul-n", type=int, default=1024, help="size of the peak-FLOPs matmul")
+  args = ap.parse_args(argv[1:])
+  run(args.size, args.vocab_size, args.num_layers, args.prompts, args.group, args.prompt_len,
+      args.max_new_tokens, args.rounds, args.dtype, not args.no_trl, args.threads,
+      args.matmul_n)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
