@@ -483,6 +483,7 @@ def _train(config, workdir, cfg, mesh, settings, reward, optimizer, spec, tokeni
           evaluated_at = step
         if save_now:
           manager.save(step, state, data_iter, extra=monitor_states())
+          logger.flush()
           guard.saved(step)
           workdir_lib.write_status(workdir, "running", step, int(config.steps))
         if stop_saturated:
