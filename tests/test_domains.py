@@ -10,7 +10,7 @@ import pytest
 
 from rlvr_jax.data.domains import DOMAINS, Example, all_corpus_text, get_domain
 
-NAMES = ("arith", "units", "graph")
+NAMES = ("arith", "units", "graph", "chain")
 LABELS = {"corrupted_step": 0.5, "unsupported_answer": 0.0, "foreign_steps": 0.0}
 
 
@@ -130,7 +130,26 @@ def lock_fewest(buttons, target, limit=8):
   return None
 
 
+def solve_chain(text: str) -> Fraction:
+  """Reads the start count and each change off the sentences (gets/finds/buys more: add;
+  gives away/loses/sells: subtract)."""
+  value = None
+  for sentence in text.split(". "):
+    numbers = [int(t) for t in re.findall(r"\d+", sentence)]
+    if not numbers:
+      continue
+    if value is None and " has " in sentence:
+      value = numbers[0]
+    elif " more " in sentence:
+      value += numbers[0]
+    elif any(w in sentence for w in (" gives away ", " loses ", " sells ")):
+      value -= numbers[0]
+  return Fraction(value)
+
+
 def independent_answer(ex):
+  if ex.domain == "chain":
+    return solve_chain(question(ex))
   if ex.domain == "arith":
     return Fraction(solve_arith(question(ex)))
   if ex.domain == "units":
@@ -146,7 +165,7 @@ def independent_answer(ex):
 def test_registry():
   assert sorted(DOMAINS) == sorted(NAMES)
   assert get_domain("units") is DOMAINS["units"]
-  with pytest.raises(ValueError, match="arith, graph, units"):
+  with pytest.raises(ValueError, match="arith, chain, graph, units"):
     get_domain("chess")
 
 
@@ -393,3 +412,18 @@ def test_corpus_is_not_the_rl_train_set():
   train = {ex.problem for ex in dom.generate("train", 200, seed=0)}
   docs = [d for d in dom.corpus(300, seed=0) if "Step 1:" in d]
   assert sum(d.split("\n")[0] in train for d in docs) < 0.2 * len(docs)
+
+
+def test_chain_steps_must_follow_the_chain_in_order():
+  """A chain has one faithful trace: a true equation with the wrong operation or with the
+  changes out of order is a wrong step (arith would accept any true step on known numbers)."""
+  from rlvr_jax.data.domains import get_domain
+  dom = get_domain("chain")
+  ex = next(e for e in dom.generate("train", 50, seed=3, difficulty=2)
+            if e.steps[0]["op"] == "+" and int(e.steps[0]["args"][1]) <= int(e.steps[0]["args"][0]))
+  a, b = int(ex.steps[0]["args"][0]), int(ex.steps[0]["args"][1])
+  assert dom.verify_steps(ex, ex.thinking).faithfulness == 1.0
+  wrong_op = ex.thinking.replace(ex.steps[0]["text"], f"{a} - {b} = {a - b}", 1)
+  report = dom.verify_steps(ex, wrong_op)
+  assert report.first_wrong_step == 1 and report.faithfulness < 1.0
+  assert all(p <= 5 and p >= 0 for st in ex.steps for p in map(int, [*st["args"], st["result"]]))

@@ -41,8 +41,8 @@ def test_plan_builds_each_shared_stage_once_in_dependency_order(tmp_path):
   # the setting's overrides reach the RL config; the study document names every stage
   assert by["rl/cpt+think/scarce/s0"].config.data.n_train == 8
   assert [s["name"] for s in study.doc["stages"]] == names
-  assert study.doc["metric"] == "eval/arith_eval/avg@4"
-  assert study.doc["ood_metrics"] == ["eval/arith_ood/avg@4"]
+  assert study.doc["metric"] == "eval/chain_eval/avg@4"
+  assert study.doc["ood_metrics"] == ["eval/chain_ood/avg@4"]
 
 
 @pytest.mark.parametrize("override,message", [

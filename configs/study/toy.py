@@ -6,9 +6,12 @@ Pre-RL conditions {base, cpt} × {no SFT, non-thinking SFT, thinking SFT on fait
 thinking SFT on unfaithful traces}; RL settings: scarce data (N = 8, difficulty-filtered,
 stratified), noisy labels (γ = 0.7, most frequent wrong answer), the two proxy rewards (majority
 vote, self-certainty) and the large-N true-reward run that the gap G needs; 3 seeds each;
-faithfulness and diversity of every pre-RL model. The base model is pre-trained on the other
-synthetic domains (units, graph) and CPT continues it on the arith corpus. configs/study/quick.py
-is the README's subset. The full-scale protocol differs only in data, model and budgets
+faithfulness and diversity of every pre-RL model. The domain is `chain` (chains of single-digit
+additions and subtractions, rlvr_jax/data/domains/chain.py), built so that a 1M-parameter model
+can learn its steps: with traces it reaches ~0.4-0.7 held-out accuracy with exact faithfulness
+labels, which `arith` (0.1-0.3, almost no correct traces) does not. The base model is pre-trained
+on the other synthetic domains (arith, units, graph) and CPT continues it on the chain corpus.
+configs/study/quick.py is the README's subset. The full-scale protocol differs only in data, model and budgets
 (configs/study/paper_math.py).
 """
 import os
@@ -19,8 +22,8 @@ from ml_collections.config_dict import placeholder
 from rlvr_jax.config_utils import load_config_file
 
 TOY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "toy", "x.py")
-DOMAIN = "arith"          # the trained and evaluated synthetic domain
-LEVEL = 1                 # its difficulty level in SFT, RL and in-domain eval
+DOMAIN = "chain"          # the trained and evaluated synthetic domain (see its module docstring)
+LEVEL = 2                 # its difficulty level in SFT, RL and in-domain eval (3 steps)
 
 
 def _toy(name):
@@ -71,27 +74,31 @@ def get_config() -> ConfigDict:
   c.saturation.r_max_over = "all"      # r_max over "all" steps (the paper) or "pre_margin"
 
   c.base = _toy("cpt")                 # the base model: pre-training on the other domains
-  c.base.data.domains = "units,graph"
+  c.base.data.domains = "arith,units,graph"
   c.base.steps = 200
   c.cpt = _toy("cpt")                  # CPT: the base model continued on the domain's corpus
   c.cpt.data.domains = DOMAIN
   c.cpt.steps = 200
-  c.cpt.optim.lr = 2e-3
   c.sft = _toy("sft")                  # SFT (data.thinking / data.trace set per condition)
   c.sft.data.domains = DOMAIN
   c.sft.data.difficulty = LEVEL
-  c.sft.steps = 200
+  c.sft.seq_len = 144
+  c.sft.steps = 120
   c.rl = _toy("rl")                    # RL, the settings' common part
   c.rl.data.domains = DOMAIN
   c.rl.data.difficulty = LEVEL
-  c.rl.steps = 40
-  c.rl.eval_every = 5
-  c.rl.checkpoint_every = 20
+  c.rl.optim.lr = 1e-4
+  c.rl.steps = 50
+  c.rl.eval_every = 10
+  c.rl.checkpoint_every = 25
+  c.rl.rl.max_new_tokens = 80
   c.rl.eval.domains = DOMAIN
   c.rl.eval.splits = "eval,ood"
   c.rl.eval.difficulty = LEVEL
-  c.rl.eval.n = 32
+  c.rl.eval.n = 64
   c.rl.eval.k = 4
+  c.rl.eval.ks = (1, 4)
+  c.rl.eval.max_new_tokens = 80
   c.rl.eval.greedy = False
   c.rl.eval.write_samples = False
   c.diagnose = load_config_file(TOY, "../diagnose.py")  # pre-RL faithfulness and diversity
@@ -99,6 +106,7 @@ def get_config() -> ConfigDict:
   c.diagnose.data.difficulty = LEVEL
   c.diagnose.n_prompts = 8
   c.diagnose.k = 8
+  c.diagnose.max_new_tokens = 80
   c.diagnose.interventions = False
 
   c.setting = ConfigDict()             # RL settings: kind, label and rl overrides

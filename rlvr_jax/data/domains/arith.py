@@ -25,9 +25,7 @@ CONSTANTS: frozenset = frozenset()  # no numbers beyond the problem's own
 _SYMBOL = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
 
 
-def _eq(a: int, op: str, b: int, c: int) -> dict:
-  return {"kind": "eq", "op": op, "args": [str(a), str(b)], "result": str(c),
-          "text": f"{a} {op} {b} = {c}"}
+_eq = base.equation_step
 
 
 def _story(rng: random.Random, level: int) -> base.Problem:

@@ -345,6 +345,12 @@ def parse_equation(statement: str) -> tuple[list[str], str] | None:
   return parts[:-1], value
 
 
+def equation_step(a, op: str, b, c) -> dict:
+  """One structured trace step `a op b = c` (the steps of arith and chain)."""
+  return {"kind": "eq", "op": op, "args": [str(a), str(b)], "result": str(c),
+          "text": f"{a} {op} {b} = {c}"}
+
+
 def check_equation_steps(statements: Sequence[str], known: set) -> list[tuple[bool, str | None]]:
   """Check "expr = value" statements in order.
 
