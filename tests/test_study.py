@@ -73,6 +73,8 @@ def test_full_toy_study_has_every_condition_setting_and_seed(tmp_path):
   rl = [s for s in study.stages if s.kind == "rl"]
   assert len(rl) == 8 * 5 * 3
   assert len([s for s in study.stages if s.kind == "diagnose"]) == 8
+  assert study.doc["ood_metrics"] == ["eval/chain_ood/avg@4", "eval/arith_ood/avg@4",
+                                      "eval/arith_eval/avg@4"]
   noisy = study.by_name()["rl/cpt+think/noisy/s2"].config
   assert noisy.data.label_noise == pytest.approx(0.7)
   majority = study.by_name()["rl/base+think/majority/s0"].config

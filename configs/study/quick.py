@@ -18,4 +18,5 @@ def get_config():
   c.large_setting = ""                 # no large-N run (no gap G)
   c.seeds = 2                          # seeds 0..seeds-1 of every RL setting
   c.diagnose_conditions = False        # no pre-RL diagnostics
+  c.rl.eval.domains = "chain"          # held-out chain problems: levels 2 (in-domain) and 4-5
   return c

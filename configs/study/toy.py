@@ -92,7 +92,7 @@ def get_config() -> ConfigDict:
   c.rl.eval_every = 10
   c.rl.checkpoint_every = 25
   c.rl.rl.max_new_tokens = 80
-  c.rl.eval.domains = DOMAIN
+  c.rl.eval.domains = f"{DOMAIN},arith"  # in-domain chain; out of domain: chain levels 4-5, arith
   c.rl.eval.splits = "eval,ood"
   c.rl.eval.difficulty = LEVEL
   c.rl.eval.n = 64
