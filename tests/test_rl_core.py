@@ -399,21 +399,29 @@ def _sum_inputs(seed, n=12, t=9):
 
 @pytest.mark.parametrize("agg", AGGS)
 def test_policy_loss_is_unchanged_and_microbatch_sums_add_up(agg):
-  """policy_loss gives the old implementation's values (bit for bit, eager), and splitting the
-  rows into k microbatches and combining policy_loss_sums as Σ sums / Σ denominators gives the
-  full-batch loss, pg_loss and token means within f32 rounding of the sums."""
+  """policy_loss gives the old implementation's values (its metrics bit for bit, eager; the loss
+  within f32 rounding of the sums), and splitting the rows into k microbatches and combining
+  policy_loss_sums as Σ sums / Σ denominators gives the full-batch loss, pg_loss and token means
+  within f32 rounding of the sums."""
   logp, old, adv, mask, ref, entropy, w = _sum_inputs(seed=11 + len(agg))
   opts = dict(clip_low=0.2, clip_high=0.28, dual_clip=3.0, kl_coef=0.05, kl_estimator="k3",
               agg=agg, entropy_coef=0.01)
   args = dict(ref_logprobs=ref, entropy=entropy, is_weights=w)
   loss, metrics = rl.policy_loss(logp, old, adv, mask, **opts, **args)
   want, want_metrics = old_policy_loss(logp, old, adv, mask, **opts, **args)
-  np.testing.assert_array_equal(loss, want)
+  # f32 rounding of a sum of m terms is at most m * eps * Σ|terms|; here m <= the valid tokens
+  # and each token's term is at most |A| * dual_clip * w + kl_coef * 10 + entropy_coef * H
+  eps = float(np.finfo(np.float32).eps)
+  m = float(mask.sum())
+  term_max = (np.abs(adv).max() * 3.0 * w.max() + 0.05 * 10.0
+              + 0.01 * np.abs(entropy[mask > 0]).max())
+  denom_full = float(rl.policy_loss_sums(logp, old, adv, mask, **opts, **args)[1]["denom"])
+  tol = 2 * m * eps * m * term_max / max(denom_full, 1.0)
+  np.testing.assert_allclose(loss, want, rtol=0, atol=tol)   # the old one summed per term
   assert set(metrics) == set(want_metrics)
   for k, v in want_metrics.items():
     np.testing.assert_array_equal(metrics[k], v, err_msg=k)
 
-  eps = float(np.finfo(np.float32).eps)
   n = logp.shape[0]
   for k in (1, 2, 3, 4, 6):
     parts = [rl.policy_loss_sums(logp[i::k], old[i::k], adv[i::k], mask[i::k], **opts,
@@ -423,12 +431,7 @@ def test_policy_loss_is_unchanged_and_microbatch_sums_add_up(agg):
             if key not in ("ratio_max", "ratio_dev")}
     loss_sum = sum(float(p[0]) for p in parts)
     denom = max(sums["denom"], 1.0)
-    # f32 rounding of a sum of m terms is at most m * eps * Σ|terms|; here m <= the valid
-    # tokens and each token's term is at most |A| * dual_clip * w + kl_coef * 10 + ent_coef * H
-    m = float(mask.sum())
-    term_max = (np.abs(adv).max() * 3.0 * w.max() + 0.05 * 10.0
-                + 0.01 * np.abs(entropy[mask > 0]).max())
-    tol = 2 * m * eps * m * term_max / denom
+    assert denom == max(denom_full, 1.0)
     np.testing.assert_allclose(loss_sum / denom, float(loss), rtol=0, atol=tol, err_msg=k)
     np.testing.assert_allclose(sums["pg"] / denom, float(metrics["pg_loss"]), rtol=0, atol=tol)
     tokens = max(sums["tokens"], 1.0)
@@ -440,7 +443,7 @@ def test_policy_loss_is_unchanged_and_microbatch_sums_add_up(agg):
   want_denom = {"token-mean": mask.sum(), "seq-mean-token-mean": (mask.sum(1) > 0).sum(),
                 "seq-mean-token-sum": (mask.sum(1) > 0).sum(),
                 "seq-mean-token-sum-norm": mask.size}[agg]
-  assert float(rl.policy_loss_sums(logp, old, adv, mask, **opts, **args)[1]["denom"]) == want_denom
+  assert denom_full == want_denom
 
 
 def test_policy_loss_sums_gradient_is_the_loss_gradient_times_the_denominator():

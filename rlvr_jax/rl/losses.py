@@ -179,10 +179,6 @@ def _check_shapes(logprobs, old_logprobs, advantages, mask, ref_logprobs, entrop
                      f"[N, T]={tuple(shape)} (per token), got {tuple(is_weights.shape)}")
 
 
-POLICY_SUM_KEYS = ("denom", "pg", "kl_agg", "entropy_agg", "tokens", "kl", "entropy", "clip",
-                   "dual_clip", "ratio", "ratio_max", "ratio_dev")
-
-
 def policy_loss_sums(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Array,
                      mask: jax.Array, *, clip_low: float = 0.2, clip_high: float = 0.2,
                      dual_clip: float | None = None, ref_logprobs: jax.Array | None = None,
@@ -204,76 +200,6 @@ def policy_loss_sums(logprobs: jax.Array, old_logprobs: jax.Array, advantages: j
                  these / max(tokens, 1))
     ratio_max, ratio_dev   max over valid tokens of ratio and of |ratio - 1| (0 when none)
   """
-  terms = _policy_terms(logprobs, old_logprobs, advantages, mask, clip_low=clip_low,
-                        clip_high=clip_high, dual_clip=dual_clip, ref_logprobs=ref_logprobs,
-                        kl_coef=kl_coef, kl_estimator=kl_estimator, agg=agg, entropy=entropy,
-                        entropy_coef=entropy_coef, is_weights=is_weights)
-  loss_sum = terms["pg"]
-  if ref_logprobs is not None:
-    loss_sum = loss_sum + kl_coef * terms["kl_agg"]
-  if entropy is not None:
-    loss_sum = loss_sum - entropy_coef * terms["entropy_agg"]
-  return loss_sum, jax.lax.stop_gradient(terms)
-
-
-def policy_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Array,
-                mask: jax.Array, *, clip_low: float = 0.2, clip_high: float = 0.2,
-                dual_clip: float | None = None, ref_logprobs: jax.Array | None = None,
-                kl_coef: float = 0.0, kl_estimator: str = "k3", agg: str = "token-mean",
-                entropy: jax.Array | None = None, entropy_coef: float = 0.0,
-                is_weights: jax.Array | None = None
-                ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Clipped policy-gradient loss and its metrics.
-
-  Args:
-    logprobs: float32[N, T] log-probs of the taken tokens under the policy being trained.
-    old_logprobs: float32[N, T] log-probs under the rollout policy (the sampler's), treated as
-      constants (no gradient flows into them).
-    advantages: float32[N] (one per sequence) or float32[N, T].
-    mask: {0, 1}[N, T], 1 on response tokens that count.
-    clip_low, clip_high: ratio clip range [1 - clip_low, 1 + clip_high].
-    dual_clip: None, or c > 1: for A < 0 the per-token loss is capped at -A * c.
-    ref_logprobs: float32[N, T] under the frozen reference model; needed when kl_coef != 0.
-    kl_coef, kl_estimator: weight and estimator ("k1", "k2", "k3") of the KL penalty in the loss.
-    agg: one of AGGREGATIONS.
-    entropy, entropy_coef: per-token entropy [N, T] of the policy and the bonus weight.
-    is_weights: None, or float32[N, T] (per token) or float32[N] (per sequence, every token of
-      the row) importance weights, e.g. `tis_weights` (truncated IS of the rollout rows against
-      the sampler that drew them). Each token's pg term (after the clip and the dual clip) is
-      multiplied by its weight before aggregation; the KL and entropy terms are not weighted,
-      and the aggregation (its normaliser included) is unchanged. Constants (no gradient);
-      masked positions are ignored.
-  Returns:
-    (loss scalar, metrics): pg_loss (the aggregated pg term, weighted with is_weights), kl and
-    entropy (means over valid tokens; 0 when not given), clip_frac (share of valid tokens
-    where the clipped branch is active), ratio_mean, ratio_max, dual_clip_frac (share of valid
-    tokens where the dual clip bound is active). Metrics are 0 when no token is valid.
-  All keyword options are static Python values; errors in them are raised at trace time.
-  The loss is `policy_loss_sums`'s loss_sum / max(denom, 1) (summed per term, as the formula).
-  """
-  terms = _policy_terms(logprobs, old_logprobs, advantages, mask, clip_low=clip_low,
-                        clip_high=clip_high, dual_clip=dual_clip, ref_logprobs=ref_logprobs,
-                        kl_coef=kl_coef, kl_estimator=kl_estimator, agg=agg, entropy=entropy,
-                        entropy_coef=entropy_coef, is_weights=is_weights)
-  denom = jnp.maximum(terms["denom"], 1.0)
-  tokens = jnp.maximum(terms["tokens"], 1.0)
-  pg_loss = terms["pg"] / denom
-  loss = pg_loss
-  if ref_logprobs is not None:
-    loss = loss + kl_coef * (terms["kl_agg"] / denom)
-  if entropy is not None:
-    loss = loss - entropy_coef * (terms["entropy_agg"] / denom)
-  metrics = {"pg_loss": pg_loss, "kl": terms["kl"] / tokens, "entropy": terms["entropy"] / tokens,
-             "clip_frac": terms["clip"] / tokens, "dual_clip_frac": terms["dual_clip"] / tokens,
-             "ratio_mean": terms["ratio"] / tokens, "ratio_max": terms["ratio_max"]}
-  return loss, {k: jax.lax.stop_gradient(v) for k, v in metrics.items()}
-
-
-def _policy_terms(logprobs, old_logprobs, advantages, mask, *, clip_low, clip_high, dual_clip,
-                  ref_logprobs, kl_coef, kl_estimator, agg, entropy, entropy_coef, is_weights
-                  ) -> dict[str, jax.Array]:
-  """The sums of `policy_loss_sums` (pg, kl_agg, entropy_agg with their gradients), after the
-  static checks."""
   _check_agg(agg)
   if kl_estimator not in KL_ESTIMATORS:
     raise ValueError(f"unknown KL estimator {kl_estimator!r}; choose one of "
@@ -336,7 +262,59 @@ def _policy_terms(logprobs, old_logprobs, advantages, mask, *, clip_low, clip_hi
   out["ratio"] = token_sum(ratio_sg_NT)
   out["ratio_max"] = jnp.max(jnp.where(valid_NT, ratio_sg_NT, 0.0), initial=0.0)
   out["ratio_dev"] = jnp.max(jnp.where(valid_NT, jnp.abs(ratio_sg_NT - 1.0), 0.0), initial=0.0)
-  return out
+  loss_sum = out["pg"]
+  if ref_logprobs is not None:
+    loss_sum = loss_sum + kl_coef * out["kl_agg"]
+  if entropy is not None:
+    loss_sum = loss_sum - entropy_coef * out["entropy_agg"]
+  return loss_sum, jax.lax.stop_gradient(out)
+
+
+def policy_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Array,
+                mask: jax.Array, *, clip_low: float = 0.2, clip_high: float = 0.2,
+                dual_clip: float | None = None, ref_logprobs: jax.Array | None = None,
+                kl_coef: float = 0.0, kl_estimator: str = "k3", agg: str = "token-mean",
+                entropy: jax.Array | None = None, entropy_coef: float = 0.0,
+                is_weights: jax.Array | None = None
+                ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Clipped policy-gradient loss and its metrics.
+
+  Args:
+    logprobs: float32[N, T] log-probs of the taken tokens under the policy being trained.
+    old_logprobs: float32[N, T] log-probs under the rollout policy (the sampler's), treated as
+      constants (no gradient flows into them).
+    advantages: float32[N] (one per sequence) or float32[N, T].
+    mask: {0, 1}[N, T], 1 on response tokens that count.
+    clip_low, clip_high: ratio clip range [1 - clip_low, 1 + clip_high].
+    dual_clip: None, or c > 1: for A < 0 the per-token loss is capped at -A * c.
+    ref_logprobs: float32[N, T] under the frozen reference model; needed when kl_coef != 0.
+    kl_coef, kl_estimator: weight and estimator ("k1", "k2", "k3") of the KL penalty in the loss.
+    agg: one of AGGREGATIONS.
+    entropy, entropy_coef: per-token entropy [N, T] of the policy and the bonus weight.
+    is_weights: None, or float32[N, T] (per token) or float32[N] (per sequence, every token of
+      the row) importance weights, e.g. `tis_weights` (truncated IS of the rollout rows against
+      the sampler that drew them). Each token's pg term (after the clip and the dual clip) is
+      multiplied by its weight before aggregation; the KL and entropy terms are not weighted,
+      and the aggregation (its normaliser included) is unchanged. Constants (no gradient);
+      masked positions are ignored.
+  Returns:
+    (loss scalar, metrics): pg_loss (the aggregated pg term, weighted with is_weights), kl and
+    entropy (means over valid tokens; 0 when not given), clip_frac (share of valid tokens
+    where the clipped branch is active), ratio_mean, ratio_max, dual_clip_frac (share of valid
+    tokens where the dual clip bound is active). Metrics are 0 when no token is valid.
+  All keyword options are static Python values; errors in them are raised at trace time.
+  The loss is `policy_loss_sums`'s loss_sum / max(denom, 1).
+  """
+  loss_sum, sums = policy_loss_sums(
+      logprobs, old_logprobs, advantages, mask, clip_low=clip_low, clip_high=clip_high,
+      dual_clip=dual_clip, ref_logprobs=ref_logprobs, kl_coef=kl_coef, kl_estimator=kl_estimator,
+      agg=agg, entropy=entropy, entropy_coef=entropy_coef, is_weights=is_weights)
+  denom, tokens = jnp.maximum(sums["denom"], 1.0), jnp.maximum(sums["tokens"], 1.0)
+  metrics = {"pg_loss": sums["pg"] / denom, "kl": sums["kl"] / tokens,
+             "entropy": sums["entropy"] / tokens, "clip_frac": sums["clip"] / tokens,
+             "dual_clip_frac": sums["dual_clip"] / tokens, "ratio_mean": sums["ratio"] / tokens,
+             "ratio_max": sums["ratio_max"]}
+  return loss_sum / denom, metrics
 
 
 def token_logprobs_and_entropy(logits_BTV: jax.Array, tokens_BT: jax.Array,
