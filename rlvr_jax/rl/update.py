@@ -9,18 +9,18 @@ the minibatch's denominator. The update goes through train.steps.apply_update_if
 minibatch whose loss or gradient norm is not finite leaves params and optimizer state unchanged
 (counted in `skipped`).
 
-Sampler/trainer mismatch. The sampler's token log-probs (its kernels, KV cache, bf16) differ
-from the trainer's for the same params, which makes training silently off-policy. Every step
-measures it over ALL rollout rows at the sampling params (state.params when update_phase
-starts), over every valid response token (loss-masked rows included): `mismatch/*` below. The
+Sampler/trainer mismatch. The sampler's token log-probs (its kernels, KV cache, bf16) differ from
+the trainer's for the same params, which makes training silently off-policy. Every step measures
+it over ALL rollout rows at the sampling params (state.params when update_phase starts), over
+every valid response token (loss-masked rows included): `mismatch/*` (in rl/step.py). The
 trainer's log-probs there come for free from the first minibatch's forward when minibatches = 1
 (every row, every microbatch at the sampling params); otherwise from one extra forward-only pass
 over all rows, chunked into minibatches x microbatches like the reference forward (memory of one
-microbatch), run when old_logprobs="trainer" (it needs them) or log_mismatch (else mismatch/*
-are NaN). With old_logprobs="trainer" and epochs = minibatches = 1 the update's own forward
-supplies them too (old = stop_gradient(logp)): no extra pass. Truncated importance sampling
-(settings.tis = "token" | "sequence", needs old_logprobs="trainer"; Yao et al. 2025, verl's
-TIS): each row's pg terms are weighted by losses.tis_weights(trainer_old, sampler, cap=tis_cap).
+microbatch), run when old_logprobs="trainer" (it needs them) or log_mismatch (else mismatch/* are
+NaN). With old_logprobs="trainer" and epochs = minibatches = 1 the update's own forward supplies
+them too (old = stop_gradient(logp)): no extra pass. Truncated importance sampling (settings.tis =
+"token" | "sequence", needs old_logprobs="trainer"; Yao et al. 2025, verl's TIS): each row's pg
+terms are weighted by losses.tis_weights(trainer_old, sampler, cap=tis_cap).
 
 Log-probs of the response under the policy are recomputed on the sequence [prompt block P |
 response M]: prompt padding is segment 0 (never attended), response token t sits at position
