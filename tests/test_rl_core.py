@@ -319,3 +319,139 @@ def test_token_logprobs_and_entropy_match_numpy():
       np.testing.assert_allclose(ent[b, t], want_ent, rtol=1e-5, atol=1e-5)
   grads = jax.grad(lambda z: jnp.sum(rl.token_logprobs_and_entropy(z, tokens)[1]))(logits)
   assert np.all(np.isfinite(grads))
+
+
+# ------------------------------------------------------------- sums and denominators
+def old_policy_loss(logprobs, old_logprobs, advantages, mask, *, clip_low=0.2, clip_high=0.2,
+                    dual_clip=None, ref_logprobs=None, kl_coef=0.0, kl_estimator="k3",
+                    agg="token-mean", entropy=None, entropy_coef=0.0, is_weights=None):
+  """A copy of rl.policy_loss as it was before the loss became sums and denominators (each
+  aggregation a mean, `_row_count` clamped inside): the new one must give the same values."""
+  def masked_sum(x, m):
+    return jnp.sum(x * m)
+
+  def token_mean(x, m):
+    return masked_sum(x, m) / jnp.maximum(jnp.sum(m), 1.0)
+
+  def row_count(m):
+    return jnp.maximum(jnp.sum((jnp.sum(m, axis=1) > 0).astype(jnp.float32)), 1.0)
+
+  def seq_mean_token_mean(x, m):
+    return jnp.sum(jnp.sum(x * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0)) / row_count(m)
+
+  aggs = {"token-mean": token_mean, "seq-mean-token-mean": seq_mean_token_mean,
+          "seq-mean-token-sum": lambda x, m: jnp.sum(x * m) / row_count(m),
+          "seq-mean-token-sum-norm": lambda x, m: masked_sum(x, m) / float(m.shape[0] * m.shape[1])}
+  f32 = jnp.float32
+  mask_NT = jnp.asarray(mask, f32)
+  valid_NT = mask_NT > 0
+  logp_NT = jnp.asarray(logprobs, f32)
+  old_NT = jnp.asarray(old_logprobs, f32)
+  adv = jnp.asarray(advantages, f32)
+  adv_NT = jnp.where(valid_NT, jnp.broadcast_to(adv[:, None] if adv.ndim == 1 else adv,
+                                                logp_NT.shape), 0.0)
+  ratio_NT = jnp.exp(jnp.clip(jnp.where(valid_NT, logp_NT - old_NT, 0.0), -20.0, 20.0))
+  pg1_NT = -adv_NT * ratio_NT
+  pg2_NT = -adv_NT * jnp.clip(ratio_NT, 1.0 - clip_low, 1.0 + clip_high)
+  pg_NT = jnp.maximum(pg1_NT, pg2_NT)
+  clipped_NT = pg2_NT > pg1_NT
+  dual_NT = jnp.zeros_like(clipped_NT)
+  if dual_clip is not None:
+    pg3_NT = -adv_NT * dual_clip
+    dual_NT = (adv_NT < 0) & (pg3_NT < pg_NT)
+    pg_NT = jnp.where(adv_NT < 0, jnp.minimum(pg_NT, pg3_NT), pg_NT)
+  if is_weights is not None:
+    w = jnp.asarray(is_weights, f32)
+    pg_NT = pg_NT * jnp.where(valid_NT, jnp.broadcast_to(w[:, None] if w.ndim == 1 else w,
+                                                         logp_NT.shape), 0.0)
+  pg_loss = aggs[agg](pg_NT, mask_NT)
+  loss, metrics = pg_loss, {"pg_loss": pg_loss, "kl": jnp.zeros((), f32),
+                            "entropy": jnp.zeros((), f32)}
+  if ref_logprobs is not None:
+    kl_NT = rl.KL_ESTIMATORS[kl_estimator](jnp.where(valid_NT, logp_NT, 0.0),
+                                           jnp.where(valid_NT, jnp.asarray(ref_logprobs), 0.0))
+    loss = loss + kl_coef * aggs[agg](kl_NT, mask_NT)
+    metrics["kl"] = token_mean(kl_NT, mask_NT)
+  if entropy is not None:
+    ent_NT = jnp.where(valid_NT, jnp.asarray(entropy, f32), 0.0)
+    loss = loss - entropy_coef * aggs[agg](ent_NT, mask_NT)
+    metrics["entropy"] = token_mean(ent_NT, mask_NT)
+  metrics.update(clip_frac=token_mean(clipped_NT.astype(f32), mask_NT),
+                 dual_clip_frac=token_mean(dual_NT.astype(f32), mask_NT),
+                 ratio_mean=token_mean(ratio_NT, mask_NT),
+                 ratio_max=jnp.where(jnp.any(valid_NT),
+                                     jnp.max(jnp.where(valid_NT, ratio_NT, -jnp.inf)), 0.0))
+  return loss, metrics
+
+
+def _sum_inputs(seed, n=12, t=9):
+  """make_inputs with more rows (two fully masked) and per-sequence TIS weights."""
+  logp, old, adv, mask, ref, entropy = make_inputs(seed, n=5, t=t)
+  rng = np.random.default_rng(seed)
+  reps = -(-n // 5)
+  tile = lambda x: np.concatenate([x] * reps)[:n]   # noqa: E731
+  logp, old, adv, ref, entropy = (tile(x) + 0.1 * rng.standard_normal(tile(x).shape).astype(
+      np.float32) for x in (logp, old, adv, ref, entropy))
+  mask = tile(mask)
+  w = rng.uniform(0.5, 2.0, (n,)).astype(np.float32)
+  return logp, old, adv, mask, ref, entropy, w
+
+
+@pytest.mark.parametrize("agg", AGGS)
+def test_policy_loss_is_unchanged_and_microbatch_sums_add_up(agg):
+  """policy_loss gives the old implementation's values (its metrics bit for bit, eager; the loss
+  within f32 rounding of the sums), and splitting the rows into k microbatches and combining
+  policy_loss_sums as Σ sums / Σ denominators gives the full-batch loss, pg_loss and token means
+  within f32 rounding of the sums."""
+  logp, old, adv, mask, ref, entropy, w = _sum_inputs(seed=11 + len(agg))
+  opts = dict(clip_low=0.2, clip_high=0.28, dual_clip=3.0, kl_coef=0.05, kl_estimator="k3",
+              agg=agg, entropy_coef=0.01)
+  args = dict(ref_logprobs=ref, entropy=entropy, is_weights=w)
+  loss, metrics = rl.policy_loss(logp, old, adv, mask, **opts, **args)
+  want, want_metrics = old_policy_loss(logp, old, adv, mask, **opts, **args)
+  # f32 rounding of a sum of m terms is at most m * eps * Σ|terms|; here m <= the valid tokens
+  # and each token's term is at most |A| * dual_clip * w + kl_coef * 10 + entropy_coef * H
+  eps = float(np.finfo(np.float32).eps)
+  m = float(mask.sum())
+  term_max = (np.abs(adv).max() * 3.0 * w.max() + 0.05 * 10.0
+              + 0.01 * np.abs(entropy[mask > 0]).max())
+  denom_full = float(rl.policy_loss_sums(logp, old, adv, mask, **opts, **args)[1]["denom"])
+  tol = 2 * m * eps * m * term_max / max(denom_full, 1.0)
+  np.testing.assert_allclose(loss, want, rtol=0, atol=tol)   # the old one summed per term
+  assert set(metrics) == set(want_metrics)
+  for k, v in want_metrics.items():
+    np.testing.assert_array_equal(metrics[k], v, err_msg=k)
+
+  n = logp.shape[0]
+  for k in (1, 2, 3, 4, 6):
+    parts = [rl.policy_loss_sums(logp[i::k], old[i::k], adv[i::k], mask[i::k], **opts,
+                                 ref_logprobs=ref[i::k], entropy=entropy[i::k],
+                                 is_weights=w[i::k]) for i in range(k)]
+    sums = {key: sum(float(p[1][key]) for p in parts) for key in parts[0][1]
+            if key not in ("ratio_max", "ratio_dev")}
+    loss_sum = sum(float(p[0]) for p in parts)
+    denom = max(sums["denom"], 1.0)
+    assert denom == max(denom_full, 1.0)
+    np.testing.assert_allclose(loss_sum / denom, float(loss), rtol=0, atol=tol, err_msg=k)
+    np.testing.assert_allclose(sums["pg"] / denom, float(metrics["pg_loss"]), rtol=0, atol=tol)
+    tokens = max(sums["tokens"], 1.0)
+    for key, name in (("kl", "kl"), ("clip", "clip_frac"), ("ratio", "ratio_mean")):
+      np.testing.assert_allclose(sums[key] / tokens, float(metrics[name]), rtol=4 * n * eps,
+                                 err_msg=f"{k} {key}")
+    assert max(float(p[1]["ratio_max"]) for p in parts) == float(metrics["ratio_max"])
+  # the denominators: valid tokens, rows with a valid token, or N * T
+  want_denom = {"token-mean": mask.sum(), "seq-mean-token-mean": (mask.sum(1) > 0).sum(),
+                "seq-mean-token-sum": (mask.sum(1) > 0).sum(),
+                "seq-mean-token-sum-norm": mask.size}[agg]
+  assert denom_full == want_denom
+
+
+def test_policy_loss_sums_gradient_is_the_loss_gradient_times_the_denominator():
+  logp, old, adv, mask, ref, entropy, w = _sum_inputs(seed=3)
+  opts = dict(dual_clip=3.0, kl_coef=0.1, agg="seq-mean-token-mean", ref_logprobs=ref,
+              entropy=entropy, entropy_coef=0.01)
+  g_mean = jax.grad(lambda lp: rl.policy_loss(lp, old, adv, mask, **opts)[0])(logp)
+  (loss_sum, sums), g_sum = jax.value_and_grad(
+      lambda lp: rl.policy_loss_sums(lp, old, adv, mask, **opts), has_aux=True)(logp)
+  np.testing.assert_allclose(np.asarray(g_sum) / float(sums["denom"]), g_mean, rtol=1e-5,
+                             atol=1e-7)

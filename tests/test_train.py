@@ -162,6 +162,34 @@ def test_grad_accumulation_equals_full_batch(params):
   assert max(counts) > 1.5 * min(counts)
 
 
+def test_accumulate_grads_divides_once_by_the_global_denominator():
+  """accumulate_grads on a toy objective (a weighted least-squares sum, rows of very different
+  weights): k microbatches equal the full batch, a custom merge keeps maxima, the gradient is
+  ∇ Σ sums / Σ denominators (the RL update's contract)."""
+  rng = np.random.default_rng(0)
+  x_ND = jnp.asarray(rng.standard_normal((12, 3)), jnp.float32)
+  y_N = jnp.asarray(rng.standard_normal(12), jnp.float32)
+  w_N = jnp.asarray([0, 0, 0, 3, 1, 1, 0, 5, 1, 2, 0, 1], jnp.float32)
+  batch = {"x": x_ND, "y": y_N, "w": w_N}
+  params = {"a": jnp.asarray([0.5, -1.0, 2.0], jnp.float32), "b": jnp.zeros((), jnp.float32)}
+
+  def sum_fn(p, mb):
+    err_N = mb["x"] @ p["a"] + p["b"] - mb["y"]
+    total = jnp.sum(mb["w"] * err_N ** 2)
+    return total, {"total": total, "denom": jnp.sum(mb["w"]),
+                   "err_max": jnp.max(jnp.abs(err_N) * (mb["w"] > 0))}
+
+  merge = lambda a, b: {k: jnp.maximum(a[k], b[k]) if k == "err_max" else a[k] + b[k]  # noqa
+                        for k in a}
+  want = jax.grad(lambda p: sum_fn(p, batch)[0] / jnp.sum(w_N))(params)
+  for k in (1, 2, 3, 4):
+    grads, sums = jax.jit(lambda p, b, k=k: steps.accumulate_grads(
+        sum_fn, p, b, microbatches=k, merge=merge))(params, batch)
+    jax.tree.map(lambda g, h: np.testing.assert_allclose(g, h, rtol=1e-5, atol=1e-6), grads, want)
+    assert float(sums["denom"]) == float(jnp.sum(w_N))
+    np.testing.assert_allclose(sums["err_max"], sum_fn(params, batch)[1]["err_max"], rtol=1e-6)
+
+
 # ---------------------------------------------------------------------------------- steps
 def _run_steps(mesh, microbatches, batches, params):
   """3 train steps from `params`; returns (losses, final state, the jitted step)."""

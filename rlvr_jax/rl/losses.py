@@ -19,6 +19,12 @@ Aggregations over the valid tokens of x[N, T]:
 empty response, or a group dropped by dynamic sampling) contributes nothing, and a batch without
 any valid token gives loss 0 with zero gradients, never NaN.
 
+Sums and denominators (tunix's algo_core style): each aggregation is a (numerator, denominator)
+pair of sums over rows (`AGG_SUMS`), agg = numerator / max(denominator, 1). `policy_loss_sums`
+returns the loss that way, so a loss over several microbatches or devices is
+Σ numerators / max(Σ denominators, 1) exactly, with no renormalising; `policy_loss` is that
+ratio on one batch.
+
 Numerical guards (inactive for ordinary inputs, so the values equal the formulas above): masked
 positions are zeroed before any exp, so garbage there (-inf logprobs of padding) never reaches the
 loss or its gradient; the log-ratio is clamped to [-20, 20] as in verl, so exp never overflows;
@@ -36,38 +42,55 @@ LOG_RATIO_CLAMP = 20.0
 K3_CLAMP = 10.0
 
 
-def _masked_sum(x_NT, mask_NT):
-  return jnp.sum(x_NT * mask_NT)
-
-
-def _token_mean(x_NT, mask_NT):
-  return _masked_sum(x_NT, mask_NT) / jnp.maximum(jnp.sum(mask_NT), 1.0)
+def _token_sum(x_NT, mask_NT):
+  """token-mean: (Σ x over valid tokens, number of valid tokens)."""
+  return jnp.sum(x_NT * mask_NT), jnp.sum(mask_NT)
 
 
 def _row_count(mask_NT):
-  return jnp.maximum(jnp.sum((jnp.sum(mask_NT, axis=1) > 0).astype(jnp.float32)), 1.0)
+  """Rows with at least one valid token (the "mean over rows" denominator, unclamped)."""
+  return jnp.sum((jnp.sum(mask_NT, axis=1) > 0).astype(jnp.float32))
 
 
-def _seq_mean_token_mean(x_NT, mask_NT):
+def _seq_token_mean_sum(x_NT, mask_NT):
+  """seq-mean-token-mean: (Σ over rows of each row's token mean, rows with a valid token)."""
   row_mean_N = jnp.sum(x_NT * mask_NT, axis=1) / jnp.maximum(jnp.sum(mask_NT, axis=1), 1.0)
-  return jnp.sum(row_mean_N) / _row_count(mask_NT)
+  return jnp.sum(row_mean_N), _row_count(mask_NT)
 
 
-def _seq_mean_token_sum(x_NT, mask_NT):
-  return jnp.sum(x_NT * mask_NT) / _row_count(mask_NT)
+def _seq_token_sum_sum(x_NT, mask_NT):
+  """seq-mean-token-sum: (Σ over rows of each row's token sum, rows with a valid token)."""
+  return jnp.sum(x_NT * mask_NT), _row_count(mask_NT)
 
 
-def _seq_mean_token_sum_norm(x_NT, mask_NT):
+def _seq_token_sum_norm_sum(x_NT, mask_NT):
+  """seq-mean-token-sum-norm: (Σ x over valid tokens, N * T) (Dr. GRPO's constant)."""
   n, t = mask_NT.shape
-  return _masked_sum(x_NT, mask_NT) / float(n * t)
+  return jnp.sum(x_NT * mask_NT), jnp.full((), float(n * t), jnp.float32)
+
+
+# Each aggregation as (numerator, denominator): both are sums over rows, so the aggregate over a
+# union of disjoint row sets (microbatches, devices) is Σ numerators / max(Σ denominators, 1).
+AGG_SUMS: dict[str, Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]] = {
+    "token-mean": _token_sum,
+    "seq-mean-token-mean": _seq_token_mean_sum,
+    "seq-mean-token-sum": _seq_token_sum_sum,
+    "seq-mean-token-sum-norm": _seq_token_sum_norm_sum,
+}
+
+
+def _mean(sum_and_denom) -> jax.Array:
+  total, denom = sum_and_denom
+  return total / jnp.maximum(denom, 1.0)
+
+
+def _token_mean(x_NT, mask_NT):
+  return _mean(_token_sum(x_NT, mask_NT))
 
 
 AGGREGATIONS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
-    "token-mean": _token_mean,
-    "seq-mean-token-mean": _seq_mean_token_mean,
-    "seq-mean-token-sum": _seq_mean_token_sum,
-    "seq-mean-token-sum-norm": _seq_mean_token_sum_norm,
-}
+    name: (lambda fn: lambda x_NT, mask_NT: _mean(fn(x_NT, mask_NT)))(fn)
+    for name, fn in AGG_SUMS.items()}
 
 
 def _k1(logp, ref):
@@ -90,11 +113,22 @@ KL_ESTIMATORS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
 }
 
 
+def _check_agg(agg: str) -> None:
+  if agg not in AGG_SUMS:
+    raise ValueError(f"unknown loss aggregation {agg!r}; choose one of {sorted(AGG_SUMS)}")
+
+
 def aggregate(x_NT: jax.Array, mask_NT: jax.Array, agg: str = "token-mean") -> jax.Array:
   """Scalar aggregate of x[N, T] over the tokens where mask is 1 (see the module docstring)."""
-  if agg not in AGGREGATIONS:
-    raise ValueError(f"unknown loss aggregation {agg!r}; choose one of {sorted(AGGREGATIONS)}")
+  _check_agg(agg)
   return AGGREGATIONS[agg](x_NT, mask_NT)
+
+
+def aggregate_sums(x_NT: jax.Array, mask_NT: jax.Array, agg: str = "token-mean"
+                   ) -> tuple[jax.Array, jax.Array]:
+  """(numerator, denominator) of `aggregate`: additive over disjoint row sets."""
+  _check_agg(agg)
+  return AGG_SUMS[agg](x_NT, mask_NT)
 
 
 TIS_LEVELS = ("none", "token", "sequence")
@@ -145,42 +179,28 @@ def _check_shapes(logprobs, old_logprobs, advantages, mask, ref_logprobs, entrop
                      f"[N, T]={tuple(shape)} (per token), got {tuple(is_weights.shape)}")
 
 
-def policy_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Array,
-                mask: jax.Array, *, clip_low: float = 0.2, clip_high: float = 0.2,
-                dual_clip: float | None = None, ref_logprobs: jax.Array | None = None,
-                kl_coef: float = 0.0, kl_estimator: str = "k3", agg: str = "token-mean",
-                entropy: jax.Array | None = None, entropy_coef: float = 0.0,
-                is_weights: jax.Array | None = None
-                ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Clipped policy-gradient loss and its metrics.
+def policy_loss_sums(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Array,
+                     mask: jax.Array, *, clip_low: float = 0.2, clip_high: float = 0.2,
+                     dual_clip: float | None = None, ref_logprobs: jax.Array | None = None,
+                     kl_coef: float = 0.0, kl_estimator: str = "k3", agg: str = "token-mean",
+                     entropy: jax.Array | None = None, entropy_coef: float = 0.0,
+                     is_weights: jax.Array | None = None
+                     ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The clipped policy-gradient loss of `policy_loss` as sums over these rows.
 
-  Args:
-    logprobs: float32[N, T] log-probs of the taken tokens under the policy being trained.
-    old_logprobs: float32[N, T] log-probs under the rollout policy (the sampler's), treated as
-      constants (no gradient flows into them).
-    advantages: float32[N] (one per sequence) or float32[N, T].
-    mask: {0, 1}[N, T], 1 on response tokens that count.
-    clip_low, clip_high: ratio clip range [1 - clip_low, 1 + clip_high].
-    dual_clip: None, or c > 1: for A < 0 the per-token loss is capped at -A * c.
-    ref_logprobs: float32[N, T] under the frozen reference model; needed when kl_coef != 0.
-    kl_coef, kl_estimator: weight and estimator ("k1", "k2", "k3") of the KL penalty in the loss.
-    agg: one of AGGREGATIONS.
-    entropy, entropy_coef: per-token entropy [N, T] of the policy and the bonus weight.
-    is_weights: None, or float32[N, T] (per token) or float32[N] (per sequence, every token of
-      the row) importance weights, e.g. `tis_weights` (truncated IS of the rollout rows against
-      the sampler that drew them). Each token's pg term (after the clip and the dual clip) is
-      multiplied by its weight before aggregation; the KL and entropy terms are not weighted,
-      and the aggregation (its normaliser included) is unchanged. Constants (no gradient);
-      masked positions are ignored.
-  Returns:
-    (loss scalar, metrics): pg_loss (the aggregated pg term, weighted with is_weights), kl and
-    entropy (means over valid tokens; 0 when not given), clip_frac (share of valid tokens
-    where the clipped branch is active), ratio_mean, ratio_max, dual_clip_frac (share of valid
-    tokens where the dual clip bound is active). Metrics are 0 when no token is valid.
-  All keyword options are static Python values; errors in them are raised at trace time.
+  Arguments as `policy_loss`. Returns (loss_sum, sums): loss_sum = pg + kl_coef * kl_agg -
+  entropy_coef * entropy_agg, the numerator of the loss (differentiate it; the loss is
+  loss_sum / max(denom, 1)); sums (constants, no gradient), each additive over disjoint row sets
+  (microbatches, devices) except the two maxima:
+    denom        the aggregation's denominator (`AGG_SUMS`; unclamped)
+    pg, kl_agg, entropy_agg   the aggregation numerators of the pg, KL and entropy terms
+    tokens       Σ mask (valid tokens)
+    kl, entropy, clip, dual_clip, ratio   token sums over valid tokens of the KL estimate, the
+                 entropy, the clipped and dual-clip indicators and the ratio (the metrics are
+                 these / max(tokens, 1))
+    ratio_max, ratio_dev   max over valid tokens of ratio and of |ratio - 1| (0 when none)
   """
-  if agg not in AGGREGATIONS:
-    raise ValueError(f"unknown loss aggregation {agg!r}; choose one of {sorted(AGGREGATIONS)}")
+  _check_agg(agg)
   if kl_estimator not in KL_ESTIMATORS:
     raise ValueError(f"unknown KL estimator {kl_estimator!r}; choose one of "
                      f"{sorted(KL_ESTIMATORS)}")
@@ -219,35 +239,82 @@ def policy_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Ar
     w_NT = jnp.broadcast_to(w[:, None] if w.ndim == 1 else w, logp_NT.shape)
     pg_NT = pg_NT * jnp.where(valid_NT, w_NT, 0.0)   # garbage weights on padding never count
 
-  pg_loss = AGGREGATIONS[agg](pg_NT, mask_NT)
-  loss = pg_loss
-  metrics = {"pg_loss": pg_loss}
-
+  token_sum = lambda x_NT: jnp.sum(x_NT * mask_NT)   # noqa: E731
+  zero = jnp.zeros((), f32)
+  pg, denom = AGG_SUMS[agg](pg_NT, mask_NT)
+  out = {"denom": denom, "pg": pg, "kl_agg": zero, "entropy_agg": zero,
+         "tokens": jnp.sum(mask_NT), "kl": zero, "entropy": zero}
   if ref_logprobs is not None:
     ref_NT = jax.lax.stop_gradient(jnp.asarray(ref_logprobs, f32))
     # Zero both inputs on masked positions: every estimator is then 0 there, with finite grads.
     kl_NT = KL_ESTIMATORS[kl_estimator](jnp.where(valid_NT, logp_NT, 0.0),
                                         jnp.where(valid_NT, ref_NT, 0.0))
-    loss = loss + kl_coef * AGGREGATIONS[agg](kl_NT, mask_NT)
-    metrics["kl"] = _token_mean(kl_NT, mask_NT)
-  else:
-    metrics["kl"] = jnp.zeros((), f32)
-
+    out["kl_agg"] = AGG_SUMS[agg](kl_NT, mask_NT)[0]
+    out["kl"] = token_sum(kl_NT)
   if entropy is not None:
     ent_NT = jnp.where(valid_NT, jnp.asarray(entropy, f32), 0.0)
-    loss = loss - entropy_coef * AGGREGATIONS[agg](ent_NT, mask_NT)
-    metrics["entropy"] = _token_mean(ent_NT, mask_NT)
-  else:
-    metrics["entropy"] = jnp.zeros((), f32)
+    out["entropy_agg"] = AGG_SUMS[agg](ent_NT, mask_NT)[0]
+    out["entropy"] = token_sum(ent_NT)
 
   ratio_sg_NT = jax.lax.stop_gradient(ratio_NT)
-  metrics["clip_frac"] = _token_mean(clipped_NT.astype(f32), mask_NT)
-  metrics["dual_clip_frac"] = _token_mean(dual_active_NT.astype(f32), mask_NT)
-  metrics["ratio_mean"] = _token_mean(ratio_sg_NT, mask_NT)
-  metrics["ratio_max"] = jnp.where(jnp.any(valid_NT),
-                                   jnp.max(jnp.where(valid_NT, ratio_sg_NT, -jnp.inf)), 0.0)
-  metrics = {k: jax.lax.stop_gradient(v) for k, v in metrics.items()}
-  return loss, metrics
+  out["clip"] = jax.lax.stop_gradient(token_sum(clipped_NT.astype(f32)))
+  out["dual_clip"] = jax.lax.stop_gradient(token_sum(dual_active_NT.astype(f32)))
+  out["ratio"] = token_sum(ratio_sg_NT)
+  out["ratio_max"] = jnp.max(jnp.where(valid_NT, ratio_sg_NT, 0.0), initial=0.0)
+  out["ratio_dev"] = jnp.max(jnp.where(valid_NT, jnp.abs(ratio_sg_NT - 1.0), 0.0), initial=0.0)
+  loss_sum = out["pg"]
+  if ref_logprobs is not None:
+    loss_sum = loss_sum + kl_coef * out["kl_agg"]
+  if entropy is not None:
+    loss_sum = loss_sum - entropy_coef * out["entropy_agg"]
+  return loss_sum, jax.lax.stop_gradient(out)
+
+
+def policy_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Array,
+                mask: jax.Array, *, clip_low: float = 0.2, clip_high: float = 0.2,
+                dual_clip: float | None = None, ref_logprobs: jax.Array | None = None,
+                kl_coef: float = 0.0, kl_estimator: str = "k3", agg: str = "token-mean",
+                entropy: jax.Array | None = None, entropy_coef: float = 0.0,
+                is_weights: jax.Array | None = None
+                ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Clipped policy-gradient loss and its metrics.
+
+  Args:
+    logprobs: float32[N, T] log-probs of the taken tokens under the policy being trained.
+    old_logprobs: float32[N, T] log-probs under the rollout policy (the sampler's), treated as
+      constants (no gradient flows into them).
+    advantages: float32[N] (one per sequence) or float32[N, T].
+    mask: {0, 1}[N, T], 1 on response tokens that count.
+    clip_low, clip_high: ratio clip range [1 - clip_low, 1 + clip_high].
+    dual_clip: None, or c > 1: for A < 0 the per-token loss is capped at -A * c.
+    ref_logprobs: float32[N, T] under the frozen reference model; needed when kl_coef != 0.
+    kl_coef, kl_estimator: weight and estimator ("k1", "k2", "k3") of the KL penalty in the loss.
+    agg: one of AGGREGATIONS.
+    entropy, entropy_coef: per-token entropy [N, T] of the policy and the bonus weight.
+    is_weights: None, or float32[N, T] (per token) or float32[N] (per sequence, every token of
+      the row) importance weights, e.g. `tis_weights` (truncated IS of the rollout rows against
+      the sampler that drew them). Each token's pg term (after the clip and the dual clip) is
+      multiplied by its weight before aggregation; the KL and entropy terms are not weighted,
+      and the aggregation (its normaliser included) is unchanged. Constants (no gradient);
+      masked positions are ignored.
+  Returns:
+    (loss scalar, metrics): pg_loss (the aggregated pg term, weighted with is_weights), kl and
+    entropy (means over valid tokens; 0 when not given), clip_frac (share of valid tokens
+    where the clipped branch is active), ratio_mean, ratio_max, dual_clip_frac (share of valid
+    tokens where the dual clip bound is active). Metrics are 0 when no token is valid.
+  All keyword options are static Python values; errors in them are raised at trace time.
+  The loss is `policy_loss_sums`'s loss_sum / max(denom, 1).
+  """
+  loss_sum, sums = policy_loss_sums(
+      logprobs, old_logprobs, advantages, mask, clip_low=clip_low, clip_high=clip_high,
+      dual_clip=dual_clip, ref_logprobs=ref_logprobs, kl_coef=kl_coef, kl_estimator=kl_estimator,
+      agg=agg, entropy=entropy, entropy_coef=entropy_coef, is_weights=is_weights)
+  denom, tokens = jnp.maximum(sums["denom"], 1.0), jnp.maximum(sums["tokens"], 1.0)
+  metrics = {"pg_loss": sums["pg"] / denom, "kl": sums["kl"] / tokens,
+             "entropy": sums["entropy"] / tokens, "clip_frac": sums["clip"] / tokens,
+             "dual_clip_frac": sums["dual_clip"] / tokens, "ratio_mean": sums["ratio"] / tokens,
+             "ratio_max": sums["ratio_max"]}
+  return loss_sum / denom, metrics
 
 
 def token_logprobs_and_entropy(logits_BTV: jax.Array, tokens_BT: jax.Array,

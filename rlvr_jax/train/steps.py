@@ -15,7 +15,8 @@ A batch is a dict of arrays with a leading batch axis B:
 
 loss = Σ NLL over valid targets / number of valid targets in the GLOBAL batch. With k
 microbatches the numerator, the valid count and the gradient of the numerator are summed by
-`lax.scan` and divided once, so the result equals the full batch up to float rounding.
+`lax.scan` and divided once (`accumulate_grads`, shared with the RL update), so the result
+equals the full batch up to float rounding.
 """
 from __future__ import annotations
 
@@ -112,18 +113,22 @@ def split_microbatches(batch: Batch, k: int, mesh: Mesh | None = None) -> Batch:
   return jax.tree.map(split, batch)
 
 
-def compute_grads(cfg: ModelConfig, params: Any, batch: Batch, *, microbatches: int = 1,
-                  z_loss: float = 0.0, mesh: Mesh | None = None):
-  """(grads of the normalised objective, sums) over the whole batch, scanning k microbatches.
+def accumulate_grads(sum_fn: Callable, params: Any, batch: Batch, *, microbatches: int = 1,
+                     mesh: Mesh | None = None, denom_key: str = "denom",
+                     merge: Callable | None = None):
+  """(grads, sums) of an objective that is a sum over rows divided by a global denominator.
 
-  grads = ∇(Σ nll + z_loss·Σ z) / Σ count, in the parameters' dtype; sums as in `loss_sums`
-  (totals over the batch).
+  sum_fn(params, microbatch) -> (objective_sum, sums): the scalar to differentiate (a SUM over
+  the microbatch's rows) and a dict of scalars, among them sums[denom_key], the microbatch's
+  share of the denominator. The batch is split into `microbatches` strided microbatches
+  (`split_microbatches`), their gradients and sums are added in float32 by `lax.scan`, and the
+  gradient is divided once by max(Σ denominators, 1): grads = ∇ Σ objective_sum / Σ denom, in the
+  parameters' dtype, equal to the full batch up to float rounding. `merge(a, b)` combines two
+  sums dicts (default: add every leaf; pass one for maxima, e.g. of non-negative quantities, as
+  the scan starts from zeros). Returns (grads, the combined sums).
   """
-  def objective(p, mb):
-    sums = loss_sums(cfg, p, mb, z_loss, accuracy=False)
-    return sums["nll"] + z_loss * sums["z"], sums
-  grad_fn = jax.grad(objective, has_aux=True)
-
+  grad_fn = jax.grad(sum_fn, has_aux=True)
+  merge = merge or (lambda a, b: jax.tree.map(jnp.add, a, b))
   if microbatches == 1:
     grads, sums = grad_fn(params, batch)
     grads = jax.tree.map(lambda g: g.astype(jnp.float32), grads)
@@ -134,14 +139,29 @@ def compute_grads(cfg: ModelConfig, params: Any, batch: Batch, *, microbatches: 
       g_acc, s_acc = carry
       g, s = grad_fn(params, mb)
       g_acc = jax.tree.map(lambda a, b: a + b.astype(jnp.float32), g_acc, g)
-      return (g_acc, jax.tree.map(jnp.add, s_acc, s)), None
+      return (g_acc, merge(s_acc, s)), None
 
     zeros_g = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
-    zeros_s = {k: jnp.zeros((), jnp.float32) for k in ("nll", "z", "count", "correct")}
+    sums_shape = jax.eval_shape(sum_fn, params, jax.tree.map(lambda x: x[0], mbs))[1]
+    zeros_s = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), sums_shape)
     (grads, sums), _ = jax.lax.scan(body, (zeros_g, zeros_s), mbs)
-  denom = jnp.maximum(sums["count"], 1.0)
+  denom = jnp.maximum(sums[denom_key], 1.0)
   grads = jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), grads, params)
   return grads, sums
+
+
+def compute_grads(cfg: ModelConfig, params: Any, batch: Batch, *, microbatches: int = 1,
+                  z_loss: float = 0.0, mesh: Mesh | None = None):
+  """(grads of the normalised objective, sums) over the whole batch, scanning k microbatches.
+
+  grads = ∇(Σ nll + z_loss·Σ z) / Σ count, in the parameters' dtype; sums as in `loss_sums`
+  (totals over the batch).
+  """
+  def objective(p, mb):
+    sums = loss_sums(cfg, p, mb, z_loss, accuracy=False)
+    return sums["nll"] + z_loss * sums["z"], sums
+  return accumulate_grads(objective, params, batch, microbatches=microbatches, mesh=mesh,
+                          denom_key="count")
 
 
 # ---------------------------------------------------------------------------------- steps

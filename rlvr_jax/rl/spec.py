@@ -1,0 +1,332 @@
+r"""What an RL step is, statically, and the pytrees its phases pass along.
+
+  RLSettings   sampling, loss and update settings (hashable)
+  RewardSpec   the trained reward: {name: weight} over rl.REWARDS, static options, noise model
+  RLSpec       model config + optimizer + settings + rewards: everything static about a step
+  Rollout      sampled rows (sample_phase -> score_phase -> update_phase)
+  Scored       rewards, advantages and loss mask of the trained rows (score_phase -> update)
+  reward_options / close_brace_ids   the static token ids of the rewards, from a tokenizer
+
+The phases themselves: rl/score.py, rl/update.py, composed in rl/step.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any, Mapping
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from rlvr_jax import sampling
+from rlvr_jax.model.config import ModelConfig
+from rlvr_jax.rl import advantages as adv_lib
+from rlvr_jax.rl import losses
+from rlvr_jax.rl import noise as noise_lib
+from rlvr_jax.rl import rewards as rewards_lib
+from rlvr_jax.train.optim import Optimizer
+
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+DYNAMIC_SAMPLING = ("none", "mask", "resample")
+OLD_LOGPROBS = ("sampler", "trainer")
+MAJORITY = "majority_vote"
+
+
+# ---------------------------------------------------------------------------------- settings
+@dataclasses.dataclass(frozen=True)
+class RLSettings:
+  """Static settings of the RL step (hashable).
+
+  Sampling: group_size G (samples trained on per prompt), vote_samples V (samples drawn per
+  prompt, V >= G; 0 = G; V > G only with the majority_vote reward), max_new_tokens, temperature,
+  top_k, top_p, eos_ids, pad_id. Loss: estimator (grpo | dr_grpo | rloo | reinforce_pp),
+  clip_low, clip_high, dual_clip (None or > 1), kl_coef, kl_estimator (k1 | k2 | k3), agg (one
+  of rl.AGGREGATIONS), entropy_coef. Updates: minibatches (optimizer updates per epoch),
+  epochs (passes over the rollout), microbatches (gradient accumulation per minibatch).
+  dynamic_sampling: "none" | "mask" (drop zero-variance groups from the loss) | "resample"
+  (the run loop samples up to `resample_rounds` further prompt batches and trains on the first
+  B groups with nonzero reward variance; if too few turn up, the rest are zero-variance groups,
+  masked as with "mask"). log_kl: compute reference log-probs (and policy/kl) even when
+  kl_coef == 0.
+  Sampler/trainer mismatch (rl/update.py's docstring): old_logprobs "sampler" (the PPO ratio's old
+  log-probs are the sampler's) | "trainer" (the trainer's, recomputed under the sampling
+  params); tis "none" | "token" | "sequence" (truncated IS weights min(pi_trainer_old /
+  pi_sampler, tis_cap) on the pg term; needs old_logprobs="trainer"); log_mismatch: measure
+  mismatch/* even when that costs an extra forward (minibatches > 1 with "sampler").
+  """
+  group_size: int
+  max_new_tokens: int
+  pad_id: int
+  eos_ids: tuple[int, ...] = ()
+  vote_samples: int = 0
+  temperature: float = 1.0
+  top_k: int = 0
+  top_p: float = 1.0
+  estimator: str = "grpo"
+  clip_low: float = 0.2
+  clip_high: float = 0.2
+  dual_clip: float | None = None
+  kl_coef: float = 0.0
+  kl_estimator: str = "k3"
+  agg: str = "token-mean"
+  entropy_coef: float = 0.0
+  minibatches: int = 1
+  epochs: int = 1
+  microbatches: int = 1
+  dynamic_sampling: str = "none"
+  resample_rounds: int = 3
+  log_kl: bool = True
+  old_logprobs: str = "sampler"
+  tis: str = "none"
+  tis_cap: float = 2.0
+  log_mismatch: bool = True
+
+  def __post_init__(self):
+    problems = []
+    for name in ("group_size", "max_new_tokens", "minibatches", "epochs", "microbatches"):
+      v = getattr(self, name)
+      if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        problems.append(f"{name}={v!r} must be an integer >= 1")
+    if isinstance(self.vote_samples, bool) or not isinstance(self.vote_samples, int) \
+        or self.vote_samples < 0:
+      problems.append(f"vote_samples={self.vote_samples!r} must be an integer >= 0 "
+                      f"(0 = group_size)")
+    elif self.vote_samples and self.vote_samples < self.group_size:
+      problems.append(f"vote_samples={self.vote_samples} must be >= group_size={self.group_size} "
+                      f"(votes come from V samples, G of them are trained on)")
+    if not self.temperature > 0:
+      problems.append(f"temperature={self.temperature!r} must be > 0 for RL (greedy rollouts "
+                      f"have no log-probs)")
+    if self.estimator not in adv_lib.ADVANTAGE_ESTIMATORS:
+      problems.append(f"estimator={self.estimator!r} is not one of "
+                      f"{sorted(adv_lib.ADVANTAGE_ESTIMATORS)}")
+    if self.agg not in losses.AGGREGATIONS:
+      problems.append(f"agg={self.agg!r} is not one of {sorted(losses.AGGREGATIONS)}")
+    if self.kl_estimator not in losses.KL_ESTIMATORS:
+      problems.append(f"kl_estimator={self.kl_estimator!r} is not one of "
+                      f"{sorted(losses.KL_ESTIMATORS)}")
+    if self.dual_clip is not None and not self.dual_clip > 1.0:
+      problems.append(f"dual_clip={self.dual_clip!r} must be None (off) or > 1 (the paper: 3.0)")
+    for name in ("clip_low", "clip_high", "kl_coef", "entropy_coef"):
+      if not getattr(self, name) >= 0:
+        problems.append(f"{name}={getattr(self, name)!r} must be >= 0")
+    if self.dynamic_sampling not in DYNAMIC_SAMPLING:
+      problems.append(f"dynamic_sampling={self.dynamic_sampling!r} is not one of "
+                      f"{DYNAMIC_SAMPLING}")
+    if isinstance(self.resample_rounds, bool) or not isinstance(self.resample_rounds, int) \
+        or self.resample_rounds < 0:
+      problems.append(f"resample_rounds={self.resample_rounds!r} must be an integer >= 0")
+    if self.old_logprobs not in OLD_LOGPROBS:
+      problems.append(f"old_logprobs={self.old_logprobs!r} is not one of {OLD_LOGPROBS}")
+    if self.tis not in losses.TIS_LEVELS:
+      problems.append(f"tis={self.tis!r} is not one of {losses.TIS_LEVELS}")
+    if isinstance(self.tis_cap, bool) or not isinstance(self.tis_cap, (int, float)) \
+        or not 0 < self.tis_cap < float("inf"):
+      problems.append(f"tis_cap={self.tis_cap!r} must be a finite number > 0 (verl: 2.0)")
+    if problems:
+      raise ValueError("bad RL settings: " + "; ".join(problems))
+
+  @property
+  def samples_per_prompt(self) -> int:
+    """V: rows the sampler draws per prompt."""
+    return self.vote_samples or self.group_size
+
+  def sample_config(self) -> sampling.SampleConfig:
+    return sampling.SampleConfig(max_new_tokens=self.max_new_tokens, pad_id=self.pad_id,
+                                 eos_ids=tuple(self.eos_ids), temperature=float(self.temperature),
+                                 top_k=self.top_k, top_p=float(self.top_p),
+                                 num_samples=self.samples_per_prompt)
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardSpec:
+  """What the reward trained on is: {name: weight} over rl.REWARDS, shared static options (token
+  ids, found by `reward_options` from a tokenizer), an optional noise model over the weighted
+  sum (`noise` a name of rl.NOISE_MODELS, `noise_params` its rates as (name, value) pairs), and
+  `close_ids` (ids that close a \\boxed{}, mapped to close_ids[0] before rewards see tokens).
+  host_verifier: the boxed-answer reward (when chosen) and the ground-truth reward come from
+  the host verifier (batch["host_reward"] / ["host_true_reward"], see `host_rewards`).
+
+  "majority_vote" is computed here for any V >= G (pseudo-label = most common boxed answer
+  among the V samples of a prompt; reward = boxed_answer_match of each kept sample against it).
+  """
+  weights: tuple[tuple[str, float], ...]
+  options: tuple[tuple[str, Any], ...] = ()
+  noise: str = ""
+  noise_params: tuple[tuple[str, float], ...] = ()
+  close_ids: tuple[int, ...] = ()
+  max_answer_len: int = 32
+  host_verifier: bool = False
+
+  @staticmethod
+  def make(weights: Mapping[str, float], options: Mapping[str, Any] | None = None, *,
+           noise: str = "", noise_params: Mapping[str, float] | None = None,
+           close_ids=(), max_answer_len: int = 32, host_verifier: bool = False) -> "RewardSpec":
+    """A RewardSpec from dicts; checks every name and option now (before anything compiles)."""
+    weights = {str(k): float(v) for k, v in dict(weights).items() if float(v) != 0.0}
+    options = dict(options or {})
+    spec = RewardSpec(weights=tuple(sorted(weights.items())),
+                      options=tuple(sorted((k, _freeze(v)) for k, v in options.items())),
+                      noise=noise or "", noise_params=tuple(sorted((noise_params or {}).items())),
+                      close_ids=tuple(int(i) for i in close_ids),
+                      max_answer_len=int(max_answer_len), host_verifier=bool(host_verifier))
+    spec.check()
+    return spec
+
+  @property
+  def names(self) -> tuple[str, ...]:
+    return tuple(k for k, _ in self.weights)
+
+  @property
+  def needs_labels(self) -> bool:
+    return any(n in rewards_lib.LABEL_REWARDS for n in self.names)
+
+  def check(self) -> None:
+    if not self.weights:
+      raise ValueError(f"no reward selected: give reward.weights {{name: weight}} with names from "
+                       f"{sorted(rewards_lib.REWARDS)}")
+    for name in self.names:
+      rewards_lib.get_reward(name)   # unknown name -> ValueError listing the choices
+    if self.noise:
+      if self.noise not in noise_lib.NOISE_MODELS:
+        raise ValueError(f"unknown reward noise model {self.noise!r}; choose one of "
+                         f"{sorted(noise_lib.NOISE_MODELS)} or '' for none")
+      params = dict(self.noise_params)
+      if self.noise == "group_flip":
+        params.setdefault("group_size", 1)
+      try:   # trace only: a missing or out-of-range rate fails here, naming it
+        jax.eval_shape(lambda: noise_lib.apply_noise(self.noise, jnp.zeros((2,), jnp.float32),
+                                                     jax.random.key(0), **params))
+      except TypeError as e:
+        raise ValueError(f"reward noise model {self.noise!r} with rates {params}: {e}") from None
+    self.build_plain()              # a missing static option -> ValueError naming it
+    if MAJORITY in self.names:
+      self.majority_options()
+
+  def _plain_weights(self, host: bool = False) -> dict[str, float]:
+    """The rewards computed by rewards.combine_rewards (not majority vote; not the boxed match
+    when a host verifier supplies it)."""
+    return {n: w for n, w in self.weights
+            if n != MAJORITY and not (host and n == "boxed_answer_match")}
+
+  def build_plain(self, host: bool = False):
+    weights = self._plain_weights(host)
+    if not weights:
+      return None
+    opts = dict(self.options)
+    accepted = set()
+    for name in weights:
+      accepted |= _keyword_options(rewards_lib.REWARDS[name])
+    return rewards_lib.combine_rewards(weights, **{k: v for k, v in opts.items() if k in accepted})
+
+  def majority_options(self) -> dict[str, Any]:
+    opts = dict(self.options)
+    missing = [k for k in ("boxed_ids", "close_id") if k not in opts]
+    if missing:
+      raise ValueError(f"reward 'majority_vote' needs option(s) {missing} (token ids of "
+                       f"'\\\\boxed{{' and '}}')")
+    return {k: opts[k] for k in ("boxed_ids", "close_id", "open_brace_id") if k in opts}
+
+
+def _freeze(v):
+  if isinstance(v, (list, tuple)):
+    return tuple(_freeze(x) for x in v)
+  return v
+
+
+def _keyword_options(fn) -> set[str]:
+  return {p.name for p in inspect.signature(fn).parameters.values()
+          if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+@dataclasses.dataclass(frozen=True)
+class RLSpec:
+  """Everything static about an RL step: the model, the optimizer, the settings, the reward."""
+  cfg: ModelConfig
+  optimizer: Optimizer
+  settings: RLSettings
+  rewards: RewardSpec
+
+  def __post_init__(self):
+    s = self.settings
+    if s.vote_samples > s.group_size and MAJORITY not in self.rewards.names:
+      raise ValueError(f"vote_samples={s.vote_samples} > group_size={s.group_size} only makes "
+                       f"sense with the majority_vote reward (reward.weights has "
+                       f"{list(self.rewards.names)}); set vote_samples=0")
+    sampling.check_against_model(self.cfg, s.sample_config())  # pad / eos ids in the vocabulary
+
+
+def reward_options(tokenizer, names, *, max_answer_len: int = 32,
+                   think_open: str = "<think>", think_close: str = "</think>") -> dict[str, Any]:
+  """Static token-id options for the chosen rewards and the ground-truth reward, from a tokenizer.
+
+  Always: boxed_ids (the ids of "\\boxed{"), close_id (the id of "}"), open_brace_id (the id of
+  "{" when it is a single token of its own); think_open_ids / think_close_ids and max_answer_len
+  when a chosen reward takes them. Each reward receives only the options it accepts.
+  """
+  accepted = set()
+  for name in names:
+    if name != MAJORITY:
+      accepted |= _keyword_options(rewards_lib.get_reward(name))
+  out: dict[str, Any] = {"boxed_ids": tuple(tokenizer.encode("\\boxed{"))}
+  ids = tokenizer.encode("}")
+  if len(ids) != 1:
+    raise ValueError(f"the tokenizer encodes '}}' as {ids}, not one token; the in-graph boxed "
+                     f"verifier needs a single close-brace id")
+  out["close_id"] = ids[0]
+  ids = tokenizer.encode("{")
+  if len(ids) == 1:      # nested braces inside the answer are balanced
+    out["open_brace_id"] = ids[0]
+  if "think_close_ids" in accepted:
+    out["think_close_ids"] = tuple(tokenizer.encode(think_close))
+  if "think_open_ids" in accepted:
+    out["think_open_ids"] = tuple(tokenizer.encode(think_open))
+  if "max_answer_len" in accepted:
+    out["max_answer_len"] = int(max_answer_len)
+  return out
+
+
+def close_brace_ids(tokenizer) -> tuple[int, ...]:
+  """The id of "}" first, then every other vocabulary entry that starts with "}" ("}.", "}$")."""
+  first = tokenizer.encode("}")
+  ids = list(first[:1])
+  for i in range(tokenizer.vocab_size):
+    try:
+      piece = tokenizer.id_to_token(i)
+    except Exception:  # noqa: BLE001 - unused ids in some vocabularies
+      continue
+    if piece and piece.lstrip("\u2581\u0120").startswith("}") and i not in ids:
+      ids.append(i)
+  return tuple(ids)
+
+
+# ---------------------------------------------------------------------------------- pytrees
+@flax.struct.dataclass
+class Rollout:
+  """Sampled responses, R rows (samples of one prompt contiguous): tokens int32[R, M] (pad after
+  the stop token), lengths int32[R] (stop token included), logprobs / entropy / self_certainty
+  float32[R, M] from the sampler (0 after a row ends)."""
+  tokens: jax.Array
+  lengths: jax.Array
+  logprobs: jax.Array
+  entropy: jax.Array
+  self_certainty: jax.Array
+
+  def valid_mask(self) -> jax.Array:
+    m = self.tokens.shape[1]
+    return (jnp.arange(m)[None, :] < self.lengths[:, None]).astype(jnp.float32)
+
+
+@flax.struct.dataclass
+class Scored:
+  """What the update needs besides the rollout: rewards float32[N] (trained on), advantages
+  float32[N], loss_mask float32[N, M]."""
+  rewards: jax.Array
+  advantages: jax.Array
+  loss_mask: jax.Array
+
+
+__all__ = ["RLSettings", "RewardSpec", "RLSpec", "Rollout", "Scored", "reward_options",
+           "close_brace_ids", "DYNAMIC_SAMPLING", "OLD_LOGPROBS", "MAJORITY"]
