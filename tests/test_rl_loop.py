@@ -13,6 +13,7 @@ import rlvr_jax as rj
 from rlvr_jax.data import protocols as data_protocols
 from rlvr_jax.rl import loop as rl_loop
 from rlvr_jax.rl import protocols as rl_protocols
+from rlvr_jax.run import loop as run_loop
 from rlvr_jax.run.errors import EXIT_PREEMPTED, ResumeMismatchError
 from rlvr_jax.train import checkpoints
 from conftest import make_tiny_hf_dir
@@ -114,7 +115,7 @@ def test_run_writes_metrics_resumes_and_stops_on_signal(init_dir, tmp_path, monk
 
   # preemption (a stop signal seen before step 5): a checkpoint at step 4, rerun resumes there
   seen = []
-  monkeypatch.setattr(rl_loop.train_loop, "any_process", lambda flag: seen.append(1) or
+  monkeypatch.setattr(run_loop, "any_process", lambda flag: seen.append(1) or
                       len(seen) > 1)
   c.steps = 6
   c.reward.host_verifier = True            # and the host-verifier path of the loop

@@ -26,6 +26,7 @@ from rlvr_jax import cli
 from rlvr_jax.run import guard as guard_lib, paths, workdir as workdir_lib
 from rlvr_jax.run.errors import (EXIT_PREEMPTED, EXIT_USER_ERROR, BlowUpError,
                                  CorruptCheckpointError, NonFiniteError)
+from rlvr_jax.run import loop as run_loop
 from rlvr_jax.train import checkpoints, loop as train_loop
 from conftest import make_tiny_hf_dir
 
@@ -201,16 +202,16 @@ def stop_after(monkeypatch, n: int) -> list:
   """The loops' stop flag reads True from its (n+1)-th check on: n steps run, then a
   preemption."""
   calls = []
-  monkeypatch.setattr(train_loop, "any_process", lambda flag: calls.append(flag) or len(calls) > n)
+  monkeypatch.setattr(run_loop, "any_process", lambda flag: calls.append(flag) or len(calls) > n)
   return calls
 
 
 def test_preempted_cpt_exits_75_and_nothing_builds_on_it(tmp_path, monkeypatch, capsys):
   monkeypatch.chdir(tmp_path)
-  original = train_loop.any_process
+  original = run_loop.any_process
   stop_after(monkeypatch, 2)
   assert run_cli("cpt", CPT, "cpt", *overrides(TINY_CPT)) == EXIT_PREEMPTED == 75
-  monkeypatch.setattr(train_loop, "any_process", original)
+  monkeypatch.setattr(run_loop, "any_process", original)
   cpt = str(tmp_path / "cpt")
   status = read_json(os.path.join(cpt, "status.json"))
   assert (status["status"], status["step"], status["steps"]) == ("preempted", 2, 4)
@@ -243,10 +244,10 @@ def pipeline_argv(workdir, cpt_steps: int, *extra: str) -> list[str]:
 def test_pipeline_stops_at_a_preempted_stage_and_retrains_a_stale_one(tmp_path, monkeypatch,
                                                                       capsys):
   wd = tmp_path / "pipe"
-  original = train_loop.any_process
+  original = run_loop.any_process
   stop_after(monkeypatch, 2)
   assert cli.main(pipeline_argv(wd, 4)) == EXIT_PREEMPTED
-  monkeypatch.setattr(train_loop, "any_process", original)
+  monkeypatch.setattr(run_loop, "any_process", original)
   out = capsys.readouterr().out
   assert "pipeline: stage cpt was preempted" in out
   assert not os.path.exists(wd / "sft")

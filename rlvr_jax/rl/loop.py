@@ -58,14 +58,13 @@ from rlvr_jax.rl import protocols as rl_protocols
 from rlvr_jax.rl import rewards as rewards_lib
 from rlvr_jax.rl import step as step_lib
 from rlvr_jax.run import files, paths, workdir as workdir_lib
-from rlvr_jax.run.drops import DropMonitor
 from rlvr_jax.run.errors import EXIT_PREEMPTED
-from rlvr_jax.run.guard import GuardSpec, HealthGuard, check as _guard_check
+from rlvr_jax.run.guard import GuardSpec
+from rlvr_jax.run.loop import LoopSpec, Stage, restore_or_init, run_loop
 from rlvr_jax.train import checkpoints as ckpt_lib
 from rlvr_jax.train import loop as train_loop
 from rlvr_jax.train import optim
 from rlvr_jax.config_utils import get_field as _get
-from rlvr_jax.train.loop import MetricsLogger, stop_signals
 from rlvr_jax.train.state import abstract_state, create_train_state, state_shardings
 
 log = logging.getLogger("rlvr_jax.rl")
@@ -341,63 +340,71 @@ def _train(config, workdir, cfg, mesh, settings, reward, optimizer, spec, tokeni
         eval_fn = harness.make_eval_fn_from_config(config.eval, cfg, tokenizer, workdir=workdir)
 
   manager = ckpt_lib.RunCheckpoints(workdir, keep=int(config.keep_checkpoints), keep_best=0)
-  start, state = manager.restore_latest(abstract_state(cfg, optimizer, mesh), data_iter)
-  if start is not None:
-    log.info("resumed %s from step %d", workdir, start)
-    start = int(start)
-  else:
-    state = create_train_state(cfg, optimizer, mesh, jax.random.key(int(config.seed)),
-                               ref_params)          # a copy: ref_params stay the reference
-    start = 0
+  try:
+    start, state = restore_or_init(
+        manager, abstract_state(cfg, optimizer, mesh), data_iter,
+        lambda: create_train_state(cfg, optimizer, mesh, jax.random.key(int(config.seed)),
+                                   ref_params))    # a copy: ref_params stay the reference
+    stage = _stage(config, workdir, mesh, settings, reward, spec, shardings, tokenizer,
+                   ref_params, data_iter, eval_fn, start, manager.restored_extra)
+    loop = LoopSpec(stage="rl", steps=int(config.steps), log_every=int(config.log_every),
+                    guard=GuardSpec.from_config(config), eval_every=int(config.eval_every),
+                    eval_at_end=bool(_get(config, "eval_at_end", True)),
+                    checkpoint_every=int(config.checkpoint_every),
+                    progress_bar=bool(_get(config, "progress_bar", True)), guard_loss=False,
+                    skipped_key="skipped_updates")
+    status, step = run_loop(loop, stage, state, start, manager, data_iter, workdir)
+  finally:
+    manager.close()
+  if status == "saturated":
+    log.warning("rl: stopped at step %d, %d steps after the training reward saturated "
+                "(rl.stop_after_saturation)", step, int(_get(config, "rl.stop_after_saturation", 0)))
+  return status, step
 
+
+def _stage(config, workdir, mesh, settings, reward, spec, shardings, tokenizer, ref_params,
+           data_iter, eval_fn, start, restored_extra) -> Stage:
+  """The RL stage of run.loop.run_loop: prompt batches, the fused step or the phases, the eval
+  harness, and the saturation monitors (logged, saved with each checkpoint, able to stop)."""
+  answer_width = int(_get(config, "data.max_answer_len", 32))
   host_fn = None
   if reward.host_verifier:
     def host_fn(rollout, batch_host=None):
       return _host_verify(rollout, batch_host, tokenizer, settings, mesh)
   fused = use_fused_step(config)
   profile = bool(_get(config, "rl.profile_phases", False))
-  pipelined = not profile      # metrics pulled one step late (module docstring)
   if fused:
     step_fn = step_lib.jit_rl_step(spec, mesh, shardings)
   else:
     phases = step_lib.jit_rl_phases(spec, mesh, shardings)
   base_key = jax.random.key(int(config.seed))
   label_cache: dict = {}
-  logger = MetricsLogger(workdir, total=int(config.steps), initial=start, desc="rl",
-                         progress=bool(_get(config, "progress_bar", True)))
-  drops = DropMonitor(data_iter, "rl")
-  monitors = saturation_monitors(config, workdir, start, manager.restored_extra)
+  monitors = saturation_monitors(config, workdir, start, restored_extra)
   stop_after = int(_get(config, "rl.stop_after_saturation", 0))
-  stop_saturated = False
-
-  def monitor_states() -> dict:
-    return {"saturation": {k: m.state_dict() for k, m in monitors.items()}}
-
-  guard = HealthGuard(GuardSpec.from_config(config), use_loss=False,
-                      checkpoints_dir=os.fspath(manager.directory))
-  if start:
-    guard.saved(start)      # the checkpoint resumed from passed the guard when it was saved
   rows = int(config.batch_size) * settings.group_size
-  first_step = start + 1
-  status = "completed"
+
+  def next_batch(n: int = 0) -> dict:
+    """The next prompt batch on the devices (plus its host rows for the host verifier)."""
+    del n
+    host = next(data_iter)
+    batch = device_batch(host, tokenizer, answer_width, label_cache, mesh)
+    if host_fn is not None:
+      batch["_host"] = host
+    return batch
+  more_batches = next_batch if settings.dynamic_sampling == "resample" else None
+
+  def step(state, batch, n: int):
+    key = jax.random.fold_in(base_key, n - 1)
+    if fused:
+      return (*step_fn(state, ref_params, batch, key), None)
+    return _run_phases(phases, state, ref_params, batch, key, host_fn, more_batches, settings,
+                       profile=profile)
 
   def evaluate(params, s: int) -> dict[str, float]:
     with sharding.activate(mesh):
       return eval_fn(params, s)
 
-  ready = {"t": None, "busy": True}   # pipelined: arrival time of the last metrics
-
-  def finish(s: int, m_dev, times: dict[str, float] | None, busy: bool, ev: dict | None) -> None:
-    """Pulls step s's metrics to the host, counts skips, adds perf/ and saturation keys,
-    logs."""
-    nonlocal stop_saturated
-    m = {k: float(v) for k, v in jax.device_get(m_dev).items()}
-    now = time.perf_counter()
-    if m["skipped"]:
-      log.warning("step %d: %d non-finite update(s) skipped (loss=%s, grad_norm=%s)", s,
-                  int(m["skipped"]), m["loss"], m["grad_norm"])
-    problem = _guard_check(guard, s, m)
-    m["skipped_updates"] = guard.skipped_total
+  def on_metrics(s: int, m: dict[str, float]) -> None:
     for prefix, monitor in monitors.items():
       value = m.get(monitor.params.reward_key)
       if value is None or not np.isfinite(value):
@@ -407,105 +414,18 @@ def _train(config, workdir, cfg, mesh, settings, reward, optimizer, spec, tokeni
       if monitor.message:
         print(f"rl: {'true reward ' if prefix != 'saturation' else ''}{monitor.message}",
               flush=True)
-    if stop_after and monitors["saturation"].should_stop(stop_after):
-      stop_saturated = True
-    total = None
-    if times is not None and s != first_step:
-      total = sum(times.values())
-      m.update({"perf/sample_s": times["sample"], "perf/reward_s": times["reward"],
-                "perf/update_s": times["update"]})
-    elif times is None and not (busy or ready["busy"]) and ready["t"] is not None:
-      total = now - ready["t"]   # between consecutive arrivals, no host work in between
-    ready["t"], ready["busy"] = now, busy
-    if total:
-      m.update({"perf/step_time_s": total, "perf/samples_per_sec": rows / total,
-                "perf/tokens_per_sec": rows * m["response/length_mean"] / total})
-    if ev:
-      m.update(ev)
-    if s % int(config.log_every) == 0 or s == int(config.steps) or m["skipped"] or ev or problem:
-      logger.write(s, {**m, **drops.metrics()})
-    logger.progress(s, m["reward/mean"], m.get("perf/tokens_per_sec"))
-    if problem:
-      raise problem
 
-  def next_batch() -> dict:
-    """The next prompt batch on the devices (plus its host rows for the host verifier)."""
-    host = next(data_iter)
-    batch = device_batch(host, tokenizer, answer_width, label_cache, mesh)
-    if host_fn is not None:
-      batch["_host"] = host
-    return batch
-  more_batches = next_batch if settings.dynamic_sampling == "resample" else None
+  def should_stop() -> str | None:
+    return "saturated" if stop_after and monitors["saturation"].should_stop(stop_after) else None
 
-  step = start
-  evaluated_at = None
-  try:
-    with stop_signals() as stop:
-      if eval_fn is not None and start == 0:
-        logger.write(0, evaluate(state.params, 0))
-      pending = None   # pipelined: (step, metrics, None, busy, eval) awaiting its pull
-      while step < int(config.steps):
-        if pending is not None and _may_stop_next(monitors["saturation"], stop_after):
-          finish(*pending)       # the pending step may end the run: decide before the next
-          pending = None
-          if stop_saturated:
-            status = "saturated"
-            break
-        if train_loop.any_process(bool(stop)):
-          status = "preempted"
-          break
-        batch = next_batch()
-        key = jax.random.fold_in(base_key, step)
-        step += 1
-        if fused:
-          state, metrics = step_fn(state, ref_params, batch, key)   # dispatched, not awaited
-          times = None
-        else:
-          state, metrics, times = _run_phases(phases, state, ref_params, batch, key, host_fn,
-                                              more_batches, settings, profile=profile)
-        ev = None
-        busy = step == first_step
-        at_end = step == int(config.steps)
-        if eval_fn is not None and ((eval_every and step % eval_every == 0) or
-                                    (at_end and bool(_get(config, "eval_at_end", True)))):
-          ev = evaluate(state.params, step)
-          busy = True
-        every = int(config.checkpoint_every)
-        save_now = not at_end and every and step % every == 0
-        if pipelined and pending is not None:
-          finish(*pending)       # step-1's metrics while step is in flight
-          pending = None
-        if pipelined and not save_now:
-          pending = (step, metrics, None, busy or save_now, ev)
-        else:
-          finish(step, metrics, times, busy or save_now, ev)   # the guard passes it first
-        if ev:
-          evaluated_at = step
-        if save_now:
-          manager.save(step, state, data_iter, extra=monitor_states())
-          logger.flush()
-          guard.saved(step)
-          workdir_lib.write_status(workdir, "running", step, int(config.steps))
-        if stop_saturated:
-          status = "saturated"
-          break
-      if pending is not None:
-        finish(*pending)
-      if status == "saturated":
-        log.warning("rl: stopping at step %d, %d steps after the training reward saturated "
-                    "(rl.stop_after_saturation)", step, stop_after)
-        if eval_fn is not None and evaluated_at != step and bool(_get(config, "eval_at_end",
-                                                                       True)):
-          logger.write(step, evaluate(state.params, step))
-      # final / preemption / saturation checkpoint (never duplicated)
-      manager.save(step, state, data_iter, extra=monitor_states())
-      manager.wait()
-  finally:
-    manager.close()
-    logger.close()
-  if status == "preempted":
-    log.warning("stopped by a signal at step %d; checkpoint saved, rerun to resume", step)
-  return status, step
+  return Stage(
+      next_batch=next_batch, step=step, progress_key="reward/mean",
+      perf=lambda m, dt: {"perf/samples_per_sec": rows / dt,
+                          "perf/tokens_per_sec": rows * m["response/length_mean"] / dt},
+      evaluate=evaluate if eval_fn is not None else None, on_metrics=on_metrics,
+      may_stop=lambda: _may_stop_next(monitors["saturation"], stop_after),
+      should_stop=should_stop,
+      checkpoint_extra=lambda: {"saturation": {k: m.state_dict() for k, m in monitors.items()}})
 
 
 def saturation_monitors(config, workdir: str, start: int | None, extra: dict | None

@@ -30,11 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
-import signal
-import sys
-import time
 from typing import Any, Callable, Iterable, Iterator
 
 import jax
@@ -46,9 +42,10 @@ from rlvr_jax.config_utils import get_field as _get
 from rlvr_jax.model.config import ModelConfig
 from rlvr_jax.model.sizes import get_model_config
 from rlvr_jax.run import files, paths, workdir as workdir_lib
-from rlvr_jax.run.drops import DropMonitor
 from rlvr_jax.run.errors import CorruptCheckpointError, NonFiniteError
-from rlvr_jax.run.guard import GuardSpec, HealthGuard, check as _guard_check
+from rlvr_jax.run.guard import GuardSpec
+from rlvr_jax.run.loop import (LoopSpec, MetricsLogger, Stage, restore_or_init, run_loop,
+                               stop_signals)
 from rlvr_jax.train import checkpoints as ckpt_lib
 from rlvr_jax.train import optim, steps
 from rlvr_jax.train.state import abstract_state, create_train_state, state_shardings
@@ -161,133 +158,11 @@ def config_to_dict(config) -> dict:
       else dict(config)
 
 
-# ---------------------------------------------------------------------------------- logging
-class MetricsLogger:
-  """metrics.jsonl (one object per logged step), TensorBoard scalars, and a tqdm bar.
-
-  Only process 0 writes. Non-finite values are written as null.
-  """
-
-  def __init__(self, workdir: str, *, total: int, initial: int, desc: str,
-               progress: bool = True):
-    self.enabled = jax.process_index() == 0
-    self.file = None
-    self.tb = None
-    self.bar = None
-    self.tb_upload = None     # a bucket workdir: events written locally, copied there on close
-    if not self.enabled:
-      return
-    self.file = files.AppendLog(files.as_path(workdir) / "metrics.jsonl")
-    tb_dir = os.path.join(workdir, "tensorboard")
-    if not files.is_local(workdir):
-      import tempfile
-      self.tb_upload, tb_dir = tb_dir, tempfile.mkdtemp(prefix="rlvr_jax_tb_")
-    try:
-      self.tb = _summary_writer_class()(tb_dir)
-    except ImportError:
-      log.warning("tensorboardX is not installed: no TensorBoard events")
-    if progress:
-      from tqdm import tqdm
-      self.bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True,
-                      file=sys.stderr)
-
-  def write(self, step: int, record: dict[str, float]) -> None:
-    if not self.enabled:
-      return
-    clean = {k: (float(v) if math.isfinite(float(v)) else None) for k, v in record.items()}
-    self.file.write_line(json.dumps({"step": step, **clean}))
-    if self.tb is not None:
-      for k, v in clean.items():
-        if v is not None:
-          self.tb.add_scalar(k, v, step)
-
-  def progress(self, step: int, loss: float | None, tokens_per_sec: float | None) -> None:
-    if self.bar is None:
-      return
-    self.bar.n = step
-    post = {}
-    if loss is not None:
-      post["loss"] = f"{loss:.4f}"
-    if tokens_per_sec:
-      post["tok/s"] = f"{tokens_per_sec:,.0f}"
-    self.bar.set_postfix(post, refresh=False)
-    self.bar.refresh()
-
-  def flush(self) -> None:
-    """Makes every line written so far durable (a bucket log is otherwise flushed every 30 s):
-    called with each checkpoint, so a resumed run's metrics reach its checkpoint's step."""
-    if self.file is not None:
-      self.file.flush()
-
-  def close(self) -> None:
-    if self.bar is not None:
-      self.bar.close()
-    if self.file is not None:          # the metrics first: the TensorBoard copy may fail
-      self.file.close()
-      self.file = None
-    if self.tb is not None:
-      self.tb.flush()
-      self.tb.close()
-      if self.tb_upload is not None:
-        for name in os.listdir(self.tb.logdir):
-          files.copy_file(os.path.join(self.tb.logdir, name), f"{self.tb_upload}/{name}")
-
-
-def _summary_writer_class():
-  """tensorboardX.SummaryWriter, imported without pulling in torch (tensorboardX imports it
-  when present only to accept torch tensors; that costs seconds and memory at start-up)."""
-  if "tensorboardX" in sys.modules or "torch" in sys.modules:
-    from tensorboardX import SummaryWriter
-    return SummaryWriter
-  sys.modules["torch"] = None          # makes `import torch` raise ImportError
-  try:
-    from tensorboardX import SummaryWriter
-  finally:
-    del sys.modules["torch"]
-  return SummaryWriter
-
-
-@contextlib.contextmanager
-def stop_signals():
-  """Yields a one-element list that becomes [signal number] on SIGTERM/SIGINT (handlers restored
-  on exit). Only installable from the main thread; elsewhere the loop runs without them."""
-  flag: list[int] = []
-  previous = {}
-
-  def handler(signum, frame):
-    del frame
-    if flag and signum == signal.SIGINT:
-      raise KeyboardInterrupt   # a second Ctrl-C stops at once
-    flag.append(signum)
-
-  try:
-    for s in (signal.SIGTERM, signal.SIGINT):
-      previous[s] = signal.signal(s, handler)
-  except ValueError:   # not the main thread
-    pass
-  try:
-    yield flag
-  finally:
-    for s, h in previous.items():
-      signal.signal(s, h)
-
-
-def any_process(flag: bool) -> bool:
-  if jax.process_count() == 1:
-    return flag
-  from jax.experimental import multihost_utils
-  return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
-
-
 def put_batch(batch: dict, mesh) -> dict:
   """Host batch -> global arrays split over (data, fsdp) (multi-process: this process's rows)."""
   if jax.process_count() == 1:
     return jax.device_put(batch, steps.batch_sharding(mesh))
   return sharding.host_local_to_global(batch, mesh)
-
-
-def _is_grain_iterator(it) -> bool:
-  return callable(getattr(it, "get_state", None)) and callable(getattr(it, "set_state", None))
 
 
 # ---------------------------------------------------------------------------------- the loop
@@ -394,33 +269,22 @@ def _check_batch_shape(batch: dict, expected: dict | None, config, step: int) ->
 
 def _run(config, workdir, stage, cfg, mesh, optimizer, train_fn, eval_fn, manager,
          make_batches, make_eval_batches) -> tuple[str, int]:
+  """The CPT / SFT stage of run.loop.run_loop: packed batches, train_fn, the held-out loss."""
   data_iter = make_batches(config)
-  saveable = _is_grain_iterator(data_iter)
+  start, state = restore_or_init(
+      manager, abstract_state(cfg, optimizer, mesh), data_iter,
+      lambda: create_train_state(cfg, optimizer, mesh, jax.random.key(config.seed),
+                                 initial_params(config, cfg, mesh, workdir), donate_params=True))
+  seen = {"shapes": None, "tokens": 0}   # the first batch's shapes, global tokens per batch
 
-  start, state = manager.restore_latest(abstract_state(cfg, optimizer, mesh),
-                                        data_iter if saveable else None)
-  if start is not None:
-    if not saveable:
-      for _ in range(start):
-        next(data_iter)
-    log.info("resumed %s from step %d", workdir, start)
-  else:
-    state = create_train_state(cfg, optimizer, mesh, jax.random.key(config.seed),
-                               initial_params(config, cfg, mesh, workdir), donate_params=True)
-    start = 0
-  start = int(start)
+  def next_batch(n: int) -> dict:
+    host_batch = steps.select_batch(next(data_iter))
+    seen["shapes"] = _check_batch_shape(host_batch, seen["shapes"], config, n)
+    seen["tokens"] = int(np.prod(seen["shapes"]["tokens"])) * jax.process_count()
+    return put_batch(host_batch, mesh)
 
-  logger = MetricsLogger(workdir, total=config.steps, initial=start, desc=stage,
-                         progress=bool(_get(config, "progress_bar", True)))
-  tokens_per_batch = 0      # global tokens per batch (set from the first batch)
-  batch_shapes = None
-  drops = DropMonitor(data_iter, stage)
-  guard = HealthGuard(GuardSpec.from_config(config), use_loss=True,
-                      checkpoints_dir=os.fspath(manager.directory))
-  if start:
-    guard.saved(start)      # the checkpoint resumed from passed the guard when it was saved
-
-  def evaluate(params) -> dict[str, float]:
+  def evaluate(params, step: int) -> dict[str, float]:
+    del step
     totals = None
     for batch in make_eval_batches(config):
       batch = steps.select_batch(batch, steps.EVAL_KEYS)
@@ -441,99 +305,17 @@ def _run(config, workdir, stage, cfg, mesh, optimizer, train_fn, eval_fn, manage
                   "eval/answer_tokens": float(t["answer_count"])})
     return out
 
-  status = "completed"
-  step = start
-  evals: dict[int, dict[str, float]] = {}   # eval metrics waiting for their step's record
-  last_ready = None         # host time when the previous step's metrics arrived
-  window: list[float] = []  # clean step times since the last log
-  record: dict[str, float] = {}
-
-  def finish(pending_item, busy_now: bool) -> None:
-    """Pulls one step's metrics to the host, counts skips, logs. The step's time (between the
-    arrivals of consecutive metrics) is kept only when no host work (compile, eval, checkpoint)
-    fell in its interval: neither in its own iteration nor in the one that pulls it."""
-    nonlocal last_ready, record
-    s, m_dev, busy_then = pending_item
-    clean = not (busy_then or busy_now)
-    m = {k: float(v) for k, v in jax.device_get(m_dev).items()}
-    now = time.perf_counter()
-    if clean and last_ready is not None:
-      window.append(now - last_ready)
-    last_ready = now
-    if m["skipped"]:
-      log.warning("step %d: non-finite loss or gradient (loss=%s, grad_norm=%s); update skipped",
-                  s, m["loss"], m["grad_norm"])
-    record.update(m)
-    ev = evals.pop(s, None)
-    if ev:
-      record.update(ev)
-    problem = _guard_check(guard, s, m)
-    record["skipped_steps"] = guard.skipped_total
-    if s % config.log_every == 0 or s == config.steps or m["skipped"] or ev or problem:
-      record.update(drops.metrics())
-      if window:
-        dt = float(np.mean(window))
-        record["perf/step_time_s"] = dt
-        record["perf/tokens_per_sec"] = tokens_per_batch / dt
-        window.clear()
-      logger.write(s, record)
-      logger.progress(s, m["loss"], record.get("perf/tokens_per_sec"))
-      record = {}
-    if problem:
-      raise problem
-
   eval_every = int(config.eval_every) if make_eval_batches else 0
-  keep_best = bool(make_eval_batches) and int(_get(config, "keep_best", 0)) > 0
-  last_eval: dict[str, float] | None = None
-  try:
-    with stop_signals() as stop:
-      if eval_every and start == 0:
-        logger.write(0, evaluate(state.params))
-      pending = None          # (step, device metrics, host work?) of the last dispatched step
-      while step < config.steps:
-        if any_process(bool(stop)):
-          status = "preempted"
-          break
-        try:
-          host_batch = steps.select_batch(next(data_iter))
-        except StopIteration:
-          status = "data_exhausted"
-          log.warning("the training data ran out after %d steps (of %d)", step, config.steps)
-          break
-        batch_shapes = _check_batch_shape(host_batch, batch_shapes, config, step + 1)
-        tokens_per_batch = int(np.prod(batch_shapes["tokens"])) * jax.process_count()
-        batch = put_batch(host_batch, mesh)
-        state, metrics = train_fn(state, batch)        # dispatched, not awaited
-        step += 1
-        busy = step == start + 1
-        last_eval = None
-        if eval_every and step % eval_every == 0:
-          last_eval = evals[step] = evaluate(state.params)
-          busy = True
-        every = int(config.checkpoint_every)
-        save_now = step < config.steps and ((every and step % every == 0) or
-                                            (last_eval and keep_best))
-        if pending is not None:
-          finish(pending, busy or save_now)            # step-1's metrics; step is in flight
-          pending = None
-        if save_now:
-          finish((step, metrics, True), True)          # the guard passes a step before its save
-          manager.save(step, state, data_iter if saveable else None, last_eval)
-          logger.flush()
-          guard.saved(step)
-          workdir_lib.write_status(workdir, "running", step, int(config.steps))
-        else:
-          pending = (step, metrics, busy)
-      if pending is not None:
-        finish(pending, False)
-      # Final (or preemption) checkpoint; never duplicates an existing step.
-      manager.save(step, state, data_iter if saveable else None, last_eval)
-      manager.wait()
-  finally:
-    logger.close()
-  if status == "preempted":
-    log.warning("stopped by a signal at step %d; checkpoint saved, rerun to resume", step)
-  return status, step
+  spec = LoopSpec(stage=stage, steps=int(config.steps), log_every=int(config.log_every),
+                  guard=GuardSpec.from_config(config), eval_every=eval_every,
+                  checkpoint_every=int(config.checkpoint_every),
+                  keep_best=bool(make_eval_batches) and int(_get(config, "keep_best", 0)) > 0,
+                  progress_bar=bool(_get(config, "progress_bar", True)))
+  loop_stage = Stage(
+      next_batch=next_batch, step=lambda state, batch, n: (*train_fn(state, batch), None),
+      perf=lambda m, dt: {"perf/tokens_per_sec": seen["tokens"] / dt},
+      evaluate=evaluate if eval_every else None)
+  return run_loop(spec, loop_stage, state, start, manager, data_iter, workdir)
 
 
 def check_init_sources(config) -> None:
