@@ -5,30 +5,25 @@ HF directory (`init.from_hf=DIR`) (random init when neither is set, for tests), 
 initial parameters as the frozen reference model, prepares the training problems with the
 model-aware data protocols (rl.protocols: difficulty filter, stratified N-subset, label
 replacement; saved in WORKDIR/data and reused on resume), then runs `config.steps` RL steps
-(rl.step). It returns 0 when the run completed and run.errors.EXIT_PREEMPTED (75) when it was
-preempted (SIGTERM / SIGINT: a checkpoint is saved; run the same command again to resume). The
-health guard (run.guard) raises NonFiniteError after `max_nonfinite_steps` steps in a row with a
-skipped (non-finite) update and BlowUpError on an exploding update; checkpoints are written only
-for steps that passed it. The run directory is locked, and a resume checks its config first
-(as in train.loop).
+(rl.step) in run.loop.run_loop, which owns what every stage shares: resume, the health guard,
+preemption, dispatch-ahead metrics and `perf/step_time_s`, eval and checkpoint cadence. It
+returns 0 when the run completed and run.errors.EXIT_PREEMPTED (75) when it was preempted
+(SIGTERM / SIGINT: a checkpoint is saved; run the same command again to resume). The run
+directory is locked, and a resume checks its config first (as in train.loop).
 
 Per step: the host takes the next prompt batch (grain, checkpointed with the state), the device
-samples, scores and updates. The host never waits for the device only to time it: step t's
-metrics are pulled after step t+1 has been dispatched (one step late), so the device always has
-the next step queued, and `perf/step_time_s` is the time between consecutive metric arrivals
-(steps with compilation, evaluation or a checkpoint excluded). The step is either the one fused
-jitted `rl_step` (`rl.fused_step=True`) or three separate jitted phases, sample, score and
-update (`rl.fused_step=False`), in which the host waits only where it needs a value: the host
-verifier (`reward.host_verifier`) decodes the rollout before scoring, and the `resample` refill
-(`rl.dynamic_sampling="resample"`) reads the groups' reward variances before choosing the groups
-to train on. The default, `rl.fused_step="auto"`, is the fused step unless one of those (or
-`rl.profile_phases`) needs the phases (`use_fused_step`). `rl.profile_phases=True` (phase mode
-only) waits for each phase (`jax.block_until_ready`) to measure `perf/sample_s`,
-`perf/reward_s` and `perf/update_s`, and pulls each step's metrics at once: a profiling mode,
-in which the host cannot queue step t+1 while step t runs. Every mode computes the same step
+samples, scores and updates: either the one fused jitted `rl_step` (`rl.fused_step=True`) or
+three separate jitted phases, sample, score and update (`rl.fused_step=False`), in which the
+host waits only where it needs a value: the host verifier (`reward.host_verifier`) decodes the
+rollout before scoring, and the `resample` refill (`rl.dynamic_sampling="resample"`) reads the
+groups' reward variances before choosing the groups to train on. The default,
+`rl.fused_step="auto"`, is the fused step unless one of those (or `rl.profile_phases`) needs the
+phases (`use_fused_step`). `rl.profile_phases=True` (phase mode only) waits for each phase
+(`jax.block_until_ready`) to measure `perf/sample_s`, `perf/reward_s` and `perf/update_s`, and
+so each step's metrics are pulled at once. Every mode computes the same step
 (tests/test_rl_loop.py). With rl.stop_after_saturation, while a plateau of the training reward
 forms, each step's metrics are pulled before the next step is dispatched (the stop decision
-needs them). The first step of a process includes compilation: it logs no perf/ keys.
+needs them; `_may_stop_next`).
 
 Run directory: config.json, tokenizer.model|json, data/train.jsonl + data/protocol.json (the
 training set), checkpoints/ (train state + data-iterator position), metrics.jsonl (one record

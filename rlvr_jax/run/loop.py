@@ -1,26 +1,20 @@
-"""The run skeleton every training stage shares (CPT, SFT and RL): `run_loop`.
+"""The run skeleton every training stage shares (CPT, SFT, RL): `run_loop`.
 
-A stage (train/loop.py, rl/loop.py) builds its step, batches and evaluation, restores or
-initialises its state (`restore_or_init`), and hands them to `run_loop` as a `Stage` of
-callbacks with a `LoopSpec` of cadences. `run_loop` owns what is the same for all of them:
+A stage (train/loop.py, rl/loop.py) restores or initialises its state (`restore_or_init`) and
+hands `run_loop` a `Stage` of callbacks and a `LoopSpec` of cadences. `run_loop` owns the rest:
+stop signals ("preempted", checkpoint saved), data exhaustion ("data_exhausted"), a stage's own
+stop (RL's "saturated"); the health guard (run.guard) and data drop counts (run.drops);
+evaluation at step 0 of a fresh run, every `eval_every` steps and (`eval_at_end`) at the last or
+stopping step; checkpoints every `checkpoint_every` steps, at evaluations with `keep_best`, and
+a final one (never a step twice), each with the metrics flushed and status.json updated.
 
-- stop signals (SIGTERM / SIGINT: status "preempted", checkpoint saved), data exhaustion
-  ("data_exhausted"), a stage's own stop (`Stage.should_stop`, e.g. RL's "saturated");
-- dispatch-ahead metrics: step t's metrics are pulled to the host after step t+1 has been
-  dispatched, so the device always has the next step queued. A step whose `Stage.step` returns
-  per-phase `times` (it waited on the device to measure them) is pulled at once, and so is the
-  pending step whenever `Stage.may_stop()` says its metrics may end the run;
-- `perf/step_time_s`: the mean time between consecutive metric arrivals since the last log,
-  counting only steps with no host work (compilation, evaluation, checkpoint) in their interval;
-  with `times`, their sum (and `perf/<phase>_s`), the first step of the process left out;
-- the health guard (run.guard), the non-finite "skipped" warning, data drop counts (run.drops);
-- evaluation at step 0 of a fresh run, every `eval_every` steps and (`eval_at_end`) at the last
-  step or a stage's stop; checkpoints every `checkpoint_every` steps, at an evaluation with
-  `keep_best`, and a final one (never a step twice); with each save the metrics log is flushed,
-  the guard told and status.json updated.
-
-metrics.jsonl gets one record per logged step: every `log_every` steps, the last step, and any
-step with a skipped update, an evaluation or a guard failure.
+Metrics are pulled one step late: step t's after step t+1 is dispatched, so the device always
+has the next step queued; at once when the step timed its phases (`times`) or before a save,
+and before the next dispatch when `Stage.may_stop()`. `perf/step_time_s` is the mean time
+between consecutive metric arrivals since the last log over the steps with no host work
+(compilation, evaluation, checkpoint) in their interval; with `times`, their sum. metrics.jsonl
+gets a record every `log_every` steps, at the last step, and at any step with a skipped update,
+an evaluation or a guard failure.
 """
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""The CPT / SFT run loop: init or resume, jitted steps, eval, logging, checkpoints, preemption.
+"""CPT / SFT runs: model config, checks, the run directory, and the stage run.loop.run_loop runs.
 
 `train(config, workdir, stage=..., make_batches=..., make_eval_batches=...)` runs `config.steps`
-updates and returns a status string: "completed", "preempted" (SIGTERM/SIGINT: a checkpoint was
-saved, run the same command again to resume) or "data_exhausted". The health guard
-(rlvr_jax.run.guard) raises NonFiniteError after `config.max_nonfinite_steps` skipped
-(non-finite) updates in a row and BlowUpError on an exploding update or a loss spike; every
-checkpoint written passed the guard first, and the message names the last healthy one.
+updates in run.loop.run_loop (resume, health guard, preemption, eval and checkpoint cadence)
+and returns a status string: "completed", "preempted" (SIGTERM/SIGINT: a checkpoint was saved,
+run the same command again to resume) or "data_exhausted". The health guard (run.guard) raises
+NonFiniteError after `config.max_nonfinite_steps` skipped (non-finite) updates in a row and
+BlowUpError on an exploding update or a loss spike; every checkpoint written passed it first.
 
 The run directory is locked while the loop runs (run.workdir.locked); status.json says whether
 the run finished; a resume first checks the config against the recorded config.json
