@@ -424,9 +424,32 @@ def test_mean_difference_is_stratified_by_setting():
   out = V.mean_difference_ci([1.0, 1.0, 3.0], ["a", "a", "b"], [0.0, 0.0, 2.5, 9.0],
                              ["a", "a", "b", "c"])
   assert out["value"] == pytest.approx((1.0 + 0.5) / 2)
-  assert (out["low"], out["high"]) == pytest.approx((0.75, 0.75))
+  assert out["low"] is None and out["high"] is None     # a single-value cell: undefined
   assert out["n"] == 6 and out["strata"] == ["a", "b"]
   assert V.mean_difference_ci([1.0], ["a"], [0.0], ["b"]) is None
+
+
+def test_mean_difference_interval_is_welchs():
+  """One stratum: scipy's Welch interval. Two strata: the mean of the per-stratum differences,
+  whose variance is (the sum of the four cells' mean variances) / 2², with Welch-Satterthwaite
+  degrees of freedom: two identical strata give the same value with a narrower interval."""
+  from scipy import stats as sps
+  a, b = [0.31, 0.40, 0.22], [0.10, 0.05]
+  out = V.mean_difference_ci(a, ["s"] * 3, b, ["s"] * 2)
+  ci = sps.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+  assert out["value"] == pytest.approx(np.mean(a) - np.mean(b), abs=1e-12)
+  assert (out["low"], out["high"]) == pytest.approx((ci.low, ci.high), abs=1e-9)
+  twice = V.mean_difference_ci(a + a, ["s"] * 3 + ["t"] * 3, b + b, ["s"] * 2 + ["t"] * 2)
+  assert twice["value"] == pytest.approx(out["value"], abs=1e-12)
+  half_width = (twice["high"] - twice["low"]) / 2
+  var = (np.var(a, ddof=1) / 3 + np.var(b, ddof=1) / 2) / 2       # 2 x (cell variances) / 2²
+  terms = [np.var(a, ddof=1) / 3 / 4, np.var(b, ddof=1) / 2 / 4] * 2
+  df = var ** 2 / sum(t ** 2 / (n - 1) for t, n in zip(terms, [3, 2, 3, 2]))
+  assert half_width == pytest.approx(sps.t.ppf(0.975, df) * np.sqrt(var), rel=1e-9)
+  assert half_width < (out["high"] - out["low"]) / 2
+  # no spread in any cell: a point interval
+  flat = V.mean_difference_ci([1.0, 1.0], ["s", "s"], [0.5, 0.5], ["s", "s"])
+  assert (flat["low"], flat["value"], flat["high"]) == pytest.approx((0.5, 0.5, 0.5))
 
 
 def test_format_verdict_exact():

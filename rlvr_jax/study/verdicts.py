@@ -1,6 +1,6 @@
 """Verdicts on the paper's three findings, from a study's aggregated numbers (pure numpy).
 
-Every verdict is read from the sign of a statistic's 95% bootstrap interval only (no tuned
+Every verdict is read from the sign of a statistic's 95% interval only (no tuned
 thresholds): "reproduced" when the interval lies on the paper's side of 0, "not reproduced"
 when it lies on the other side, "inconclusive" otherwise (the interval contains 0, is undefined,
 or the study has too few points). A finding whose inputs the study does not have at all is
@@ -25,7 +25,8 @@ Findings:
   3 (thinking SFT)  (a) necessity: mean in-domain gain of thinking-SFT runs minus that of runs
       without traces (sft none / nothink); (b) amplification: CPT+think minus no-CPT think.
       Each difference is stratified by setting (the mean over the settings both groups ran of
-      the per-setting difference of means; bootstrap within group x setting). Reproduced: (a)
+      the per-setting difference of means; Welch t interval, as runs are a few seeds per
+      group x setting). Reproduced: (a)
       CI above 0 and (b) CI above 0 (or (b) not computable: no CPT / no-CPT pair); not
       reproduced: (a) or (b) CI below 0.
 """
@@ -128,31 +129,37 @@ def _ratio_of_means(pairs_N2: np.ndarray) -> float:
 
 
 def mean_difference_ci(a: Sequence[float], a_strata: Sequence[Any], b: Sequence[float],
-                       b_strata: Sequence[Any], *, n_boot: int = 2000, seed: int = 0
-                       ) -> dict[str, Any] | None:
-  """The mean of a minus the mean of b, stratified: the average over the strata both groups
-  have of (mean of a in the stratum − mean of b in it), with a percentile-bootstrap interval
-  that resamples values with replacement within each group x stratum. Returns
-  {value, low, high, n (values used), strata}; None when the groups share no stratum."""
+                       b_strata: Sequence[Any]) -> dict[str, Any] | None:
+  """The mean of a minus the mean of b, stratified: the average over the S strata both groups
+  have of (mean of a in the stratum − mean of b in it), with Welch's t interval: variance
+  Σ_s (var(a_s)/n_a_s + var(b_s)/n_b_s) / S² (sample variances), degrees of freedom by
+  Welch–Satterthwaite. Runs are seeds, a handful per cell, where a bootstrap interval is too
+  narrow (stats.mean_ci_over_seeds); with one stratum this is the textbook Welch interval. A
+  cell with fewer than 2 values leaves the interval undefined (NaN: no spread to estimate).
+  Returns {value, low, high, n (values used), strata}; None when the groups share no stratum."""
   common = sorted(set(a_strata) & set(b_strata), key=str)
   if not common:
     return None
-  groups = []
-  for values, strata in ((a, a_strata), (b, b_strata)):
-    groups.append([np.asarray([v for v, s in zip(values, strata) if s == c], float)
-                   for c in common])
-  rng = np.random.default_rng(seed)
-
-  def boot_means(cells: list[np.ndarray]) -> np.ndarray:
-    """[n_boot, strata] resampled means of each stratum's values."""
-    return np.stack([v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1)
-                     for v in cells], axis=1)
-
-  value = float(np.mean([x.mean() - y.mean() for x, y in zip(*groups)]))
-  boot = (boot_means(groups[0]) - boot_means(groups[1])).mean(axis=1)
-  low, high = np.percentile(boot, [50 * (1 - LEVEL), 50 * (1 + LEVEL)])
-  n = sum(len(v) for cells in groups for v in cells)
-  return {**_estimate_dict(value, float(low), float(high), n), "strata": [str(c) for c in common]}
+  cells = []    # (values of a, values of b) per common stratum
+  for c in common:
+    cells.append(tuple(np.asarray([v for v, s in zip(values, strata) if s == c], float)
+                       for values, strata in ((a, a_strata), (b, b_strata))))
+  value = float(np.mean([x.mean() - y.mean() for x, y in cells]))
+  n = sum(len(x) + len(y) for x, y in cells)
+  sizes = [len(v) for cell in cells for v in cell]
+  if min(sizes) < 2:
+    return {**_estimate_dict(value, math.nan, math.nan, n), "strata": [str(c) for c in common]}
+  # each term: the variance of one cell's mean, weighted by 1/S² (the average over strata)
+  terms = [float(np.var(v, ddof=1)) / len(v) / len(common) ** 2 for cell in cells for v in cell]
+  variance = sum(terms)
+  if variance <= 0:
+    low = high = value
+  else:
+    df = variance ** 2 / sum(t ** 2 / (len(v) - 1) for t, v in
+                             zip(terms, [v for cell in cells for v in cell]))
+    half = stats.t_quantile((1 + LEVEL) / 2, df) * math.sqrt(variance)
+    low, high = value - half, value + half
+  return {**_estimate_dict(value, low, high, n), "strata": [str(c) for c in common]}
 
 
 def _weak_runs(runs: Sequence[Mapping[str, Any]], *keys: str) -> list[Mapping[str, Any]]:
@@ -246,15 +253,14 @@ def finding2(points: Sequence[Mapping[str, Any]], *, n_boot: int = 2000, seed: i
 
 
 # ---------------------------------------------------------------------------------- finding 3
-def _gain_difference(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]],
-                     n_boot: int, seed: int) -> dict[str, Any] | None:
+def _gain_difference(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]]
+                     ) -> dict[str, Any] | None:
   """mean_difference_ci of the gains of runs a minus runs b, stratified by setting; None when
   either side has fewer than 2 runs (no spread to estimate) or they share no setting."""
   if len(a) < 2 or len(b) < 2:
     return None
   return mean_difference_ci([r["gain"] for r in a], [r["setting"] for r in a],
-                            [r["gain"] for r in b], [r["setting"] for r in b],
-                            n_boot=n_boot, seed=seed)
+                            [r["gain"] for r in b], [r["setting"] for r in b])
 
 
 def _finding3_verdict(necessity: Mapping[str, Any], amplification: Mapping[str, Any] | None
@@ -272,7 +278,8 @@ def _finding3_verdict(necessity: Mapping[str, Any], amplification: Mapping[str, 
 def finding3(runs: Sequence[Mapping[str, Any]], *, n_boot: int = 2000, seed: int = 0
              ) -> dict[str, Any]:
   """Finding 3: thinking SFT is necessary for generalization under weak supervision, and CPT
-  amplifies it."""
+  amplifies it. (n_boot, seed: unused; its intervals are Welch's, see mean_difference_ci.)"""
+  del n_boot, seed
   weak = _weak_runs(runs, "gain")
   think = [r for r in weak if r.get("sft") == THINK]
   plain = [r for r in weak if r.get("sft") in NO_TRACES]
@@ -280,14 +287,14 @@ def finding3(runs: Sequence[Mapping[str, Any]], *, n_boot: int = 2000, seed: int
             if not group]
   if absent:
     return not_measured(3, f"no weak-supervision runs of {' or '.join(absent)} conditions")
-  necessity = _gain_difference(think, plain, n_boot, seed)
+  necessity = _gain_difference(think, plain)
   statistic = "gain(think) − gain(no traces)"
   if necessity is None:
     return _verdict(3, INCONCLUSIVE, statistic, None, (None, None), len(think) + len(plain),
                     note="too few runs (fewer than 2 in a group, or no setting in common)")
   cpt_think = [r for r in think if r.get("cpt")]
   base_think = [r for r in think if not r.get("cpt")]
-  amplification = (_gain_difference(cpt_think, base_think, n_boot, seed)
+  amplification = (_gain_difference(cpt_think, base_think)
                    if cpt_think and base_think else None)
   if amplification is not None:
     note = (f"amplification gain(CPT+think) − gain(think) = {_estimate_text(amplification)} "
