@@ -69,6 +69,9 @@ def test_bench_rl_prints_split_roofline_and_says_when_trl_is_missing(capsys, mon
   assert _number(r"sample ([\d.]+) ms \(\d+%\), reward", out) > 0
   assert _number(r"update ([\d.]+) ms \(\d+%\); sum", out) > 0
   assert _number(r"reaches (\d+)% of the step roofline", out) > 0
+  assert _number(r"dense matmuls ([\d.]+) GFLOP/s", out) > 0
+  assert _number(r"attention ([\d.]+) GFLOP/s", out) > 0
+  assert 0 < _number(r"= [\d.]+ ms \(attention (\d+)% of it\)", out) <= 100
 
 
 def test_bench_rl_against_trl_on_the_same_shapes(capsys):

@@ -23,6 +23,12 @@ excluded):
   tokens only) at the matmul peak measured in the same run (a jitted f32 n x n matmul, as in
   `bench train`), plus the decode's matmuls at their roofline (one decode step's matmuls alone,
   jitted, as in `bench sample`, times the new tokens) and the prefill's FLOPs at the peak.
+- where the update's time goes: the rates the update's own kernels reach in the same rounds
+  (one layer's projection and MLP matmuls over every prompt + response token, and
+  jax.nn.dot_product_attention with the causal mask over [rows, prompt + response], each
+  forward + backward), and the update's dense and attention FLOPs at those rates. On a small
+  model the dense matmuls (K = hidden size) run well below an n x n matmul's peak, and
+  attention with a small head_dim far below it; its share grows with the sequence length.
 - TRL: `GRPOTrainer` (num_generations = group, max_completion_length = max_new_tokens,
   min_new_tokens = max_new_tokens, beta 0.001, loss_type "dapo", one update per rollout, no
   vLLM, CPU, f32) timed step by step (on_step_begin -> on_step_end), its own split (generate,
@@ -82,6 +88,50 @@ def update_flops(cfg, rows: int, prompt_len: int, new_tokens: int) -> float:
   attn = 2 * cfg.num_layers * seq * cfg.num_heads * cfg.head_dim      # per token, forward / 2
   forward = 2 * body * seq + 2 * head * new_tokens + 2 * attn * seq
   return rows * (3 * forward + forward)
+
+
+def update_flops_split(cfg, rows: int, prompt_len: int, new_tokens: int
+                       ) -> tuple[float, float]:
+  """update_flops as (dense matmuls: the body's projections and MLP and the output head,
+  attention's score and value products)."""
+  seq = prompt_len + new_tokens
+  attn = 4 * rows * (2 * cfg.num_layers * seq * cfg.num_heads * cfg.head_dim) * seq
+  total = update_flops(cfg, rows, prompt_len, new_tokens)
+  return total - attn, attn
+
+
+def kernel_fns(cfg, rows: int, seq: int, dtype):
+  """Two jitted probes of the update's kernels on one layer, each forward + backward (3x the
+  forward's FLOPs): `dense()` the layer's projection and MLP matmuls over rows x seq tokens,
+  `attention()` jax.nn.dot_product_attention over [rows, seq] with the model's causal mask
+  (what model.transformer runs). Returns (dense, attention, their FLOPs as update_flops counts
+  them)."""
+  d, f, n, k, h = (cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads,
+                   cfg.head_dim)
+  keys = iter(jax.random.split(jax.random.key(7), 10))
+  w = {name: jax.random.normal(next(keys), shape, dtype) * 0.02 for name, shape in
+       (("q", (d, n * h)), ("k", (d, k * h)), ("v", (d, k * h)), ("o", (n * h, d)),
+        ("gate", (d, f)), ("up", (d, f)), ("down", (f, d)))}
+  x_TD = jax.random.normal(next(keys), (rows * seq, d), dtype)
+
+  def layer_matmuls(w, x_TD):
+    attn_TD = (x_TD @ w["q"]) @ w["o"] + jnp.sum(x_TD @ w["k"]) + jnp.sum(x_TD @ w["v"])
+    mlp_TD = (jax.nn.silu(x_TD @ w["gate"]) * (x_TD @ w["up"])) @ w["down"]
+    return jnp.sum((attn_TD + mlp_TD).astype(jnp.float32))
+  dense_grad = jax.jit(jax.grad(layer_matmuls, argnums=(0, 1)))
+  q_BSNH = jax.random.normal(next(keys), (rows, seq, n, h), dtype)
+  kv_BSKH = jax.random.normal(next(keys), (rows, seq, k, h), dtype)
+  mask = jnp.tril(jnp.ones((seq, seq), bool))[None, None]
+
+  def attention(q, key, value):
+    out = jax.nn.dot_product_attention(q, key, value, mask=mask)
+    return jnp.sum(out.astype(jnp.float32))
+  attention_grad = jax.jit(jax.grad(attention, argnums=(0, 1, 2)))
+  dense_flops = 3 * 2 * rows * seq * (d * n * h + 2 * d * k * h + n * h * d + 3 * d * f)
+  attention_flops = 3 * rows * 4 * seq * seq * n * h
+  return (lambda: jax.block_until_ready(dense_grad(w, x_TD)),
+          lambda: jax.block_until_ready(attention_grad(q_BSNH, kv_BSKH, kv_BSKH)),
+          dense_flops, attention_flops)
 
 
 def prefill_flops(cfg, rows: int, prompt_len: int) -> float:
@@ -156,6 +206,8 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
   a2 = jax.random.normal(jax.random.key(1), (matmul_n, matmul_n), peak_dtype)
   mm = jax.jit(lambda x, y: x @ y)
   decode_step = decode_matmuls_fn(cfg, ref_params, rows)     # never donated
+  dense_probe, attention_probe, dense_probe_flops, attention_probe_flops = kernel_fns(
+      cfg, rows, p + m, jnp.dtype(dtype))
 
   t0 = time.perf_counter()
   ours_fused()
@@ -163,7 +215,10 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
   ours_phases()
   mm(a, a2).block_until_ready()
   decode_step()
-  times = {"ours": [], "sample": [], "reward": [], "update": [], "matmul": [], "decode_step": []}
+  dense_probe()
+  attention_probe()
+  times = {"ours": [], "sample": [], "reward": [], "update": [], "matmul": [], "decode_step": [],
+           "dense": [], "attention": []}
 
   def our_round():
     t0 = time.perf_counter()
@@ -181,6 +236,10 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
       decode_step()
       steps.append(time.perf_counter() - t0)
     times["decode_step"].append(statistics.median(steps))
+    for name, probe in (("dense", dense_probe), ("attention", attention_probe)):
+      t0 = time.perf_counter()
+      probe()
+      times[name].append(time.perf_counter() - t0)
 
   trl_result = None
   if trl_side:
@@ -221,12 +280,25 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
   print(f"  rlvr_jax reaches {100 * roof / ours_s:.0f}% of the step roofline (sample "
         f"{100 * roof_sample / med['sample']:.0f}%, update {100 * roof_update / med['update']:.0f}%"
         f" = update MFU)")
+  # Where the update's time goes: its FLOPs at the rates its own kernels reach in this run.
+  f_dense, f_attention = update_flops_split(cfg, rows, p, m)
+  rate_dense = dense_probe_flops / med["dense"]
+  rate_attention = attention_probe_flops / med["attention"]
+  kernel_update = f_dense / rate_dense + f_attention / rate_attention
+  print(f"  update at its own kernels' rates: dense matmuls {rate_dense / 1e9:.1f} GFLOP/s "
+        f"({100 * rate_dense / peak:.0f}% of the peak) x {f_dense / 1e9:.1f} GFLOP + attention "
+        f"{rate_attention / 1e9:.1f} GFLOP/s ({100 * rate_attention / peak:.0f}%) x "
+        f"{f_attention / 1e9:.1f} GFLOP = {kernel_update * 1e3:.1f} ms (attention "
+        f"{100 * f_attention / rate_attention / kernel_update:.0f}% of it); the update reaches "
+        f"{100 * kernel_update / med['update']:.0f}% of that")
   out = {"peak_flops": peak, "ours_step_s": ours_s, "ours_completions_per_s": rows / ours_s,
          "ours_tokens_per_s": n_tok / ours_s, "sample_s": med["sample"],
          "reward_s": med["reward"], "update_s": med["update"], "roofline_s": roof,
          "roofline_sample_s": roof_sample, "roofline_update_s": roof_update,
          "roofline_share": roof / ours_s, "update_mfu": roof_update / med["update"],
          "sample_roofline_share": roof_sample / med["sample"],
+         "dense_matmul_flops": rate_dense, "attention_flops": rate_attention,
+         "update_at_kernel_rates_s": kernel_update,
          "ours_reward_mean": float(box["metrics"]["reward/mean"]),
          "ours_length_mean": float(box["metrics"]["response/length_mean"])}
   if trl_result is not None:
