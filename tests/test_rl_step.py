@@ -504,6 +504,98 @@ def test_host_verifier_rewards_replace_the_token_match():
                    {k: v for k, v in batch.items() if k != "host_reward"}, jax.random.key(0))
 
 
+def _former_rewards(rollout, labels_BA, host_R, key, *, weights, v, g, close_ids, noise="",
+                    noise_params=(), host=False):
+  """score_phase's rewards as they were computed before majority vote, the host verifier and
+  noise went through the registry (special cases one after the other): the reference the
+  registry path must reproduce bit for bit."""
+  b = labels_BA.shape[0]
+  keep = lambda x: x.reshape(b, v, *x.shape[1:])[:, :g].reshape(b * g, *x.shape[1:])
+  tokens = jnp.where(jnp.isin(rollout.tokens, jnp.asarray(close_ids[1:])), close_ids[0],
+                     rollout.tokens)
+  view_all = rewards_lib.RolloutBatch(tokens=tokens, lengths=rollout.lengths,
+                                      logprobs=rollout.logprobs, entropy=rollout.entropy,
+                                      self_certainty=rollout.self_certainty)
+  view = jax.tree.map(keep, view_all)
+  k_plain, k_noise = jax.random.split(key)
+  total = jnp.zeros((b * g,), jnp.float32)
+  if host:
+    total = total + weights["boxed_answer_match"] * keep(jnp.asarray(host_R, jnp.float32))
+  plain = {n: w for n, w in sorted(weights.items())
+           if n != "majority_vote" and not (host and n == "boxed_answer_match")}
+  if plain:
+    opts = OPTIONS if any(n == "boxed_answer_match" for n in plain) else {}
+    fn = rewards_lib.combine_rewards(plain, **opts)
+    total = total + fn(view, jnp.repeat(jnp.asarray(labels_BA), g, 0), k_plain)
+  if "majority_vote" in weights:
+    answers, ok = rewards_lib.extract_boxed_tokens(view_all.tokens, view_all.lengths,
+                                                   max_answer_len=32, **OPTIONS)
+    pseudo = rewards_lib.majority_vote_labels(answers.reshape(b, v, -1), ok.reshape(b, v))
+    total = total + weights["majority_vote"] * rewards_lib.boxed_answer_match(
+        view, jnp.repeat(pseudo, g, 0), **OPTIONS)
+  if noise:
+    params = dict(noise_params)
+    if noise == "group_flip":
+      params.setdefault("group_size", g)
+    total = rj.rl.apply_noise(noise, total, k_noise, **params)
+  return total
+
+
+def test_registry_rewards_equal_the_former_special_cases():
+  """Majority vote over V > G, the host verifier's verdicts and every noise model, now registry
+  entries and wrappers bound by RewardSpec.build, give score_phase the rewards (and the
+  reward/* metrics) the former special cases gave, on a fixed rollout, bit for bit."""
+  b, v, g = 4, 5, 3
+  close_dot = 30
+  r = np.random.default_rng(7)
+  digits = r.integers(0, 3, (b, v))
+  rows = [answer(int(d), close_dot if (i + j) % 3 == 0 else CLOSE)
+          for i, p in enumerate(digits) for j, d in enumerate(p)]
+  rows[3] = [BOX, D0 + 1, EOS]                             # an unclosed box: no vote
+  rollout = rollout_of(rows)
+  stats = r.normal(size=rollout.tokens.shape).astype(np.float32)
+  rollout = rollout.replace(self_certainty=stats, entropy=np.abs(stats), logprobs=-np.abs(stats))
+  prompts, _ = make_prompts(b, 1)
+  labels = labels_of(r.integers(0, 3, b))
+  host_R = r.integers(0, 2, b * v).astype(np.float32)
+  batch = {"prompt_tokens": prompts, "prompt_lengths": np.full(b, 4, np.int32),
+           "answer_tokens": labels, "true_answer_tokens": labels_of(digits[:, 0]),
+           "host_reward": host_R}
+  noises = (("", {}), ("symmetric_flip", {"p": 0.3}), ("group_flip", {"p": 0.5}),
+            ("asymmetric_flip", {"fp_rate": 0.2, "fn_rate": 0.4}), ("bernoulli", {"q": 0.6}))
+  cases = [({"majority_vote": 1.0, "self_certainty": 0.25, "seq_loglik": 0.1}, False),
+           ({"majority_vote": 0.5, "boxed_answer_match": 1.0}, False),
+           ({"boxed_answer_match": 1.0, "neg_entropy": 0.3}, True),
+           ({"boxed_answer_match": 2.0, "majority_vote": 1.0}, True)]
+  checked = 0
+  for weights, host in cases:
+    vc = v if "majority_vote" in weights else g            # V > G only with majority vote
+    first = lambda x: np.asarray(x).reshape(b, v, *np.shape(x)[1:])[:, :vc].reshape(
+        b * vc, *np.shape(x)[1:])
+    ro, host_c = jax.tree.map(first, rollout), first(host_R)
+    batch_c = {**batch, "host_reward": host_c}
+    for noise, params in noises:
+      settings = S.RLSettings(group_size=g, vote_samples=vc, max_new_tokens=6, pad_id=PAD,
+                              eos_ids=(EOS,))
+      rspec = S.RewardSpec.make(weights, OPTIONS, noise=noise, noise_params=params,
+                                close_ids=(CLOSE, close_dot), host_verifier=host)
+      spec = S.RLSpec(CFG, None, settings, rspec)
+      for seed in (0, 1):
+        key = jax.random.key(seed)
+        _, scored, m = jax.jit(functools.partial(S.score_phase, spec=spec))(ro, batch_c, key)
+        want = jax.jit(functools.partial(
+            _former_rewards, weights=weights, v=vc, g=g, close_ids=(CLOSE, close_dot),
+            noise=noise, noise_params=tuple(params.items()), host=host))(
+                ro, labels, host_c, key)
+        np.testing.assert_array_equal(np.asarray(scored.rewards), np.asarray(want),
+                                      err_msg=f"{weights} host={host} noise={noise!r}")
+        # the metrics are reduced inside another compiled graph: equal up to f32 rounding
+        np.testing.assert_allclose(float(m["reward/mean"]), float(jnp.mean(want)), rtol=1e-6)
+        np.testing.assert_allclose(float(m["reward/std"]), float(jnp.std(want)), rtol=1e-6)
+        checked += 1
+  assert checked == len(cases) * len(noises) * 2
+
+
 # ---------------------------------------------------------------------------------- errors
 def test_select_groups_keeps_each_groups_rows_together():
   """Dynamic sampling's refill picks whole groups (G rows, their rewards, advantages and mask,
