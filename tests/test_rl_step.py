@@ -596,6 +596,41 @@ def test_registry_rewards_equal_the_former_special_cases():
   assert checked == len(cases) * len(noises) * 2
 
 
+def test_rewards_receive_the_samplers_rollout_with_close_ids_mapped(monkeypatch):
+  """One rollout type: a reward gets the sampler's Rollout itself (rl.RolloutBatch is that
+  class), with every merged close-brace id mapped to "}" and nothing else changed; the update
+  still gets the sampled tokens."""
+  assert rj.rl.RolloutBatch is S.Rollout
+  seen = []
+
+  def spy(batch, labels=None, key=None):
+    seen.append(batch)
+    return jnp.zeros((batch.tokens.shape[0],), jnp.float32)
+
+  monkeypatch.setitem(rewards_lib.REWARDS, "spy", spy)
+  close_dot, g = 30, 2
+  rows = [answer(1), answer(1, close_dot), answer(2, close_dot), answer(3)]
+  rollout = rollout_of(rows)
+  r = np.random.default_rng(0)
+  rollout = rollout.replace(logprobs=r.normal(size=rollout.tokens.shape).astype(np.float32))
+  spec = S.RLSpec(CFG, None, S.RLSettings(group_size=g, max_new_tokens=6, pad_id=PAD,
+                                          eos_ids=(EOS,)),
+                  S.RewardSpec.make({"spy": 1.0}, close_ids=(CLOSE, close_dot)))
+  prompts, _ = make_prompts(2, 0)
+  kept, _, _ = S.score_phase(rollout, {"prompt_tokens": prompts,
+                                       "prompt_lengths": np.full(2, 4, np.int32)},
+                             jax.random.key(0), spec=spec)
+  (got,) = seen
+  assert type(got) is S.Rollout
+  want_tokens = np.where(rollout.tokens == close_dot, CLOSE, rollout.tokens)
+  assert (want_tokens != rollout.tokens).sum() == 2
+  np.testing.assert_array_equal(np.asarray(got.tokens), want_tokens)
+  for field in ("lengths", "logprobs", "entropy", "self_certainty"):
+    np.testing.assert_array_equal(np.asarray(getattr(got, field)),
+                                  np.asarray(getattr(rollout, field)), err_msg=field)
+  np.testing.assert_array_equal(np.asarray(kept.tokens), rollout.tokens)   # unmapped
+
+
 # ---------------------------------------------------------------------------------- errors
 def test_select_groups_keeps_each_groups_rows_together():
   """Dynamic sampling's refill picks whole groups (G rows, their rewards, advantages and mask,

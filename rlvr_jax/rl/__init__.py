@@ -6,7 +6,8 @@
     denominator (sums over microbatches / devices add up exactly)
   rl.tis_weights(trainer_logp, sampler_logp, mask, level=, cap=) -> truncated IS weights
   rl.token_logprobs_and_entropy(logits_BTV, tokens_BT, temperature) -> (logp_BT, entropy_BT)
-  rl.RolloutBatch, rl.REWARDS, rl.combine_rewards, rl.host_verifier_reward    (rewards.py)
+  rl.RolloutBatch (= rollout.Rollout), rl.REWARDS, rl.combine_rewards, rl.host_verified,
+    rl.host_verifier_reward                                                    (rewards.py)
   rl.NOISE_MODELS, rl.apply_noise, rl.most_frequent_wrong_answer               (noise.py)
 """
 from rlvr_jax.rl.advantages import (ADVANTAGE_ESTIMATORS, compute_advantages,

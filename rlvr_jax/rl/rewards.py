@@ -2,7 +2,7 @@
 
 Every in-graph reward has the signature
 
-    reward(batch: RolloutBatch, labels: int32[N, A] | None, key, **static_options) -> float32[N]
+    reward(batch: Rollout, labels: int32[N, A] | None, key, **static_options) -> float32[N]
 
 `labels` holds the token ids of each sample's canonical answer string, right-padded with -1 and
 repeated for the samples of one prompt. Static options (token ids of `\\boxed{`, `}`, `<think>`,
@@ -28,23 +28,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rlvr_jax.rl.rollout import Rollout
+
 RewardFn = Callable[..., jax.Array]
 
 
-class RolloutBatch(NamedTuple):
-  """What rewards see of a rollout (a pytree). Samples of one prompt are contiguous rows.
-
-  tokens: int32[N, T] response tokens (pad after EOS); lengths: int32[N] generated tokens, EOS
-  included; logprobs / entropy / self_certainty: float32[N, T] per-token statistics from the
-  sampler (None when not computed); mask: float32[N, T], 1 on valid response tokens (None: derived
-  from lengths). Any object with these attributes works.
-  """
-  tokens: jax.Array
-  lengths: jax.Array
-  logprobs: jax.Array | None = None
-  entropy: jax.Array | None = None
-  self_certainty: jax.Array | None = None
-  mask: jax.Array | None = None
+# What rewards see of a rollout: the sampler's Rollout itself (rollout.py), under its former name.
+# Any object with its attributes works (tokens int32[N, T], lengths int32[N], logprobs / entropy /
+# self_certainty float32[N, T] or None, mask float32[N, T] or None).
+RolloutBatch = Rollout
 
 
 # ------------------------------------------------------------------------ token-space helpers

@@ -11,7 +11,8 @@ checks the boxed answers on the host (math-verify) for batch["host_reward"].
 
 Reward token ids: in-graph rewards compare token ids. BPE / sentencepiece vocabularies often
 merge the closing brace with what follows ("}." in the toy tokenizer, "}$" in Qwen's); every id
-in `RewardSpec.close_ids` is mapped to the first one before the rewards see the tokens.
+in `RewardSpec.close_ids` is mapped to the first one (`Rollout.map_close_ids`, once) before the
+rewards see the tokens; the rewards get that same Rollout type, the update the unmapped one.
 """
 from __future__ import annotations
 
@@ -24,16 +25,6 @@ from rlvr_jax.rl import losses
 from rlvr_jax.rl import rewards as rewards_lib
 from rlvr_jax.rl.spec import (Batch, Metrics, RLSettings, RLSpec, Rollout, Scored,
                               first_samples)
-
-
-def _reward_view(rollout: Rollout, close_ids: tuple[int, ...]) -> rewards_lib.RolloutBatch:
-  tokens = rollout.tokens
-  if len(close_ids) > 1:
-    tokens = jnp.where(jnp.isin(tokens, jnp.asarray(close_ids[1:], jnp.int32)), close_ids[0],
-                       tokens)
-  return rewards_lib.RolloutBatch(tokens=tokens, lengths=rollout.lengths,
-                                  logprobs=rollout.logprobs, entropy=rollout.entropy,
-                                  self_certainty=rollout.self_certainty)
 
 
 def _check_rows(n: int, b: int, s: RLSettings) -> None:
@@ -63,7 +54,7 @@ def score_phase(rollout: Rollout, batch: Batch, key, *, spec: RLSpec
                      f"compare with labels but the batch has no 'answer_tokens': the dataset "
                      f"has no labels; use a labelled dataset or a proxy reward (majority_vote, "
                      f"self_certainty, neg_entropy, seq_loglik)")
-  view_all = _reward_view(rollout, rs.close_ids)
+  view_all = rollout.map_close_ids(rs.close_ids)
   kept = jax.tree.map(lambda x: first_samples(x, v, g), rollout)
   view = jax.tree.map(lambda x: first_samples(x, v, g), view_all)
   reward_fn = rs.build(v, g, host_reward=batch.get("host_reward"))

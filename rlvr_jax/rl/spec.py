@@ -3,7 +3,7 @@ r"""What an RL step is, statically, and the pytrees its phases pass along.
   RLSettings   sampling, loss and update settings (hashable)
   RewardSpec   the trained reward: {name: weight} over rl.REWARDS, static options, noise model
   RLSpec       model config + optimizer + settings + rewards: everything static about a step
-  Rollout      sampled rows (sample_phase -> score_phase -> update_phase)
+  Rollout      sampled rows (sample_phase -> score_phase -> rewards, update_phase; rollout.py)
   Scored       rewards, advantages and loss mask of the trained rows (score_phase -> update)
   reward_options / close_brace_ids   the static token ids of the rewards, from a tokenizer
 
@@ -25,6 +25,7 @@ from rlvr_jax.rl import advantages as adv_lib
 from rlvr_jax.rl import losses
 from rlvr_jax.rl import noise as noise_lib
 from rlvr_jax.rl import rewards as rewards_lib
+from rlvr_jax.rl.rollout import Rollout
 from rlvr_jax.train.optim import Optimizer
 
 Batch = dict[str, jax.Array]
@@ -319,22 +320,6 @@ def close_brace_ids(tokenizer) -> tuple[int, ...]:
 
 
 # ---------------------------------------------------------------------------------- pytrees
-@flax.struct.dataclass
-class Rollout:
-  """Sampled responses, R rows (samples of one prompt contiguous): tokens int32[R, M] (pad after
-  the stop token), lengths int32[R] (stop token included), logprobs / entropy / self_certainty
-  float32[R, M] from the sampler (0 after a row ends)."""
-  tokens: jax.Array
-  lengths: jax.Array
-  logprobs: jax.Array
-  entropy: jax.Array
-  self_certainty: jax.Array
-
-  def valid_mask(self) -> jax.Array:
-    m = self.tokens.shape[1]
-    return (jnp.arange(m)[None, :] < self.lengths[:, None]).astype(jnp.float32)
-
-
 def first_samples(x, samples_per_prompt: int, keep: int):
   """Rows [B * V, ...] (V = samples_per_prompt, samples of a prompt contiguous) -> the first
   `keep` samples of each prompt, [B * keep, ...]."""
