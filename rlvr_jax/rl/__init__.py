@@ -20,9 +20,9 @@ from rlvr_jax.rl.noise import (NOISE_MODELS, apply_noise, asymmetric_flip, berno
 from rlvr_jax.rl.rewards import (LABEL_REWARDS, REWARDS, RolloutBatch, boxed_answer_match,
                                  build_rewards, combine_rewards, default_verifier,
                                  extract_boxed_tokens, format_reward, get_reward,
-                                 host_verified, host_verifier_reward, last_boxed_span, majority_vote_labels,
-                                 majority_vote_reward, math_verify_match, neg_entropy_reward,
-                                 self_certainty_reward, seq_loglik_reward, valid_mask)
+                                 host_verified, host_verifier_reward, last_boxed_span,
+                                 majority_vote_labels, majority_vote_reward, math_verify_match,
+                                 neg_entropy_reward, self_certainty_reward, seq_loglik_reward, valid_mask)
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS", "compute_advantages", "nonzero_variance_mask",
@@ -33,7 +33,8 @@ __all__ = [
     "most_frequent_wrong_answer", "symmetric_flip", "with_noise",
     "LABEL_REWARDS", "REWARDS", "RolloutBatch", "boxed_answer_match", "build_rewards",
     "combine_rewards", "default_verifier", "extract_boxed_tokens", "format_reward", "get_reward",
-    "host_verified", "host_verifier_reward", "last_boxed_span", "majority_vote_labels", "majority_vote_reward",
+    "host_verified", "host_verifier_reward", "last_boxed_span", "majority_vote_labels",
+    "majority_vote_reward",
     "math_verify_match", "neg_entropy_reward", "self_certainty_reward", "seq_loglik_reward",
     "valid_mask",
 ]

@@ -6,8 +6,9 @@ r"""The score phase of the RL step: rewards through the registry, advantages, th
 V votes; the host verifier's verdicts as a registry entry; the first G samples kept; the noise
 model), the ground-truth reward `boxed_answer_match` against `true_answer_tokens`
 (`reward_fidelity`), then rl.compute_advantages and the loss mask (valid tokens, times the
-nonzero-variance mask of the groups with dynamic sampling). `select_groups` is dynamic sampling's refill; `host_rewards`
-checks the boxed answers on the host (math-verify) for batch["host_reward"].
+nonzero-variance mask of the groups with dynamic sampling). `select_groups` is dynamic
+sampling's refill; `host_rewards` checks the boxed answers on the host (math-verify) for
+batch["host_reward"].
 
 Reward token ids: in-graph rewards compare token ids. BPE / sentencepiece vocabularies often
 merge the closing brace with what follows ("}." in the toy tokenizer, "}$" in Qwen's); every id
