@@ -22,7 +22,8 @@ from rlvr_jax.rl.rewards import (LABEL_REWARDS, REWARDS, RolloutBatch, boxed_ans
                                  extract_boxed_tokens, format_reward, get_reward,
                                  host_verified, host_verifier_reward, last_boxed_span,
                                  majority_vote_labels, majority_vote_reward, math_verify_match,
-                                 neg_entropy_reward, self_certainty_reward, seq_loglik_reward, valid_mask)
+                                 neg_entropy_reward, self_certainty_reward, seq_loglik_reward,
+                                 valid_mask)
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS", "compute_advantages", "nonzero_variance_mask",
