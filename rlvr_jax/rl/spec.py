@@ -216,7 +216,8 @@ class RewardSpec:
     Entries bound here: majority_vote votes among the V samples of a prompt (group_size=V,
     max_answer_len); with host_verifier, boxed_answer_match is rewards.host_verified of
     host_reward float32[B * V] (the host's verdicts, see score.host_rewards). Terms are summed
-    in name order with majority_vote last.
+    in name order with majority_vote last: the order score_phase always summed them in, so
+    float rewards are bit for bit what they were.
     """
     v, g = samples_per_prompt, group_size
     names = sorted(self.names, key=lambda n: (n == MAJORITY, n))
