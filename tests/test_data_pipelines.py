@@ -439,11 +439,46 @@ def test_rl_batch_fields_hand_computed():
   np.testing.assert_array_equal(b["prompt_lengths"], [7, 5])
   np.testing.assert_array_equal(b["answer_tokens"], [[42, -1, -1], [7, 7, -1]])
   np.testing.assert_array_equal(b["answer_lengths"], [1, 2])
+  np.testing.assert_array_equal(b["true_answer_tokens"], [[42, -1, -1], [9, -1, -1]])
   assert list(b["label"]) == ["42", "7 7"] and list(b["true_label"]) == ["42", "9"]
   assert list(b["example_id"]) == ["r0", "r1"] and list(b["domain"]) == ["d", "d"]
   np.testing.assert_array_equal(b["difficulty"], [1, 1])
   assert all(b[k].dtype == np.int32 for k in P.RL_ARRAY_KEYS)
   assert it.accounting()["prompts"] == 2
+
+
+def _host_label_tokens(tokenizer, labels, width):
+  """The RL loop's former per-step host tokenisation of the true labels (kept here as the
+  reference the pipeline's `true_answer_tokens` must reproduce)."""
+  out = np.full((len(labels), width), -1, np.int32)
+  for i, label in enumerate(labels):
+    ids = tokenizer.encode(str(label))
+    if 0 < len(ids) <= width:
+      out[i, :len(ids)] = ids
+  return out
+
+
+def test_rl_true_answer_tokens_equal_the_host_tokenisation():
+  from rlvr_jax.data import builtin
+  tok = builtin.resolve_tokenizer("")
+  answers = ["42", "-3/4", "x+1", "7"]
+  truths = ["42", "0.75", "\\frac{1}{2} " * 6, ""]   # same, different, too long, empty
+  recs = [_rec(i, f"what is {i}?", "", a, true_answer=t)
+          for i, (a, t) in enumerate(zip(answers, truths))]
+  width = 8
+  assert len(tok.encode(truths[2])) > width        # the too-long case really is too long
+  ds = P.rl_dataset(recs, tok, batch_size=2, max_prompt_len=64, max_answer_len=width,
+                    template="toy", seed=3, num_epochs=2, **ONE_SHARD)
+  batches = list(iter(ds))
+  assert len(batches) == 4
+  for b in batches:
+    np.testing.assert_array_equal(b["true_answer_tokens"],
+                                  _host_label_tokens(tok, list(b["true_label"]), width))
+    np.testing.assert_array_equal(b["answer_tokens"],
+                                  _host_label_tokens(tok, list(b["label"]), width))
+    assert b["true_answer_tokens"].dtype == np.int32
+  seen = {str(t) for b in batches for t in b["true_label"]}
+  assert seen == set(truths)
 
 
 def test_rl_repeat_to_fill_uniform_and_policy():

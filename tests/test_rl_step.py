@@ -504,6 +504,133 @@ def test_host_verifier_rewards_replace_the_token_match():
                    {k: v for k, v in batch.items() if k != "host_reward"}, jax.random.key(0))
 
 
+def _former_rewards(rollout, labels_BA, host_R, key, *, weights, v, g, close_ids, noise="",
+                    noise_params=(), host=False):
+  """score_phase's rewards as they were computed before majority vote, the host verifier and
+  noise went through the registry (special cases one after the other): the reference the
+  registry path must reproduce bit for bit."""
+  b = labels_BA.shape[0]
+  keep = lambda x: x.reshape(b, v, *x.shape[1:])[:, :g].reshape(b * g, *x.shape[1:])
+  tokens = jnp.where(jnp.isin(rollout.tokens, jnp.asarray(close_ids[1:])), close_ids[0],
+                     rollout.tokens)
+  view_all = rewards_lib.RolloutBatch(tokens=tokens, lengths=rollout.lengths,
+                                      logprobs=rollout.logprobs, entropy=rollout.entropy,
+                                      self_certainty=rollout.self_certainty)
+  view = jax.tree.map(keep, view_all)
+  k_plain, k_noise = jax.random.split(key)
+  total = jnp.zeros((b * g,), jnp.float32)
+  if host:
+    total = total + weights["boxed_answer_match"] * keep(jnp.asarray(host_R, jnp.float32))
+  plain = {n: w for n, w in sorted(weights.items())
+           if n != "majority_vote" and not (host and n == "boxed_answer_match")}
+  if plain:
+    opts = OPTIONS if any(n == "boxed_answer_match" for n in plain) else {}
+    fn = rewards_lib.combine_rewards(plain, **opts)
+    total = total + fn(view, jnp.repeat(jnp.asarray(labels_BA), g, 0), k_plain)
+  if "majority_vote" in weights:
+    answers, ok = rewards_lib.extract_boxed_tokens(view_all.tokens, view_all.lengths,
+                                                   max_answer_len=32, **OPTIONS)
+    pseudo = rewards_lib.majority_vote_labels(answers.reshape(b, v, -1), ok.reshape(b, v))
+    total = total + weights["majority_vote"] * rewards_lib.boxed_answer_match(
+        view, jnp.repeat(pseudo, g, 0), **OPTIONS)
+  if noise:
+    params = dict(noise_params)
+    if noise == "group_flip":
+      params.setdefault("group_size", g)
+    total = rj.rl.apply_noise(noise, total, k_noise, **params)
+  return total
+
+
+def test_registry_rewards_equal_the_former_special_cases():
+  """Majority vote over V > G, the host verifier's verdicts and every noise model, now registry
+  entries and wrappers bound by RewardSpec.build, give score_phase the rewards (and the
+  reward/* metrics) the former special cases gave, on a fixed rollout, bit for bit."""
+  b, v, g = 4, 5, 3
+  close_dot = 30
+  r = np.random.default_rng(7)
+  digits = r.integers(0, 3, (b, v))
+  rows = [answer(int(d), close_dot if (i + j) % 3 == 0 else CLOSE)
+          for i, p in enumerate(digits) for j, d in enumerate(p)]
+  rows[3] = [BOX, D0 + 1, EOS]                             # an unclosed box: no vote
+  rollout = rollout_of(rows)
+  stats = r.normal(size=rollout.tokens.shape).astype(np.float32)
+  rollout = rollout.replace(self_certainty=stats, entropy=np.abs(stats), logprobs=-np.abs(stats))
+  prompts, _ = make_prompts(b, 1)
+  labels = labels_of(r.integers(0, 3, b))
+  host_R = r.integers(0, 2, b * v).astype(np.float32)
+  batch = {"prompt_tokens": prompts, "prompt_lengths": np.full(b, 4, np.int32),
+           "answer_tokens": labels, "true_answer_tokens": labels_of(digits[:, 0]),
+           "host_reward": host_R}
+  noises = (("", {}), ("symmetric_flip", {"p": 0.3}), ("group_flip", {"p": 0.5}),
+            ("asymmetric_flip", {"fp_rate": 0.2, "fn_rate": 0.4}), ("bernoulli", {"q": 0.6}))
+  cases = [({"majority_vote": 1.0, "self_certainty": 0.25, "seq_loglik": 0.1}, False),
+           ({"majority_vote": 0.5, "boxed_answer_match": 1.0}, False),
+           ({"boxed_answer_match": 1.0, "neg_entropy": 0.3}, True),
+           ({"boxed_answer_match": 2.0, "majority_vote": 1.0}, True)]
+  checked = 0
+  for weights, host in cases:
+    vc = v if "majority_vote" in weights else g            # V > G only with majority vote
+    first = lambda x: np.asarray(x).reshape(b, v, *np.shape(x)[1:])[:, :vc].reshape(
+        b * vc, *np.shape(x)[1:])
+    ro, host_c = jax.tree.map(first, rollout), first(host_R)
+    batch_c = {**batch, "host_reward": host_c}
+    for noise, params in noises:
+      settings = S.RLSettings(group_size=g, vote_samples=vc, max_new_tokens=6, pad_id=PAD,
+                              eos_ids=(EOS,))
+      rspec = S.RewardSpec.make(weights, OPTIONS, noise=noise, noise_params=params,
+                                close_ids=(CLOSE, close_dot), host_verifier=host)
+      spec = S.RLSpec(CFG, None, settings, rspec)
+      for seed in (0, 1):
+        key = jax.random.key(seed)
+        _, scored, m = jax.jit(functools.partial(S.score_phase, spec=spec))(ro, batch_c, key)
+        want = jax.jit(functools.partial(
+            _former_rewards, weights=weights, v=vc, g=g, close_ids=(CLOSE, close_dot),
+            noise=noise, noise_params=tuple(params.items()), host=host))(
+                ro, labels, host_c, key)
+        np.testing.assert_array_equal(np.asarray(scored.rewards), np.asarray(want),
+                                      err_msg=f"{weights} host={host} noise={noise!r}")
+        # the metrics are reduced inside another compiled graph: equal up to f32 rounding
+        np.testing.assert_allclose(float(m["reward/mean"]), float(jnp.mean(want)), rtol=1e-6)
+        np.testing.assert_allclose(float(m["reward/std"]), float(jnp.std(want)), rtol=1e-6)
+        checked += 1
+  assert checked == len(cases) * len(noises) * 2
+
+
+def test_rewards_receive_the_samplers_rollout_with_close_ids_mapped(monkeypatch):
+  """One rollout type: a reward gets the sampler's Rollout itself (rl.RolloutBatch is that
+  class), with every merged close-brace id mapped to "}" and nothing else changed; the update
+  still gets the sampled tokens."""
+  assert rj.rl.RolloutBatch is S.Rollout
+  seen = []
+
+  def spy(batch, labels=None, key=None):
+    seen.append(batch)
+    return jnp.zeros((batch.tokens.shape[0],), jnp.float32)
+
+  monkeypatch.setitem(rewards_lib.REWARDS, "spy", spy)
+  close_dot, g = 30, 2
+  rows = [answer(1), answer(1, close_dot), answer(2, close_dot), answer(3)]
+  rollout = rollout_of(rows)
+  r = np.random.default_rng(0)
+  rollout = rollout.replace(logprobs=r.normal(size=rollout.tokens.shape).astype(np.float32))
+  spec = S.RLSpec(CFG, None, S.RLSettings(group_size=g, max_new_tokens=6, pad_id=PAD,
+                                          eos_ids=(EOS,)),
+                  S.RewardSpec.make({"spy": 1.0}, close_ids=(CLOSE, close_dot)))
+  prompts, _ = make_prompts(2, 0)
+  kept, _, _ = S.score_phase(rollout, {"prompt_tokens": prompts,
+                                       "prompt_lengths": np.full(2, 4, np.int32)},
+                             jax.random.key(0), spec=spec)
+  (got,) = seen
+  assert type(got) is S.Rollout
+  want_tokens = np.where(rollout.tokens == close_dot, CLOSE, rollout.tokens)
+  assert (want_tokens != rollout.tokens).sum() == 2
+  np.testing.assert_array_equal(np.asarray(got.tokens), want_tokens)
+  for field in ("lengths", "logprobs", "entropy", "self_certainty"):
+    np.testing.assert_array_equal(np.asarray(getattr(got, field)),
+                                  np.asarray(getattr(rollout, field)), err_msg=field)
+  np.testing.assert_array_equal(np.asarray(kept.tokens), rollout.tokens)   # unmapped
+
+
 # ---------------------------------------------------------------------------------- errors
 def test_select_groups_keeps_each_groups_rows_together():
   """Dynamic sampling's refill picks whole groups (G rows, their rewards, advantages and mask,

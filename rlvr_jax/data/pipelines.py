@@ -72,7 +72,7 @@ from rlvr_jax.data.sources import DataError
 DEFAULT_THINK_FORMAT = "<think>\n{thinking}\n</think>\n\n{solution}"
 TOKEN_KEYS = ("tokens", "targets", "loss_mask", "segment_ids", "positions")
 RL_ARRAY_KEYS = ("prompt_tokens", "prompt_lengths", "answer_tokens", "answer_lengths",
-                 "difficulty", "index")
+                 "true_answer_tokens", "difficulty", "index")
 RL_STRING_KEYS = ("label", "true_label", "domain", "example_id")
 
 
@@ -664,6 +664,15 @@ def render_prompt(record: Mapping[str, Any], tokenizer, *, template: str,
   return tokenizer.encode(text + prompt_suffix, add_bos=tmpl.add_bos)
 
 
+def answer_row(ids: Sequence[int], width: int) -> np.ndarray:
+  """int32[width]: answer token ids right-padded with -1; all -1 when the answer is empty or
+  longer than `width` (an answer that cannot be represented whole can never be matched)."""
+  row = np.full(width, -1, np.int32)
+  if 0 < len(ids) <= width:
+    row[:len(ids)] = ids
+  return row
+
+
 def rl_dataset(records: Sequence[Mapping[str, Any]], tokenizer, *, batch_size: int,
                max_prompt_len: int, template: str, max_answer_len: int = 32, seed: int = 0,
                num_epochs: int | None = None, shuffle: bool = True, repeat_to_fill: bool = True,
@@ -685,6 +694,9 @@ def rl_dataset(records: Sequence[Mapping[str, Any]], tokenizer, *, batch_size: i
     answer_tokens   int32[B, max_answer_len]  the label encoded on its own (no bos/eos),
                     padded with -1
     answer_lengths  int32[B]
+    true_answer_tokens  int32[B, max_answer_len]  the true label encoded the same way; all -1
+                    when it is longer than max_answer_len (it can then never be matched; the
+                    row is kept, as the true label only measures reward/true_mean)
     difficulty      int32[B]   (-1 unknown)
     index           int32[B]   the record's position in `records`
     label           str[B]     the label rewards are computed against (maybe a noisy one)
@@ -733,13 +745,14 @@ def rl_dataset(records: Sequence[Mapping[str, Any]], tokenizer, *, batch_size: i
     else:
       p = np.full(max_prompt_len, pad_id, np.int32)
       p[:len(ids)] = ids
-      a = np.full(max_answer_len, -1, np.int32)
-      a[:len(ans)] = ans
+      true_label = str(record.get("true_answer", label))
+      true_ans = ans if true_label == label else tokenizer.encode(true_label)
       items.append({"prompt_tokens": p, "prompt_lengths": np.int32(len(ids)),
-                    "answer_tokens": a, "answer_lengths": np.int32(len(ans)),
+                    "answer_tokens": answer_row(ans, max_answer_len),
+                    "answer_lengths": np.int32(len(ans)),
+                    "true_answer_tokens": answer_row(true_ans, max_answer_len),
                     "difficulty": np.int32(record.get("difficulty", -1)),
-                    "index": np.int32(i), "label": label,
-                    "true_label": str(record.get("true_answer", label)),
+                    "index": np.int32(i), "label": label, "true_label": true_label,
                     "domain": str(record.get("domain", "")),
                     "example_id": str(record.get("id", i))})
   counts["prompts"] = len(items)
@@ -780,5 +793,5 @@ def _rl_batch(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
 
 __all__ = ["cpt_dataset", "sft_dataset", "rl_dataset", "render_prompt", "prompt_messages",
            "assistant_reply", "final_solution", "encode_sft_example", "resolve_shard",
-           "shard_bounds", "Shard", "TOKEN_KEYS", "RL_ARRAY_KEYS", "RL_STRING_KEYS",
+           "shard_bounds", "Shard", "answer_row", "TOKEN_KEYS", "RL_ARRAY_KEYS", "RL_STRING_KEYS",
            "DEFAULT_THINK_FORMAT"]

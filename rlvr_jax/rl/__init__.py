@@ -6,7 +6,8 @@
     denominator (sums over microbatches / devices add up exactly)
   rl.tis_weights(trainer_logp, sampler_logp, mask, level=, cap=) -> truncated IS weights
   rl.token_logprobs_and_entropy(logits_BTV, tokens_BT, temperature) -> (logp_BT, entropy_BT)
-  rl.RolloutBatch, rl.REWARDS, rl.combine_rewards, rl.host_verifier_reward    (rewards.py)
+  rl.RolloutBatch (= rollout.Rollout), rl.REWARDS, rl.combine_rewards, rl.host_verified,
+    rl.host_verifier_reward                                                    (rewards.py)
   rl.NOISE_MODELS, rl.apply_noise, rl.most_frequent_wrong_answer               (noise.py)
 """
 from rlvr_jax.rl.advantages import (ADVANTAGE_ESTIMATORS, compute_advantages,
@@ -19,9 +20,10 @@ from rlvr_jax.rl.noise import (NOISE_MODELS, apply_noise, asymmetric_flip, berno
 from rlvr_jax.rl.rewards import (LABEL_REWARDS, REWARDS, RolloutBatch, boxed_answer_match,
                                  build_rewards, combine_rewards, default_verifier,
                                  extract_boxed_tokens, format_reward, get_reward,
-                                 host_verifier_reward, last_boxed_span, majority_vote_labels,
-                                 majority_vote_reward, math_verify_match, neg_entropy_reward,
-                                 self_certainty_reward, seq_loglik_reward, valid_mask)
+                                 host_verified, host_verifier_reward, last_boxed_span,
+                                 majority_vote_labels, majority_vote_reward, math_verify_match,
+                                 neg_entropy_reward, self_certainty_reward, seq_loglik_reward,
+                                 valid_mask)
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS", "compute_advantages", "nonzero_variance_mask",
@@ -32,7 +34,8 @@ __all__ = [
     "most_frequent_wrong_answer", "symmetric_flip", "with_noise",
     "LABEL_REWARDS", "REWARDS", "RolloutBatch", "boxed_answer_match", "build_rewards",
     "combine_rewards", "default_verifier", "extract_boxed_tokens", "format_reward", "get_reward",
-    "host_verifier_reward", "last_boxed_span", "majority_vote_labels", "majority_vote_reward",
+    "host_verified", "host_verifier_reward", "last_boxed_span", "majority_vote_labels",
+    "majority_vote_reward",
     "math_verify_match", "neg_entropy_reward", "self_certainty_reward", "seq_loglik_reward",
     "valid_mask",
 ]

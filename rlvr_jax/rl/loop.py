@@ -253,24 +253,10 @@ def check_labels(records, reward: step_lib.RewardSpec) -> None:
 
 
 # ---------------------------------------------------------------------------------- batches
-def label_tokens(tokenizer, labels, width: int, cache: dict) -> np.ndarray:
-  """int32[B, width]: each label string encoded alone (no bos/eos), right-padded with -1; a
-  label longer than `width` becomes all -1 (it can then never be matched)."""
-  out = np.full((len(labels), width), -1, np.int32)
-  for i, label in enumerate(labels):
-    ids = cache.get(label)
-    if ids is None:
-      ids = cache[label] = tokenizer.encode(str(label))
-    if 0 < len(ids) <= width:
-      out[i, :len(ids)] = ids
-  return out
-
-
-def device_batch(host: dict, tokenizer, width: int, cache: dict, mesh) -> dict:
-  """The arrays the step needs (DEVICE_KEYS), placed over (data, fsdp)."""
-  batch = {k: np.asarray(host[k], np.int32) for k in DEVICE_KEYS[:3]}
-  batch["true_answer_tokens"] = label_tokens(tokenizer, list(host["true_label"]), width, cache)
-  return train_loop.put_batch(batch, mesh)
+def device_batch(host: dict, mesh) -> dict:
+  """The arrays the step needs (DEVICE_KEYS, all tokenised by the grain pipeline), placed over
+  (data, fsdp)."""
+  return train_loop.put_batch({k: np.asarray(host[k], np.int32) for k in DEVICE_KEYS}, mesh)
 
 
 # ---------------------------------------------------------------------------------- the loop
@@ -361,7 +347,6 @@ def _stage(config, workdir, mesh, settings, reward, spec, shardings, tokenizer, 
            data_iter, eval_fn, start, restored_extra) -> Stage:
   """The RL stage of run.loop.run_loop: prompt batches, the fused step or the phases, the eval
   harness, and the saturation monitors (logged, saved with each checkpoint, able to stop)."""
-  answer_width = int(_get(config, "data.max_answer_len", 32))
   host_fn = None
   if reward.host_verifier:
     def host_fn(rollout, batch_host=None):
@@ -373,7 +358,6 @@ def _stage(config, workdir, mesh, settings, reward, spec, shardings, tokenizer, 
   else:
     phases = step_lib.jit_rl_phases(spec, mesh, shardings)
   base_key = jax.random.key(int(config.seed))
-  label_cache: dict = {}
   monitors = saturation_monitors(config, workdir, start, restored_extra)
   stop_after = int(_get(config, "rl.stop_after_saturation", 0))
   rows = int(config.batch_size) * settings.group_size
@@ -382,7 +366,7 @@ def _stage(config, workdir, mesh, settings, reward, spec, shardings, tokenizer, 
     """The next prompt batch on the devices (plus its host rows for the host verifier)."""
     del n
     host = next(data_iter)
-    batch = device_batch(host, tokenizer, answer_width, label_cache, mesh)
+    batch = device_batch(host, mesh)
     if host_fn is not None:
       batch["_host"] = host
     return batch
@@ -542,4 +526,4 @@ def _run_phases(phases: step_lib.Phases, state, ref_params, batch, key, host_fn=
 
 
 __all__ = ["run", "use_fused_step", "fused_setting", "reward_spec", "rl_settings", "model_config",
-           "validate", "check_labels", "label_tokens", "device_batch", "stop_ids", "DEVICE_KEYS"]
+           "validate", "check_labels", "device_batch", "stop_ids", "DEVICE_KEYS"]

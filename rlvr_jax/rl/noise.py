@@ -12,6 +12,9 @@ rejected at trace time).
                                          1 -> 0 with probability fn_rate (false negative)
   bernoulli_reward(r, key, q)            ignores r: 1 with probability q, else 0
 
+`with_noise(reward_fn, name, **rates)` wraps a reward of the registry's signature so its output
+passes through one of them; RewardSpec.build uses it for reward.noise (the trained reward).
+
 The paper's main noise setting is not one of these: it replaces a prompt's label, once, with the
 model's most frequent wrong answer (`most_frequent_wrong_answer`, used by the data protocols).
 """
@@ -93,7 +96,8 @@ def apply_noise(name: str, rewards: jax.Array, key: jax.Array, **params: Any) ->
 
 def with_noise(reward_fn: Callable[..., jax.Array], name: str, **params: Any
                ) -> Callable[..., jax.Array]:
-  """Wrap fn(batch, labels, key) so its output passes through noise model `name`."""
+  """Wrap fn(batch, labels, key) so its output passes through noise model `name`: `key` splits
+  into (the reward's key, the noise key)."""
   if name not in NOISE_MODELS:
     raise ValueError(f"unknown reward noise model {name!r}; choose one of {sorted(NOISE_MODELS)}")
 

@@ -2,7 +2,7 @@
 
 Every in-graph reward has the signature
 
-    reward(batch: RolloutBatch, labels: int32[N, A] | None, key, **static_options) -> float32[N]
+    reward(batch: Rollout, labels: int32[N, A] | None, key, **static_options) -> float32[N]
 
 `labels` holds the token ids of each sample's canonical answer string, right-padded with -1 and
 repeated for the samples of one prompt. Static options (token ids of `\\boxed{`, `}`, `<think>`,
@@ -16,7 +16,8 @@ math, decode on the host and use `host_verifier_reward` (rlvr_jax.data.answers.e
 sympy-based equivalence via the `math-verify` package, the matcher eval uses too).
 
 Registry `REWARDS` (name -> fn): boxed_answer_match, format, majority_vote, self_certainty,
-neg_entropy, seq_loglik.
+neg_entropy, seq_loglik. `host_verified(values)` wraps the host verifier's precomputed verdicts as
+a reward of the same signature (it replaces boxed_answer_match with reward.host_verifier).
 """
 from __future__ import annotations
 
@@ -27,23 +28,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rlvr_jax.rl.rollout import Rollout
+
 RewardFn = Callable[..., jax.Array]
 
 
-class RolloutBatch(NamedTuple):
-  """What rewards see of a rollout (a pytree). Samples of one prompt are contiguous rows.
-
-  tokens: int32[N, T] response tokens (pad after EOS); lengths: int32[N] generated tokens, EOS
-  included; logprobs / entropy / self_certainty: float32[N, T] per-token statistics from the
-  sampler (None when not computed); mask: float32[N, T], 1 on valid response tokens (None: derived
-  from lengths). Any object with these attributes works.
-  """
-  tokens: jax.Array
-  lengths: jax.Array
-  logprobs: jax.Array | None = None
-  entropy: jax.Array | None = None
-  self_certainty: jax.Array | None = None
-  mask: jax.Array | None = None
+# What rewards see of a rollout: the sampler's Rollout itself (rollout.py), under its former name.
+# Any object with its attributes works (tokens int32[N, T], lengths int32[N], logprobs / entropy /
+# self_certainty float32[N, T] or None, mask float32[N, T] or None).
+RolloutBatch = Rollout
 
 
 # ------------------------------------------------------------------------ token-space helpers
@@ -250,9 +243,9 @@ def majority_vote_reward(batch, labels=None, key=None, *, group_size: int,
   """1.0 where a sample's boxed answer equals the majority answer of its own group, else 0.0.
 
   Votes come from the group_size samples of each prompt in this batch (ignores labels). For the
-  paper's "vote over V, train on G < V" call `majority_vote_labels` on the V samples and score
-  the G kept ones with `boxed_answer_match`. Answers longer than max_answer_len do not vote and
-  score 0. float32[N].
+  paper's "vote over V, train on G < V" score all V samples (group_size=V) and keep the first G
+  rows of each prompt, as `RewardSpec.build` does. Answers longer than max_answer_len do not vote
+  and score 0. float32[N].
   """
   del labels, key
   n = batch.tokens.shape[0]
@@ -334,19 +327,21 @@ def get_reward(name: str) -> RewardFn:
   return REWARDS[name]
 
 
-def build_rewards(weights: Mapping[str, float], **options: Any
-                  ) -> dict[str, tuple[float, Callable[..., jax.Array]]]:
+def build_rewards(weights: Mapping[str, float], *, fns: Mapping[str, RewardFn] | None = None,
+                  **options: Any) -> dict[str, tuple[float, Callable[..., jax.Array]]]:
   """{name: (weight, fn(batch, labels, key))} with the static options each reward takes bound.
 
   `options` are shared: each is passed to every chosen reward with a keyword of that name (token
   ids serve both boxed_answer_match and format). An option no chosen reward accepts, or a required
-  one missing, is a ValueError naming it.
+  one missing, is a ValueError naming it. `fns` replaces registry entries by name for this build
+  (a wrapper such as `host_verified`, whose keyword options are bound the same way).
   """
   if not weights:
     raise ValueError(f"no reward selected; give {{name: weight}} with names from {sorted(REWARDS)}")
+  fns = dict(fns or {})
   built, used = {}, set()
   for name, weight in weights.items():
-    fn = get_reward(name)
+    fn = fns[name] if name in fns else get_reward(name)
     accepted = _options_of(fn)
     missing = [p.name for p in accepted.values()
                if p.default is inspect.Parameter.empty and p.name not in options]
@@ -367,12 +362,14 @@ def build_rewards(weights: Mapping[str, float], **options: Any
   return built
 
 
-def combine_rewards(weights: Mapping[str, float], **options: Any) -> Callable[..., jax.Array]:
-  """One reward fn(batch, labels, key) -> float32[N]: sum_i weight_i * reward_i.
+def combine_rewards(weights: Mapping[str, float], *, fns: Mapping[str, RewardFn] | None = None,
+                    **options: Any) -> Callable[..., jax.Array]:
+  """One reward fn(batch, labels, key) -> float32[N]: sum_i weight_i * reward_i, summed in the
+  order of `weights` (`fns`: registry entries replaced by name, see build_rewards).
 
   Each reward gets its own key (split from `key`; a key is only needed by random rewards).
   """
-  built = build_rewards(weights, **options)
+  built = build_rewards(weights, fns=fns, **options)
 
   def combined(batch, labels=None, key=None):
     keys = (jax.random.split(key, len(built)) if key is not None else [None] * len(built))
@@ -382,6 +379,23 @@ def combine_rewards(weights: Mapping[str, float], **options: Any) -> Callable[..
     return total
 
   return combined
+
+
+def host_verified(values_N) -> RewardFn:
+  """A registry-compatible reward whose values the host verifier computed beforehand
+  (`score.host_rewards`: decoded responses checked by `host_verifier_reward`): fn(batch, labels,
+  key) returns values_N float32[N], one per row of `batch`. It stands in for boxed_answer_match
+  when reward.host_verifier is on (`RewardSpec.build`)."""
+
+  def reward(batch, labels=None, key=None):
+    del labels, key
+    v_N = jnp.asarray(values_N, jnp.float32)
+    if v_N.shape != (batch.tokens.shape[0],):
+      raise ValueError(f"host_verified: {v_N.shape} host rewards for {batch.tokens.shape[0]} "
+                       f"rows; give float32[N], one per rollout row")
+    return v_N
+
+  return reward
 
 
 # ------------------------------------------------------------------------ host-side verifier

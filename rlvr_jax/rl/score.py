@@ -1,17 +1,19 @@
 r"""The score phase of the RL step: rewards through the registry, advantages, the loss mask.
 
 `score_phase` turns a Rollout of B * V rows into the B * G trained rows and their Scored
-(rewards, advantages, loss mask): rewards in-graph on the rollout (the weighted sum of
-`RewardSpec.weights` over rl.REWARDS, optionally through a noise model), the ground-truth
-reward `boxed_answer_match` against `true_answer_tokens` (`reward_fidelity`), majority vote
-(pseudo-label = the most common boxed answer among a prompt's V samples), then
-rl.compute_advantages and the loss mask (valid tokens, times the nonzero-variance mask of the
-groups with dynamic sampling). `select_groups` is dynamic sampling's refill; `host_rewards`
-checks the boxed answers on the host (math-verify) for batch["host_reward"].
+(rewards, advantages, loss mask): the one reward fn of `RewardSpec.build` (the weighted sum of
+`RewardSpec.weights` over rl.REWARDS on all V samples of each prompt, so majority vote sees its
+V votes; the host verifier's verdicts as a registry entry; the first G samples kept; the noise
+model), the ground-truth reward `boxed_answer_match` against `true_answer_tokens`
+(`reward_fidelity`), then rl.compute_advantages and the loss mask (valid tokens, times the
+nonzero-variance mask of the groups with dynamic sampling). `select_groups` is dynamic
+sampling's refill; `host_rewards` checks the boxed answers on the host (math-verify) for
+batch["host_reward"].
 
 Reward token ids: in-graph rewards compare token ids. BPE / sentencepiece vocabularies often
 merge the closing brace with what follows ("}." in the toy tokenizer, "}$" in Qwen's); every id
-in `RewardSpec.close_ids` is mapped to the first one before the rewards see the tokens.
+in `RewardSpec.close_ids` is mapped to the first one (`Rollout.map_close_ids`, once) before the
+rewards see the tokens; the rewards get that same Rollout type, the update the unmapped one.
 """
 from __future__ import annotations
 
@@ -21,26 +23,9 @@ import numpy as np
 
 from rlvr_jax.rl import advantages as adv_lib
 from rlvr_jax.rl import losses
-from rlvr_jax.rl import noise as noise_lib
 from rlvr_jax.rl import rewards as rewards_lib
-from rlvr_jax.rl.spec import MAJORITY, Batch, Metrics, RLSettings, RLSpec, Rollout, Scored
-
-
-def _reward_view(rollout: Rollout, close_ids: tuple[int, ...]) -> rewards_lib.RolloutBatch:
-  tokens = rollout.tokens
-  if len(close_ids) > 1:
-    tokens = jnp.where(jnp.isin(tokens, jnp.asarray(close_ids[1:], jnp.int32)), close_ids[0],
-                       tokens)
-  return rewards_lib.RolloutBatch(tokens=tokens, lengths=rollout.lengths,
-                                  logprobs=rollout.logprobs, entropy=rollout.entropy,
-                                  self_certainty=rollout.self_certainty)
-
-
-def _keep_first(x, b: int, v: int, g: int):
-  """Rows [B*V, ...] -> the first g samples of each prompt, [B*g, ...]."""
-  if v == g:
-    return x
-  return x.reshape(b, v, *x.shape[1:])[:, :g].reshape(b * g, *x.shape[1:])
+from rlvr_jax.rl.spec import (Batch, Metrics, RLSettings, RLSpec, Rollout, Scored,
+                              first_samples)
 
 
 def _check_rows(n: int, b: int, s: RLSettings) -> None:
@@ -70,40 +55,12 @@ def score_phase(rollout: Rollout, batch: Batch, key, *, spec: RLSpec
                      f"compare with labels but the batch has no 'answer_tokens': the dataset "
                      f"has no labels; use a labelled dataset or a proxy reward (majority_vote, "
                      f"self_certainty, neg_entropy, seq_loglik)")
-  view_all = _reward_view(rollout, rs.close_ids)
-  kept = jax.tree.map(lambda x: _keep_first(x, b, v, g), rollout)
-  view = jax.tree.map(lambda x: _keep_first(x, b, v, g), view_all)
-  n = b * g
-  k_plain, k_noise = jax.random.split(key)
-
-  host_N = batch.get("host_reward")
-  use_host = rs.host_verifier and "boxed_answer_match" in rs.names
-  if use_host and host_N is None:
-    raise ValueError("reward.host_verifier is on but the batch has no 'host_reward' (float32[B * "
-                     "V] from rl.step.host_rewards): the fused step cannot call a host verifier; "
-                     "run the phases separately (rl.fused_step=False)")
-  total_N = jnp.zeros((n,), jnp.float32)
-  if use_host:
-    total_N = total_N + dict(rs.weights)["boxed_answer_match"] * _keep_first(
-        jnp.asarray(host_N, jnp.float32), b, v, g)
-  plain = rs.build_plain(host=use_host)
-  if plain is not None:
-    labels_NA = None if labels_BA is None else jnp.repeat(jnp.asarray(labels_BA, jnp.int32), g, 0)
-    total_N = total_N + plain(view, labels_NA, k_plain)
-  weights = dict(rs.weights)
-  if MAJORITY in weights:
-    opts = rs.majority_options()
-    answers_NA, ok_N = rewards_lib.extract_boxed_tokens(
-        view_all.tokens, view_all.lengths, max_answer_len=rs.max_answer_len, **opts)
-    pseudo_BA = rewards_lib.majority_vote_labels(answers_NA.reshape(b, v, -1), ok_N.reshape(b, v))
-    match_N = rewards_lib.boxed_answer_match(view, jnp.repeat(pseudo_BA, g, 0), **opts)
-    total_N = total_N + weights[MAJORITY] * match_N
-  if rs.noise:
-    params = dict(rs.noise_params)
-    if rs.noise == "group_flip":
-      params.setdefault("group_size", g)
-    total_N = noise_lib.apply_noise(rs.noise, total_N, k_noise, **params)
-  rewards_N = total_N
+  view_all = rollout.map_close_ids(rs.close_ids)
+  kept = jax.tree.map(lambda x: first_samples(x, v, g), rollout)
+  view = jax.tree.map(lambda x: first_samples(x, v, g), view_all)
+  reward_fn = rs.build(v, g, host_reward=batch.get("host_reward"))
+  labels_RA = None if labels_BA is None else jnp.repeat(jnp.asarray(labels_BA, jnp.int32), v, 0)
+  rewards_N = reward_fn(view_all, labels_RA, key)
 
   advantages_N = adv_lib.compute_advantages(rewards_N, g, s.estimator)
   varied_N = adv_lib.nonzero_variance_mask(rewards_N, g)
@@ -120,7 +77,7 @@ def score_phase(rollout: Rollout, batch: Batch, key, *, spec: RLSpec
              **{name: nan for name in FIDELITY_METRICS}}
   true_BA = batch.get("true_answer_tokens")
   if batch.get("host_true_reward") is not None:
-    true_N = _keep_first(jnp.asarray(batch["host_true_reward"], jnp.float32), b, v, g)
+    true_N = first_samples(jnp.asarray(batch["host_true_reward"], jnp.float32), v, g)
     metrics.update(reward_fidelity(rewards_N, true_N, g))
   elif true_BA is not None:
     opts = {name: val for name, val in rs.options

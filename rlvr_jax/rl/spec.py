@@ -3,7 +3,7 @@ r"""What an RL step is, statically, and the pytrees its phases pass along.
   RLSettings   sampling, loss and update settings (hashable)
   RewardSpec   the trained reward: {name: weight} over rl.REWARDS, static options, noise model
   RLSpec       model config + optimizer + settings + rewards: everything static about a step
-  Rollout      sampled rows (sample_phase -> score_phase -> update_phase)
+  Rollout      sampled rows (sample_phase -> score_phase -> rewards, update_phase; rollout.py)
   Scored       rewards, advantages and loss mask of the trained rows (score_phase -> update)
   reward_options / close_brace_ids   the static token ids of the rewards, from a tokenizer
 
@@ -25,6 +25,7 @@ from rlvr_jax.rl import advantages as adv_lib
 from rlvr_jax.rl import losses
 from rlvr_jax.rl import noise as noise_lib
 from rlvr_jax.rl import rewards as rewards_lib
+from rlvr_jax.rl.rollout import Rollout
 from rlvr_jax.train.optim import Optimizer
 
 Batch = dict[str, jax.Array]
@@ -149,8 +150,8 @@ class RewardSpec:
   host_verifier: the boxed-answer reward (when chosen) and the ground-truth reward come from
   the host verifier (batch["host_reward"] / ["host_true_reward"], see `host_rewards`).
 
-  "majority_vote" is computed here for any V >= G (pseudo-label = most common boxed answer
-  among the V samples of a prompt; reward = boxed_answer_match of each kept sample against it).
+  `build` makes the one reward fn score_phase calls: majority vote over V >= G samples, host
+  verification and noise are bound there as registry entries and wrappers.
   """
   weights: tuple[tuple[str, float], ...]
   options: tuple[tuple[str, Any], ...] = ()
@@ -201,33 +202,50 @@ class RewardSpec:
                                                      jax.random.key(0), **params))
       except TypeError as e:
         raise ValueError(f"reward noise model {self.noise!r} with rates {params}: {e}") from None
-    self.build_plain()              # a missing static option -> ValueError naming it
-    if MAJORITY in self.names:
-      self.majority_options()
+    # a missing static option -> ValueError naming it (host_reward: a placeholder, only the
+    # options are bound here)
+    self.build(1, 1, host_reward=())
 
-  def _plain_weights(self, host: bool = False) -> dict[str, float]:
-    """The rewards computed by rewards.combine_rewards (not majority vote; not the boxed match
-    when a host verifier supplies it)."""
-    return {n: w for n, w in self.weights
-            if n != MAJORITY and not (host and n == "boxed_answer_match")}
+  def build(self, samples_per_prompt: int, group_size: int, host_reward=None):
+    """The trained reward as one registry-style fn(rollout, labels, key) -> float32[B * G].
 
-  def build_plain(self, host: bool = False):
-    weights = self._plain_weights(host)
-    if not weights:
-      return None
-    opts = dict(self.options)
-    accepted = set()
-    for name in weights:
-      accepted |= _keyword_options(rewards_lib.REWARDS[name])
-    return rewards_lib.combine_rewards(weights, **{k: v for k, v in opts.items() if k in accepted})
+    The fn scores all B * V sampled rows (samples of a prompt contiguous; labels int32[B * V, A]
+    or None) with rewards.combine_rewards over the chosen entries, keeps the first G samples of
+    each prompt, then passes them through the noise model (noise.with_noise, which splits `key`
+    into the rewards' key and the noise key; group_flip's groups are the G kept samples).
+    Entries bound here: majority_vote votes among the V samples of a prompt (group_size=V,
+    max_answer_len); with host_verifier, boxed_answer_match is rewards.host_verified of
+    host_reward float32[B * V] (the host's verdicts, see score.host_rewards). Terms are summed
+    in name order with majority_vote last: the order score_phase always summed them in, so
+    float rewards are bit for bit what they were.
+    """
+    v, g = samples_per_prompt, group_size
+    names = sorted(self.names, key=lambda n: (n == MAJORITY, n))
+    weights = {n: w for n, w in self.weights}
+    fns, extra = {}, {}
+    if self.host_verifier and "boxed_answer_match" in weights:
+      if host_reward is None:
+        raise ValueError("reward.host_verifier is on but the batch has no 'host_reward' (float32"
+                         "[B * V] from rl.step.host_rewards): the fused step cannot call a host "
+                         "verifier; run the phases separately (rl.fused_step=False)")
+      fns["boxed_answer_match"] = rewards_lib.host_verified(host_reward)
+    if MAJORITY in weights:
+      extra = {"group_size": v, "max_answer_len": self.max_answer_len}
+    accepted = set(extra)
+    for name in names:
+      accepted |= _keyword_options(fns.get(name, rewards_lib.REWARDS[name]))
+    options = {k: val for k, val in {**dict(self.options), **extra}.items() if k in accepted}
+    combined = rewards_lib.combine_rewards({n: weights[n] for n in names}, fns=fns, **options)
 
-  def majority_options(self) -> dict[str, Any]:
-    opts = dict(self.options)
-    missing = [k for k in ("boxed_ids", "close_id") if k not in opts]
-    if missing:
-      raise ValueError(f"reward 'majority_vote' needs option(s) {missing} (token ids of "
-                       f"'\\\\boxed{{' and '}}')")
-    return {k: opts[k] for k in ("boxed_ids", "close_id", "open_brace_id") if k in opts}
+    def kept(rollout, labels=None, key=None):
+      return first_samples(combined(rollout, labels, key), v, g)
+
+    if not self.noise:
+      return kept
+    params = dict(self.noise_params)
+    if self.noise == "group_flip":
+      params.setdefault("group_size", g)
+    return noise_lib.with_noise(kept, self.noise, **params)
 
 
 def _freeze(v):
@@ -303,20 +321,13 @@ def close_brace_ids(tokenizer) -> tuple[int, ...]:
 
 
 # ---------------------------------------------------------------------------------- pytrees
-@flax.struct.dataclass
-class Rollout:
-  """Sampled responses, R rows (samples of one prompt contiguous): tokens int32[R, M] (pad after
-  the stop token), lengths int32[R] (stop token included), logprobs / entropy / self_certainty
-  float32[R, M] from the sampler (0 after a row ends)."""
-  tokens: jax.Array
-  lengths: jax.Array
-  logprobs: jax.Array
-  entropy: jax.Array
-  self_certainty: jax.Array
-
-  def valid_mask(self) -> jax.Array:
-    m = self.tokens.shape[1]
-    return (jnp.arange(m)[None, :] < self.lengths[:, None]).astype(jnp.float32)
+def first_samples(x, samples_per_prompt: int, keep: int):
+  """Rows [B * V, ...] (V = samples_per_prompt, samples of a prompt contiguous) -> the first
+  `keep` samples of each prompt, [B * keep, ...]."""
+  v = samples_per_prompt
+  if v == keep:
+    return x
+  return x.reshape(-1, v, *x.shape[1:])[:, :keep].reshape(-1, *x.shape[1:])
 
 
 @flax.struct.dataclass
@@ -329,4 +340,4 @@ class Scored:
 
 
 __all__ = ["RLSettings", "RewardSpec", "RLSpec", "Rollout", "Scored", "reward_options",
-           "close_brace_ids", "DYNAMIC_SAMPLING", "OLD_LOGPROBS", "MAJORITY"]
+           "close_brace_ids", "first_samples", "DYNAMIC_SAMPLING", "OLD_LOGPROBS", "MAJORITY"]

@@ -60,10 +60,10 @@ mismatch/logp_abs_max, mismatch/ratio_out_frac (share of tokens with exp(d) outs
 with tis on, mismatch/tis_weight_mean and mismatch/tis_clipped_frac (share whose exp(d) or
 exp(sum_t d) exceeds tis_cap), over tokens ("token") or rows with a valid token ("sequence").
 
-The modules: rl/spec.py (RLSettings, RewardSpec, RLSpec, Rollout, Scored), rl/score.py (the
-score phase, dynamic sampling's `select_groups`, `host_rewards`), rl/update.py (the update
-phase, the sampler/trainer mismatch); this module the sample phase, the composed step and the
-jitted step / phases. Every name is re-exported here.
+The modules: rl/rollout.py (Rollout), rl/spec.py (RLSettings, RewardSpec, RLSpec, Scored),
+rl/score.py (the score phase, dynamic sampling's `select_groups`, `host_rewards`), rl/update.py
+(the update phase, the sampler/trainer mismatch); this module the sample phase, the composed
+step and the jitted step / phases. Every name is re-exported here.
 """
 from __future__ import annotations
 
