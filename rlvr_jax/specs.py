@@ -71,7 +71,7 @@ class ModelSpec:
     out = {}
     for f in dataclasses.fields(self):
       v = getattr(self, f.name)
-      if f.name in ("size", "vocab_size") or v is None or v == "":
+      if f.name == "size" or v is None or v == "":
         continue
       if isinstance(v, int) and not isinstance(v, bool) and v == 0:
         continue
@@ -207,7 +207,7 @@ class RLConfig:
 class RewardConfig:
   """config.reward: weights (reward name -> weight; zero weights unused) and the noise model
   ('' | symmetric_flip | group_flip | asymmetric_flip | bernoulli) with its rates."""
-  weights: dict = dataclasses.field(default_factory=lambda: {"boxed_answer_match": 1.0})
+  weights: dict = dataclasses.field(default_factory=dict)
   host_verifier: bool = False
   noise: str = ""
   noise_p: float = 0.0
@@ -461,7 +461,7 @@ def validate(spec: RunSpec, cfg=None, mesh=None, *, settings=None, processes: in
     problems.append(f"seq_len={spec.seq_len} exceeds the model's max_seq_len={cfg.max_seq_len};"
                     f" lower seq_len or set model.max_seq_len")
   if not rl and spec.stage == "sft":
-    problems += _sft_problems(spec.data)
+    problems += sft_problems(spec.data)
   if rl:
     problems += _rl_problems(spec, cfg, settings)
   if problems:
@@ -494,17 +494,16 @@ def validate(spec: RunSpec, cfg=None, mesh=None, *, settings=None, processes: in
     train_loop.check_model_fits_mesh(cfg, mesh)
 
 
-TRACES_FAITHFUL = ("faithful", "none")
-
-
-def _sft_problems(data: DataSpec) -> list[str]:
+def sft_problems(data: DataSpec) -> list[str]:
+  """data.trace is known, and an unfaithful trace is trained on (data.thinking)."""
   from rlvr_jax.train.run import TRACES, UNFAITHFUL
   problems = []
   if data.trace not in TRACES:
-    problems.append(f"data.trace={data.trace!r}; choose one of {list(TRACES)}")
+    problems.append(f"config.data.trace={data.trace!r}; choose one of {list(TRACES)}")
   elif data.trace.startswith(UNFAITHFUL) and not data.thinking:
-    problems.append(f"data.trace={data.trace!r} trains on (unfaithful) traces but "
-                    f"data.thinking=False drops them; set data.thinking=True")
+    problems.append(f"config.data.trace={data.trace!r} trains on (unfaithful) traces but "
+                    f"data.thinking=False trains on solutions only; set data.thinking=True or "
+                    f"data.trace='none'")
   return problems
 
 

@@ -137,12 +137,14 @@ def test_defaults_equal_what_runs_used_before():
   assert (d.label_noise, d.label_noise_samples, d.protocol_batch_size) == (0.0, 96, 16)
   assert (d.thinking, d.trace, d.truncation, d.pack) == (True, "faithful", "drop", False)
   r = specs.RewardConfig()
+  assert r.weights == {}
   assert (r.host_verifier, r.noise, r.noise_p, r.noise_fp_rate, r.noise_fn_rate, r.noise_q) \
       == (False, "", 0.0, 0.0, 0.0, 0.5)
   s = specs.RunSpec()
   assert (s.eval_at_end, s.progress_bar, s.keep_best, s.resume_overrides) == (True, True, 0, False)
   assert (s.eval_batches, s.seed, s.max_nonfinite_steps) == (4, 0, GuardSpec().max_nonfinite)
   assert s.model.size == "toy-1m" and s.model.vocab_size == 0 and s.model.overrides() == {}
+  assert specs.ModelSpec(vocab_size=99, dtype='', num_layers=0).overrides() == {'vocab_size': 99}
   # eval/harness.py: EvalOptions' sampling defaults, and the eval set defaults
   e, o = specs.EvalSpec(), EvalOptions()
   for f in dataclasses.fields(EvalOptions):
