@@ -39,6 +39,7 @@ import typing
 from typing import Any, Mapping
 
 from rlvr_jax.config_utils import csv_list
+from rlvr_jax.diagnostics.saturation import MonitorParams
 from rlvr_jax.run.guard import GuardSpec
 
 
@@ -249,15 +250,14 @@ class EvalSpec:
 @dataclasses.dataclass(frozen=True)
 class SaturationSpec:
   """config.saturation: diagnostics/saturation.MonitorParams less reward_key."""
-  epsilon: float = 0.99
-  warmup: int = 10
-  patience: int = 20
-  tolerance: float = 0.01
-  window: int | None = None
-  min_r_max: float = 0.0
+  epsilon: float = MonitorParams.epsilon
+  warmup: int = MonitorParams.warmup
+  patience: int = MonitorParams.patience
+  tolerance: float = MonitorParams.tolerance
+  window: int | None = MonitorParams.window
+  min_r_max: float = MonitorParams.min_r_max
 
-  def params(self, reward_key: str):
-    from rlvr_jax.diagnostics.saturation import MonitorParams
+  def params(self, reward_key: str) -> MonitorParams:
     return MonitorParams(**dataclasses.asdict(self), reward_key=reward_key)
 
 

@@ -261,3 +261,18 @@ def test_train_batch_must_divide_over_processes():
   specs.validate(specs.parse(c), CFG, mesh)
   with pytest.raises(ValueError, match=r"batch_size=16 does not divide over 3 processes"):
     specs.validate(specs.parse(c), CFG, mesh, processes=3)
+
+
+def test_cli_names_a_misspelled_field_of_the_config_file(tmp_path, capsys):
+  """A field the config file itself misspells (no --config override) is named by the CLI's one
+  conversion, before anything runs."""
+  from rlvr_jax import cli
+  path = tmp_path / "bad.py"
+  path.write_text("from rlvr_jax.config_utils import load_config_file\n"
+                  f"def get_config():\n  c = load_config_file({os.path.join(ROOT, 'x')!r}, "
+                  "'configs/toy/cpt.py')\n  c.data.n_trian = 5\n  return c\n")
+  rc = cli.main(["rlvr-jax", "cpt", f"--config={path}", f"--workdir={tmp_path / 'run'}"])
+  err = capsys.readouterr().err
+  assert rc == 2, err
+  assert "unknown config field data.n_trian; did you mean data.n_train?" in err
+  assert not (tmp_path / "run" / "config.json").exists()

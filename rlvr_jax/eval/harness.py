@@ -78,17 +78,17 @@ class EvalOptions:
   budget; template: chat template name; batch_size: prompts per sampler call; greedy: also run a
   temperature-0 pass; system_prompt: "default" (tokenizer.DEFAULT_SYSTEM_PROMPT), a string or
   None; prompt_suffix: text appended after the generation prompt (e.g. "<think>\\n")."""
-  k: int = 16
-  ks: tuple[int, ...] = (1, 4, 8, 16)
-  temperature: float = 1.0
-  top_k: int = 0
-  top_p: float = 1.0
-  max_new_tokens: int = 256
-  template: str = "toy"
-  batch_size: int = 16
-  greedy: bool = True
-  system_prompt: str | None = "default"
-  prompt_suffix: str = ""
+  k: int = specs.EvalSpec.k   # defaults: specs.EvalSpec (the one place)
+  ks: tuple[int, ...] = specs.EvalSpec.ks
+  temperature: float = specs.EvalSpec.temperature
+  top_k: int = specs.EvalSpec.top_k
+  top_p: float = specs.EvalSpec.top_p
+  max_new_tokens: int = specs.EvalSpec.max_new_tokens
+  template: str = specs.EvalSpec.template
+  batch_size: int = specs.EvalSpec.batch_size
+  greedy: bool = specs.EvalSpec.greedy
+  system_prompt: str | None = specs.EvalSpec.system_prompt
+  prompt_suffix: str = specs.EvalSpec.prompt_suffix
 
   def __post_init__(self):
     object.__setattr__(self, "ks", metrics_lib.check_ks(tuple(self.ks), self.k))
