@@ -485,11 +485,22 @@ def _check_mesh_fit(cfg, mesh) -> None:
                      f"choose a mesh.fsdp that divides it")
 
 
+def _load_spec(config) -> specs.RunSpec:
+  """The RunSpec fields load_for_eval reads (init, model.dtype, tokenizer), from a RunSpec or
+  from a config of another command that shares them (configs/diagnose.py)."""
+  if isinstance(config, specs.RunSpec):
+    return config
+  part = {k: config[k] for k in ("init", "tokenizer") if k in config}
+  if "model" in config and "dtype" in config["model"]:
+    part["model"] = {"dtype": config["model"]["dtype"]}
+  return specs.parse(part)
+
+
 def load_for_eval(config, mesh):
   """(cfg, params, source, tag, step, tokenizer path) of init.from_checkpoint / init.from_hf."""
   from rlvr_jax.data.builtin import tokenizer_source
   from rlvr_jax.train import checkpoints as ckpt_lib
-  spec = specs.parse(config)
+  spec = _load_spec(config)
   from_hf, from_ckpt = spec.init.from_hf, spec.init.from_checkpoint
   if bool(from_hf) == bool(from_ckpt):
     raise ValueError("set exactly one of --config.init.from_checkpoint=RUN_DIR[:STEP] and "

@@ -55,8 +55,9 @@ def _check_vocab(spec, tokenizer) -> None:
                      f" use the tokenizer the model was trained with")
 
 
-def _file_records(spec) -> tuple[list[dict], list[dict]]:
+def _file_records(config) -> tuple[list[dict], list[dict]]:
   """Records of data.files, split into train / held-out by content hash."""
+  spec = specs.parse(config)
   from rlvr_jax.data import protocols, sources
   rows = []
   for path in spec.data.file_list:
@@ -69,8 +70,9 @@ def _file_records(spec) -> tuple[list[dict], list[dict]]:
   return [by_id[i] for i in train_ids], [by_id[i] for i in held_ids]
 
 
-def _docs(spec) -> tuple[list[str], list[str]]:
+def _docs(config) -> tuple[list[str], list[str]]:
   """CPT documents: domain corpora (+ plain-text / JSONL `text` files)."""
+  spec = specs.parse(config)
   from rlvr_jax.data.domains import get_domain
   from rlvr_jax.data import sources
   n_train, n_eval = spec.data.n_train, spec.data.n_eval
@@ -91,7 +93,9 @@ def _docs(spec) -> tuple[list[str], list[str]]:
   return train, held
 
 
-def _problem_records(spec) -> tuple[list[dict], list[dict]]:
+def _problem_records(config) -> tuple[list[dict], list[dict]]:
+  """SFT problems: synthetic-domain train / held-out records (+ data.files records)."""
+  spec = specs.parse(config)
   n_train, n_eval = spec.data.n_train, spec.data.n_eval
   difficulty = spec.data.difficulty or None   # 0: the splits' default levels
   train, held = [], []
