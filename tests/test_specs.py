@@ -276,3 +276,35 @@ def test_cli_names_a_misspelled_field_of_the_config_file(tmp_path, capsys):
   assert rc == 2, err
   assert "unknown config field data.n_trian; did you mean data.n_train?" in err
   assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_protocol_settings_recorded_before_the_typed_config_still_match():
+  """protocol.json of an older run recorded None for a data field its config did not set; the
+  spec's default for it is the same setting, so the run resumes; a real change is named."""
+  from rlvr_jax.rl import protocols
+  spec = _rl()
+  now = protocols.settings_of(spec)
+  old = {**now, "pool_limit": None, "prompt_suffix": None}
+  assert now["pool_limit"] == 0 and now["prompt_suffix"] == ""
+  assert protocols._changed_settings(old, now) == []
+  assert protocols._changed_settings({**old, "n_pool": 7}, now) == ["n_pool"]
+  assert protocols._changed_settings({**now, "difficulty": None}, now) == ["difficulty"]  # 1 != 0
+
+
+def test_one_tokenizer_precedence(tmp_path):
+  import json
+  from rlvr_jax.data.builtin import tokenizer_source
+  run = tmp_path / "run"
+  run.mkdir()
+  (run / "config.json").write_text(json.dumps({"data": {"tokenizer": "/named/tok.model"}}))
+  assert tokenizer_source("", from_checkpoint=f"{run}:5") == "/named/tok.model"
+  (run / "tokenizer.model").write_text("x")
+  assert tokenizer_source("", from_checkpoint=str(run)) == str(run / "tokenizer.model")
+  (run / "tokenizer.json").write_text("{}")
+  assert tokenizer_source("", from_checkpoint=str(run)) == str(run / "tokenizer.json")
+  assert tokenizer_source("/explicit.model", from_checkpoint=str(run)) == "/explicit.model"
+  hf = tmp_path / "hf"
+  hf.mkdir()
+  assert tokenizer_source("", from_hf=str(hf)) == str(hf)
+  assert tokenizer_source("") == ""
+  assert tokenizer_source("", from_checkpoint=str(tmp_path / "empty")) == ""
