@@ -2,8 +2,9 @@
 
 Every command reads an ml_collections config file (`get_config()`), applies `--config.*`
 overrides (an unknown or ill-typed field fails here, before anything compiles), makes every user
-path absolute (the workdir and the config's path fields: run.paths), locks the workdir and calls
-the command's `run(config, workdir)`. `bench` takes a sub-benchmark name and passes the remaining
+path absolute (the workdir and the config's path fields: run.paths), turns a run stage's config
+(cpt, sft, rl, eval) into its typed specs.RunSpec once (an unknown field or a wrong type fails
+here, named), locks the workdir and calls the command's `run(config, workdir)`. `bench` takes a sub-benchmark name and passes the remaining
 arguments to it.
 
 Exit statuses (run.errors): 0 done; 2 bad input or a run the user must act on, printed as one
@@ -43,6 +44,7 @@ class Command:
   default_config: str = ""   # the config `--help` describes (relative to the repository)
   locks_workdir: bool = True  # one process at a time in WORKDIR (run.workdir.locked)
   no_lock_when: tuple[str, ...] = ()  # fields that, when true, leave the runs alone: no lock
+  typed: bool = False         # a run stage: gets the specs.RunSpec (parsed once, here)
 
 
 COMMANDS: dict[str, Command] = {
@@ -53,15 +55,15 @@ COMMANDS: dict[str, Command] = {
                     "generate, materialise (JSONL / ArrayRecord / TFDS) and inspect datasets",
                     default_config="configs/data.py"),
     "cpt": Command("rlvr_jax.train.run", "run_cpt", "continual pre-training (packed LM loss)",
-                   default_config="configs/toy/cpt.py"),
+                   default_config="configs/toy/cpt.py", typed=True),
     "sft": Command("rlvr_jax.train.run", "run_sft", "supervised fine-tuning on reasoning traces",
-                   default_config="configs/toy/sft.py"),
+                   default_config="configs/toy/sft.py", typed=True),
     "rl": Command("rlvr_jax.rl.loop", "run",
                   "RL with verifiable / noisy / proxy rewards (GRPO family)",
-                  default_config="configs/toy/rl.py"),
+                  default_config="configs/toy/rl.py", typed=True),
     "eval": Command("rlvr_jax.eval.harness", "run",
                     "avg@k / pass@k / maj@k evaluation of a checkpoint",
-                    default_config="configs/toy/eval.py"),
+                    default_config="configs/toy/eval.py", typed=True),
     "diagnose": Command("rlvr_jax.diagnostics.diagnose", "run",
                         "saturation dynamics of a run; faithfulness and diversity of a model",
                         default_config="configs/diagnose.py"),
@@ -213,10 +215,14 @@ def main(argv: list[str] | None = None) -> int:
     config, workdir = parse_config_flags([f"{prog} {name}", *rest],
                                          needs_workdir=cmd.needs_workdir)
     paths.resolve_config_paths(config)
+    if cmd.typed:     # the one ConfigDict -> RunSpec conversion; nothing below reads the dict
+      from rlvr_jax import specs
+      config = specs.parse(config)
     fn = _resolve(cmd)
     _setup_runtime()
     _quiet_library_noise()
-    read_only = any(field in config and config[field] for field in cmd.no_lock_when)
+    read_only = any(getattr(config, field, None) if cmd.typed else
+                    (field in config and config[field]) for field in cmd.no_lock_when)
     if not workdir or not cmd.locks_workdir or read_only:  # convert: only a new directory
       return int(fn(config, workdir) or 0)
     from rlvr_jax.run import workdir as workdir_lib

@@ -90,6 +90,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from rlvr_jax import specs
 from rlvr_jax.model.config import ModelConfig
 
 GIB = 2 ** 30
@@ -358,17 +359,23 @@ def step_seconds(plan: StagePlan, acc: Accelerator, mfu: float = 0.4) -> dict[st
 
 
 # ---------------------------------------------------------------------------------- config
-def _get(config, dotted: str, default=None):
-  from rlvr_jax.config_utils import get_field
-  return get_field(config, dotted, default)
+def stage_spec(config) -> specs.RunSpec:
+  """The RunSpec of a planned stage config (a wrapped config's `plan` section left out)."""
+  if isinstance(config, specs.RunSpec):
+    return config
+  doc = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+  doc.pop("plan", None)
+  return specs.parse(doc)
 
 
 def config_kind(config) -> str:
   """'pipeline', 'cpt', 'sft', 'rl' or 'eval' (ValueError for other configs)."""
+  if isinstance(config, specs.RunSpec):
+    return config.stage or "eval"
   keys = set(config.keys())
   if "stages" in keys:
     return "pipeline"
-  stage = str(_get(config, "stage", "") or "")
+  stage = str(config.get("stage") or "")
   if stage in ("cpt", "sft", "rl"):
     return stage
   if "eval" in keys and "init" in keys and "steps" not in keys:
@@ -383,11 +390,12 @@ def resolve_model(config, base: ModelConfig | None = None,
   """(ModelConfig, where it came from): `base` (the previous pipeline stage's), else
   init.from_hf / init.from_checkpoint's config.json when present, else model.size; then the
   config's model.* overrides (architecture fields that are set, dtype / param_dtype / remat)."""
+  from rlvr_jax.data.builtin import tokenizer_source
   from rlvr_jax.model.sizes import SIZES, get_model_config
+  spec = stage_spec(config)
   source = base_source
   if base is None:
-    from_hf = str(_get(config, "init.from_hf", "") or "")
-    from_ckpt = str(_get(config, "init.from_checkpoint", "") or "")
+    from_hf, from_ckpt = spec.init.from_hf, spec.init.from_checkpoint
     ckpt_dir = re.sub(r":\d+$", "", from_ckpt)
     if from_hf and os.path.isfile(os.path.join(from_hf, "config.json")):
       from rlvr_jax.model import hf
@@ -401,31 +409,26 @@ def resolve_model(config, base: ModelConfig | None = None,
         raise ValueError(f"{path} has no 'model' entry with the resolved model config")
       base, source = ModelConfig.from_dict(doc["model"]), path
     else:
-      size = _get(config, "model.size")
+      # a config that names no size plans nothing (the run would default to toy-1m)
+      size = (spec.raw.get("model") or {}).get("size") if spec.raw else spec.model.size
       if not size:
         raise ValueError("no model to plan: init.from_hf / init.from_checkpoint is not a "
                          "directory with a config.json, and the config has no model.size")
       if size not in SIZES:
         raise ValueError(f"model.size={size!r} is not one of {sorted(SIZES)}")
-      vocab = int(_get(config, "model.vocab_size", 0) or 0)
+      vocab = spec.model.vocab_size
       source = f"{size} (model.size)"
-      if not vocab and str(size).startswith("toy-") and not _get(config, "data.tokenizer"):
+      if not vocab and str(size).startswith("toy-") and \
+          not tokenizer_source(spec.data.tokenizer, from_checkpoint=from_ckpt):
         from rlvr_jax.data.builtin import TOY_VOCAB_SIZE
         vocab = TOY_VOCAB_SIZE
         source += f", vocab {vocab} of the built-in toy tokenizer"
       base = get_model_config(size, vocab_size=vocab or None)
-  from rlvr_jax.train.loop import ARCH_FIELDS, NUMERIC_FIELDS
-  overrides = {}
-  for name in ARCH_FIELDS + NUMERIC_FIELDS:
-    v = _get(config, f"model.{name}")
-    if v is None or v == "" or (name in ARCH_FIELDS and v == 0 and not isinstance(v, bool)):
-      continue
-    overrides[name] = v
-  return base.replace(**overrides), source
+  return base.replace(**spec.model.overrides()), source
 
 
 def _mesh(config, chips: int) -> tuple[MeshShape, str]:
-  raw = tuple(int(_get(config, f"mesh.{a}", 1)) for a in ("data", "fsdp", "tensor"))
+  raw = stage_spec(config).mesh.shape
   mesh = resolve_mesh(*raw, chips=chips)
   note = ""
   if -1 in raw:
@@ -537,9 +540,10 @@ def _sampler_items(cfg: ModelConfig, mesh: MeshShape, prompts: int, samples: int
 
 
 def _train_plan(config, stage: str, cfg: ModelConfig, source: str, chips: int) -> StagePlan:
-  mesh, mesh_note = _mesh(config, chips)
-  b, seq = int(config.batch_size), int(config.seq_len)
-  micro = max(int(_get(config, "microbatches", 1)), 1)
+  spec = stage_spec(config)
+  mesh, mesh_note = _mesh(spec, chips)
+  b, seq = spec.batch_size, spec.seq_len
+  micro = max(spec.microbatches, 1)
   rows_dev = _ceil_div(_ceil_div(b, micro), mesh.batch_shards)
   items = _state_items(cfg, mesh, reference=False)
   items += _grad_items(cfg, mesh, micro, "backward")
@@ -558,21 +562,20 @@ def _train_plan(config, stage: str, cfg: ModelConfig, source: str, chips: int) -
 
 
 def _rl_plan(config, cfg: ModelConfig, source: str, chips: int) -> StagePlan:
-  mesh, mesh_note = _mesh(config, chips)
-  b, g = int(config.batch_size), int(config.rl.group_size)
-  votes = int(_get(config, "rl.vote_samples", 0) or 0) or g
-  p_len, m_len = int(config.data.max_prompt_len), int(config.rl.max_new_tokens)
-  k_mb = max(int(_get(config, "rl.minibatches", 1)), 1)
-  k_micro = max(int(_get(config, "rl.microbatches", 1)), 1)
-  epochs = max(int(_get(config, "rl.epochs", 1)), 1)
+  spec = stage_spec(config)
+  r = spec.rl
+  mesh, mesh_note = _mesh(spec, chips)
+  b, g = spec.batch_size, r.group_size
+  votes = r.vote_samples or g
+  p_len, m_len = spec.data.max_prompt_len, r.max_new_tokens
+  k_mb, k_micro, epochs = max(r.minibatches, 1), max(r.microbatches, 1), max(r.epochs, 1)
   rows = b * g
   chunk = _ceil_div(rows, k_mb * k_micro)
   rows_dev = _ceil_div(chunk, mesh.batch_shards)
   seq = p_len + m_len
-  with_ref = float(_get(config, "rl.kl_coef", 0.0)) != 0 or bool(_get(config, "rl.log_kl", True))
-  old_trainer = str(_get(config, "rl.old_logprobs", "sampler")) == "trainer"
-  trainer_pass = ((old_trainer and epochs * k_mb > 1)
-                  or (bool(_get(config, "rl.log_mismatch", True)) and k_mb > 1))
+  with_ref = r.kl_coef != 0 or r.log_kl
+  old_trainer = r.old_logprobs == "trainer"
+  trainer_pass = (old_trainer and epochs * k_mb > 1) or (r.log_mismatch and k_mb > 1)
 
   items = _state_items(cfg, mesh, reference=True)
   sample_items, read_per_step = _sampler_items(cfg, mesh, b, votes, p_len, m_len)
@@ -583,11 +586,9 @@ def _rl_plan(config, cfg: ModelConfig, source: str, chips: int) -> StagePlan:
   items += _grad_items(cfg, mesh, k_micro, "update backward")
   items += _activation_items(cfg, mesh, rows_dev, seq, rows_dev * m_len, "update backward")
   items += _optimizer_items(cfg, mesh, k_micro)
-  evaluates = (int(_get(config, "eval_every", 0)) or bool(_get(config, "eval_at_end", True))) \
-      and (_get(config, "eval.domains", "") or _get(config, "eval.files", ""))
+  evaluates = (spec.eval_every or spec.eval_at_end) and (spec.eval.domains or spec.eval.files)
   if evaluates:
-    eb, ek = int(_get(config, "eval.batch_size", 16)), int(_get(config, "eval.k", 1))
-    em = int(_get(config, "eval.max_new_tokens", m_len))
+    eb, ek, em = spec.eval.batch_size, spec.eval.k, spec.eval.max_new_tokens
     eval_items, _ = _sampler_items(cfg, mesh, eb, ek, p_len, em, prefix="eval ")
     items += [i for i in eval_items if i.phase == "eval decode"]
 
@@ -595,8 +596,8 @@ def _rl_plan(config, cfg: ModelConfig, source: str, chips: int) -> StagePlan:
   if seq > cfg.max_seq_len:
     notes.append(f"data.max_prompt_len + rl.max_new_tokens = {seq} exceeds max_seq_len="
                  f"{cfg.max_seq_len}")
-  if str(_get(config, "rl.dynamic_sampling", "none")) == "resample":
-    notes.append(f"dynamic_sampling=resample: up to {int(_get(config, 'rl.resample_rounds', 3))}"
+  if r.dynamic_sampling == "resample":
+    notes.append(f"dynamic_sampling=resample: up to {r.resample_rounds}"
                  f" more sampler calls per step (not counted in the FLOPs)")
   if mesh.fsdp > 1:
     notes.append("fsdp > 1: every decode step all-gathers each layer's weights (communication "
@@ -628,9 +629,10 @@ def _rl_plan(config, cfg: ModelConfig, source: str, chips: int) -> StagePlan:
 
 def _eval_plan(config, cfg: ModelConfig, source: str, chips: int,
                eval_prompt_len: int) -> StagePlan:
-  mesh, mesh_note = _mesh(config, chips)
-  e = config.eval
-  b, k, m_len = int(e.batch_size), int(e.k), int(e.max_new_tokens)
+  spec = stage_spec(config)
+  mesh, mesh_note = _mesh(spec, chips)
+  e = spec.eval
+  b, k, m_len = e.batch_size, e.k, e.max_new_tokens
   p_len = int(eval_prompt_len)
   n_dev, p = params_per_device(cfg, mesh), _bytes(cfg.param_dtype)
   items = [Item("parameters", n_dev * p, "resident", f"{cfg.param_dtype}")]
@@ -665,7 +667,8 @@ def plan_config(config, *, chips: int = 0,
   for stage in stages:
     sub = config[stage]
     base, base_source = (None, "") if prev is None else (prev.cfg, f"stage {prev.stage}'s model")
-    own_init = _get(sub, "init.from_hf") or _get(sub, "init.from_checkpoint")
+    sub = stage_spec(sub)
+    own_init = sub.init.from_hf or sub.init.from_checkpoint
     if own_init or stage == "cpt":
       base = None
     cfg, source = _model_for(sub, stage, base, base_source)
@@ -678,7 +681,8 @@ def plan_config(config, *, chips: int = 0,
 
 def _model_for(config, kind: str, base: ModelConfig | None = None, base_source: str = ""):
   if kind == "eval" and base is None:
-    has = _get(config, "init.from_hf") or _get(config, "init.from_checkpoint")
+    init = stage_spec(config).init
+    has = init.from_hf or init.from_checkpoint
     if not has:
       raise ValueError("an eval config names its model by init.from_hf or "
                        "init.from_checkpoint (a directory with a config.json); set one")
@@ -852,13 +856,13 @@ def report(config, **opts) -> str:
   acc = get_accelerator(o["accelerator"]) if o["accelerator"] else None
   plans = plan_config(config, chips=o["chips"], eval_prompt_len=o["eval_prompt_len"])
   name = ""
-  if "plan" in config.keys() and _get(config, "plan.config"):
-    name = str(config.plan.config)
+  if "plan" in config.keys() and config["plan"].get("config"):
+    name = str(config["plan"]["config"])
   out = []
   for plan in plans:
     smallest = None
     sub = config[plan.stage] if len(plans) > 1 else config
-    if -1 in [int(_get(sub, f"mesh.{a}", 1)) for a in ("data", "fsdp", "tensor")]:
+    if -1 in stage_spec(sub).mesh.shape:
       def plan_at(chips, sub=sub, plan=plan):
         return _stage_plan(sub, plan.stage, plan.cfg, plan.model_source, chips,
                            o["eval_prompt_len"])

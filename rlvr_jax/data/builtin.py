@@ -39,6 +39,40 @@ def builtin_tokenizer_path(vocab_size: int = TOY_VOCAB_SIZE, cache_dir: str | No
   return path
 
 
+def tokenizer_source(explicit: str = "", *, from_hf: str = "", from_checkpoint: str = "") -> str:
+  """The one tokenizer precedence of every command (cpt, sft, rl, eval, plan):
+
+  1. `explicit` (a run config's data.tokenizer, eval's tokenizer), when set;
+  2. init.from_hf: the HF directory (resolved: a bucket / hub id is fetched);
+  3. init.from_checkpoint: the tokenizer file the run copied into its directory (the exact one
+     it trained with; tokenizer.json preferred when both), else the data.tokenizer its
+     config.json names;
+  4. '' : the built-in toy tokenizer (resolve_tokenizer).
+  The result is a path (file or directory) resolve_tokenizer / load_tokenizer read."""
+  if explicit:
+    return str(explicit)
+  if from_hf:
+    from rlvr_jax.model.hub import resolve_hf_source
+    return resolve_hf_source(from_hf)
+  if from_checkpoint:
+    import json
+
+    from rlvr_jax.train.checkpoints import CONFIG_FILE, parse_checkpoint_ref
+    run_dir = parse_checkpoint_ref(from_checkpoint)[0]
+    found = [os.path.join(run_dir, n) for n in RUN_TOKENIZER_FILES
+             if os.path.exists(os.path.join(run_dir, n))]
+    if found:
+      return found[-1]
+    cfg_path = os.path.join(run_dir, CONFIG_FILE)
+    if os.path.exists(cfg_path):
+      with open(cfg_path) as f:
+        data = json.load(f).get("data")
+      named = data.get("tokenizer") if isinstance(data, dict) else None
+      if named:
+        return str(named)
+  return ""
+
+
 def resolve_tokenizer(spec: str, workdir: str | None = None):
   """The run's tokenizer (see the module docstring); copies it into `workdir` when given."""
   import jax

@@ -56,8 +56,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from rlvr_jax import sampling
-from rlvr_jax.config_utils import get_field as _get
+from rlvr_jax import sampling, specs
 from rlvr_jax.data import answers as answers_lib
 from rlvr_jax.eval import metrics as metrics_lib
 
@@ -79,17 +78,17 @@ class EvalOptions:
   budget; template: chat template name; batch_size: prompts per sampler call; greedy: also run a
   temperature-0 pass; system_prompt: "default" (tokenizer.DEFAULT_SYSTEM_PROMPT), a string or
   None; prompt_suffix: text appended after the generation prompt (e.g. "<think>\\n")."""
-  k: int = 16
-  ks: tuple[int, ...] = (1, 4, 8, 16)
-  temperature: float = 1.0
-  top_k: int = 0
-  top_p: float = 1.0
-  max_new_tokens: int = 256
-  template: str = "toy"
-  batch_size: int = 16
-  greedy: bool = True
-  system_prompt: str | None = "default"
-  prompt_suffix: str = ""
+  k: int = specs.EvalSpec.k   # defaults: specs.EvalSpec (the one place)
+  ks: tuple[int, ...] = specs.EvalSpec.ks
+  temperature: float = specs.EvalSpec.temperature
+  top_k: int = specs.EvalSpec.top_k
+  top_p: float = specs.EvalSpec.top_p
+  max_new_tokens: int = specs.EvalSpec.max_new_tokens
+  template: str = specs.EvalSpec.template
+  batch_size: int = specs.EvalSpec.batch_size
+  greedy: bool = specs.EvalSpec.greedy
+  system_prompt: str | None = specs.EvalSpec.system_prompt
+  prompt_suffix: str = specs.EvalSpec.prompt_suffix
 
   def __post_init__(self):
     object.__setattr__(self, "ks", metrics_lib.check_ks(tuple(self.ks), self.k))
@@ -400,23 +399,17 @@ def make_eval_fn(cfg, tokenizer, eval_sets: Mapping[str, Sequence[Any]], *,
   return eval_fn
 
 
+def _eval_spec(eval_config) -> specs.EvalSpec:
+  """specs.EvalSpec of an `eval` section (an EvalSpec, a ConfigDict or a dict)."""
+  return specs.parse_section(specs.EvalSpec, eval_config, "eval.")
+
+
 def options_from_config(eval_config) -> EvalOptions:
-  """EvalOptions from an `eval` ConfigDict (configs/toy/eval.py's fields; missing ones default)."""
-  d = EvalOptions()
-  ks = _get(eval_config, "ks", d.ks)
-  if isinstance(ks, str):
-    ks = tuple(int(x) for x in ks.replace(" ", "").split(",") if x)
-  system_prompt = _get(eval_config, "system_prompt", d.system_prompt)
-  return EvalOptions(k=int(_get(eval_config, "k", d.k)), ks=tuple(ks),
-                     temperature=float(_get(eval_config, "temperature", d.temperature)),
-                     top_k=int(_get(eval_config, "top_k", d.top_k)),
-                     top_p=float(_get(eval_config, "top_p", d.top_p)),
-                     max_new_tokens=int(_get(eval_config, "max_new_tokens", d.max_new_tokens)),
-                     template=str(_get(eval_config, "template", d.template)),
-                     batch_size=int(_get(eval_config, "batch_size", d.batch_size)),
-                     greedy=bool(_get(eval_config, "greedy", d.greedy)),
-                     system_prompt=system_prompt or None,
-                     prompt_suffix=str(_get(eval_config, "prompt_suffix", d.prompt_suffix)))
+  """EvalOptions from an `eval` section (specs.EvalSpec; configs/toy/eval.py's fields)."""
+  e = _eval_spec(eval_config)
+  kw = {f.name: getattr(e, f.name) for f in dataclasses.fields(EvalOptions)}
+  return EvalOptions(**{**kw, "ks": tuple(int(k) for k in e.ks),
+                        "system_prompt": e.system_prompt or None})
 
 
 def _split_list(value) -> list[str]:
@@ -435,20 +428,21 @@ def eval_sets_from_config(eval_config) -> dict[str, list[dict]]:
   file's stem), at most `limit` records each (0 = all).
   """
   from rlvr_jax.data import records as records_lib
+  e = _eval_spec(eval_config)
   sets: dict[str, list[dict]] = {}
-  domains = _split_list(_get(eval_config, "domains", ""))
-  splits = _split_list(_get(eval_config, "splits", "eval"))
-  n, seed = int(_get(eval_config, "n", 64)), int(_get(eval_config, "seed", 0))
+  domains = _split_list(e.domains)
+  splits = _split_list(e.splits)
+  n, seed = e.n, e.seed
   if domains and n < 1:
     raise ValueError(f"eval.n={n} must be >= 1 (records per synthetic eval set)")
-  difficulty = int(_get(eval_config, "difficulty", 0)) or None   # in-domain sets only
+  difficulty = e.difficulty or None   # in-domain sets only
   for domain in domains:
     for split in splits:
       level = difficulty if split != "ood" else None
       sets[f"{domain}_{split}"] = records_lib.domain_records(domain, split, n, seed, level)
-  limit = int(_get(eval_config, "limit", 0)) or None
-  layout = str(_get(eval_config, "layout", "auto"))
-  for entry in _split_list(_get(eval_config, "files", "")):
+  limit = e.limit or None
+  layout = e.layout
+  for entry in _split_list(e.files):
     name, sep, path = entry.partition("=")
     if not sep:
       path = name
@@ -471,10 +465,11 @@ def make_eval_fn_from_config(eval_config, cfg, tokenizer, *, workdir: str | None
                              seed: int | None = None, verifier: Verifier | None = None
                              ) -> Callable[[Any, int], dict[str, float]]:
   """make_eval_fn with the sets and options of an `eval` ConfigDict (see configs/toy/eval.py)."""
-  options = dataclasses.asdict(options_from_config(eval_config))
-  seed = int(_get(eval_config, "seed", 0)) if seed is None else seed
-  write = bool(_get(eval_config, "write_samples", True))
-  return make_eval_fn(cfg, tokenizer, eval_sets_from_config(eval_config), workdir=workdir,
+  e = _eval_spec(eval_config)
+  options = dataclasses.asdict(options_from_config(e))
+  seed = e.seed if seed is None else seed
+  write = e.write_samples
+  return make_eval_fn(cfg, tokenizer, eval_sets_from_config(e), workdir=workdir,
                       seed=seed, verifier=verifier, write=write, **options)
 
 
@@ -490,33 +485,28 @@ def _check_mesh_fit(cfg, mesh) -> None:
                      f"choose a mesh.fsdp that divides it")
 
 
-def _run_tokenizer_path(run_dir: str) -> str | None:
-  """The tokenizer a run directory names or holds: config.json's data.tokenizer, else a
-  tokenizer.model / tokenizer.json / tokenizer/ inside it."""
-  cfg_path = os.path.join(run_dir, "config.json")
-  if os.path.exists(cfg_path):
-    with open(cfg_path) as f:
-      doc = json.load(f)
-    named = (doc.get("data") or {}).get("tokenizer") if isinstance(doc.get("data"), dict) else None
-    if named:
-      return named
-  for candidate in ("tokenizer.model", "tokenizer.json", "tokenizer"):
-    path = os.path.join(run_dir, candidate)
-    if os.path.exists(path):
-      return path
-  return None
+def _load_spec(config) -> specs.RunSpec:
+  """The RunSpec fields load_for_eval reads (init, model.dtype, tokenizer), from a RunSpec or
+  from a config of another command that shares them (configs/diagnose.py)."""
+  if isinstance(config, specs.RunSpec):
+    return config
+  part = {k: config[k] for k in ("init", "tokenizer") if k in config}
+  if "model" in config and "dtype" in config["model"]:
+    part["model"] = {"dtype": config["model"]["dtype"]}
+  return specs.parse(part)
 
 
 def load_for_eval(config, mesh):
   """(cfg, params, source, tag, step, tokenizer path) of init.from_checkpoint / init.from_hf."""
+  from rlvr_jax.data.builtin import tokenizer_source
   from rlvr_jax.train import checkpoints as ckpt_lib
-  from_hf = str(_get(config.init, "from_hf", "") or "")
-  from_ckpt = str(_get(config.init, "from_checkpoint", "") or "")
+  spec = _load_spec(config)
+  from_hf, from_ckpt = spec.init.from_hf, spec.init.from_checkpoint
   if bool(from_hf) == bool(from_ckpt):
     raise ValueError("set exactly one of --config.init.from_checkpoint=RUN_DIR[:STEP] and "
                      "--config.init.from_hf=HF_DIR")
-  dtype = str(_get(config.model, "dtype", "") or "") if "model" in config else ""
-  tok_path = str(_get(config, "tokenizer", "") or "")
+  dtype = spec.model.dtype or ""
+  tok_path = spec.tokenizer
   if from_hf:
     from rlvr_jax.model.hf import load_hf
     from rlvr_jax.model.hub import resolve_hf_source
@@ -529,7 +519,7 @@ def load_for_eval(config, mesh):
   cfg, params, step = ckpt_lib.load_model_step(path, step, mesh=mesh)
   if dtype:
     cfg = cfg.replace(dtype=dtype)
-  tok_path = tok_path or _run_tokenizer_path(path)
+  tok_path = tokenizer_source(tok_path, from_checkpoint=from_ckpt)
   if not tok_path:
     raise ValueError(f"no tokenizer found for {path} (its config.json names no data.tokenizer and "
                      f"it holds no tokenizer.model / tokenizer.json); pass --config.tokenizer=PATH")
@@ -559,19 +549,19 @@ def evaluate_checkpoint(config, workdir: str) -> dict[str, float]:
   """
   from rlvr_jax import sharding
   from rlvr_jax.tokenizer import load_tokenizer
-  options = options_from_config(config.eval)
-  mesh = sharding.make_mesh((int(config.mesh.data), int(config.mesh.fsdp),
-                             int(config.mesh.tensor)))
+  spec = specs.parse(config)
+  options = options_from_config(spec.eval)
+  mesh = sharding.make_mesh(spec.mesh.shape)
   sharding.check_divisible(options.batch_size, mesh, "eval.batch_size")
-  eval_sets = eval_sets_from_config(config.eval)
-  cfg, params, source, tag, step, tok_path = load_for_eval(config, mesh)
+  eval_sets = eval_sets_from_config(spec.eval)
+  cfg, params, source, tag, step, tok_path = load_for_eval(spec, mesh)
   _check_mesh_fit(cfg, mesh)
   tokenizer = load_tokenizer(tok_path)
   if tokenizer.vocab_size > cfg.vocab_size:
     raise ValueError(f"tokenizer {tok_path} has {tokenizer.vocab_size} ids but the model's "
                      f"vocab_size is {cfg.vocab_size}; wrong tokenizer for {source}?")
-  tag = str(_get(config.eval, "name", "") or tag)
-  key = jax.random.key(int(_get(config, "seed", 0)))
+  tag = spec.eval.name or tag
+  key = jax.random.key(spec.seed)
   start = time.time()
   with sharding.activate(mesh):
     prepared = prepare_eval_sets(cfg, tokenizer, eval_sets, options)
@@ -579,7 +569,7 @@ def evaluate_checkpoint(config, workdir: str) -> dict[str, float]:
   seconds = time.time() - start
   if jax.process_index() == 0:
     from rlvr_jax.run import files
-    if bool(_get(config.eval, "write_samples", True)):
+    if spec.eval.write_samples:
       write_samples(rows, f"{workdir}/eval/{tag}")
     _atomic_write_json(f"{workdir}/eval_metrics.json",
                        {"source": source, "step": step, "tag": tag, "metrics": metrics,

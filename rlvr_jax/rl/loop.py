@@ -36,17 +36,16 @@ held-out sets, always against the true labels).
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
-import os
 import time
 
 import jax
 import numpy as np
 
-from rlvr_jax import sharding
+from rlvr_jax import sharding, specs
 from rlvr_jax.data import builtin, pipelines
-from rlvr_jax.diagnostics.saturation import (SaturationMonitor, monitor_params_from_config)
+from rlvr_jax.diagnostics.saturation import SaturationMonitor
 from rlvr_jax.model.config import ModelConfig
 from rlvr_jax.model.sizes import get_model_config
 from rlvr_jax.rl import protocols as rl_protocols
@@ -54,12 +53,10 @@ from rlvr_jax.rl import rewards as rewards_lib
 from rlvr_jax.rl import step as step_lib
 from rlvr_jax.run import files, paths, workdir as workdir_lib
 from rlvr_jax.run.errors import EXIT_PREEMPTED
-from rlvr_jax.run.guard import GuardSpec
 from rlvr_jax.run.loop import LoopSpec, Stage, restore_or_init, run_loop
 from rlvr_jax.train import checkpoints as ckpt_lib
 from rlvr_jax.train import loop as train_loop
 from rlvr_jax.train import optim
-from rlvr_jax.config_utils import get_field as _get
 from rlvr_jax.train.state import abstract_state, create_train_state, state_shardings
 
 log = logging.getLogger("rlvr_jax.rl")
@@ -69,38 +66,21 @@ DEVICE_KEYS = ("prompt_tokens", "prompt_lengths", "answer_tokens", "true_answer_
 
 # ---------------------------------------------------------------------------------- config
 def _tokenizer_spec(config) -> str:
-  """data.tokenizer, else the init checkpoint's tokenizer, else the HF directory, else ''."""
-  spec = str(_get(config, "data.tokenizer", "") or "")
-  if spec:
-    return spec
-  from_ckpt = str(_get(config, "init.from_checkpoint", "") or "")
-  if from_ckpt:
-    path, _ = ckpt_lib.parse_checkpoint_ref(from_ckpt)
-    for name in builtin.RUN_TOKENIZER_FILES:
-      if os.path.exists(os.path.join(path, name)):
-        return os.path.join(path, name)
-    cfg_path = os.path.join(path, ckpt_lib.CONFIG_FILE)
-    if os.path.exists(cfg_path):
-      with open(cfg_path) as f:
-        named = (json.load(f).get("data") or {}).get("tokenizer")
-      if named:
-        return str(named)
-    return ""
-  from_hf = str(_get(config, "init.from_hf", "") or "")
-  if from_hf:
-    from rlvr_jax.model.hub import resolve_hf_source
-    return resolve_hf_source(from_hf)
-  return ""
+  """The run's tokenizer source (data/builtin.tokenizer_source: the one precedence)."""
+  spec = specs.parse(config)
+  return builtin.tokenizer_source(spec.data.tokenizer, from_hf=spec.init.from_hf,
+                                  from_checkpoint=spec.init.from_checkpoint)
 
 
 def model_config(config, tokenizer) -> ModelConfig:
   """The run's ModelConfig (from the init checkpoint / HF dir, else the named size with the
   tokenizer's vocabulary), with config.model overrides (train.loop.resolve_model_config)."""
+  spec = specs.parse(config)
   base = None
-  if not (_get(config, "init.from_hf", "") or _get(config, "init.from_checkpoint", "")):
-    vocab = _get(config, "model.vocab_size", 0) or tokenizer.vocab_size
-    base = get_model_config(_get(config, "model.size", "toy-1m"), vocab_size=vocab)
-  cfg = train_loop.resolve_model_config(config, base)
+  if not (spec.init.from_hf or spec.init.from_checkpoint):
+    vocab = spec.model.vocab_size or tokenizer.vocab_size
+    base = get_model_config(spec.model.size, vocab_size=vocab)
+  cfg = train_loop.resolve_model_config(spec, base)
   if cfg.vocab_size < tokenizer.vocab_size:
     raise ValueError(f"the model's vocab_size={cfg.vocab_size} is smaller than the tokenizer's "
                      f"{tokenizer.vocab_size}; use the tokenizer the model was trained with "
@@ -118,23 +98,25 @@ def stop_ids(tokenizer, template: str) -> tuple[int, ...]:
 
 def reward_spec(config, tokenizer) -> step_lib.RewardSpec:
   """RewardSpec of config.reward: weights (zero weights dropped), noise model and its rates."""
-  weights = {str(k): float(v) for k, v in dict(_get(config, "reward.weights", {})).items()}
+  spec = specs.parse(config)
+  r = spec.reward
+  weights = {str(k): float(v) for k, v in r.weights.items()}
   names = [k for k, v in weights.items() if v != 0.0]
   for name in names:
     rewards_lib.get_reward(name)   # ValueError naming the unknown reward and the choices
-  noise = str(_get(config, "reward.noise", "") or "")
+  noise = r.noise
   params = {}
   if noise in ("symmetric_flip", "group_flip"):
-    params["p"] = float(_get(config, "reward.noise_p", 0.0))
+    params["p"] = r.noise_p
   elif noise == "asymmetric_flip":
-    params["fp_rate"] = float(_get(config, "reward.noise_fp_rate", 0.0))
-    params["fn_rate"] = float(_get(config, "reward.noise_fn_rate", 0.0))
+    params["fp_rate"] = r.noise_fp_rate
+    params["fn_rate"] = r.noise_fn_rate
   elif noise == "bernoulli":
-    params["q"] = float(_get(config, "reward.noise_q", 0.5))
-  max_answer_len = int(_get(config, "data.max_answer_len", 32))
+    params["q"] = r.noise_q
+  max_answer_len = spec.data.max_answer_len
   options = step_lib.reward_options(tokenizer, names, max_answer_len=max_answer_len)
-  host = bool(_get(config, "reward.host_verifier", False))
-  if host and fused_setting(config) is True:
+  host = r.host_verifier
+  if host and fused_setting(spec) is True:
     raise ValueError("reward.host_verifier needs the host between sampling and scoring; set "
                      "rl.fused_step=False")
   return step_lib.RewardSpec.make({n: weights[n] for n in names}, options, noise=noise,
@@ -144,100 +126,40 @@ def reward_spec(config, tokenizer) -> step_lib.RewardSpec:
 
 
 def rl_settings(config, tokenizer) -> step_lib.RLSettings:
-  r = config.rl
-  dual = float(_get(config, "rl.dual_clip", 0.0))
+  """RLSettings of config.rl (specs.RLConfig: the same fields) and the tokenizer's ids."""
+  spec = specs.parse(config)
   pad = tokenizer.pad_id if tokenizer.pad_id is not None and tokenizer.pad_id >= 0 else 0
-  return step_lib.RLSettings(
-      group_size=int(r.group_size), vote_samples=int(_get(config, "rl.vote_samples", 0)),
-      max_new_tokens=int(r.max_new_tokens), pad_id=int(pad),
-      eos_ids=stop_ids(tokenizer, str(_get(config, "data.template", "toy"))),
-      temperature=float(r.temperature), top_k=int(_get(config, "rl.top_k", 0)),
-      top_p=float(_get(config, "rl.top_p", 1.0)), estimator=str(r.estimator),
-      clip_low=float(r.clip_low), clip_high=float(r.clip_high),
-      dual_clip=dual if dual > 0 else None, kl_coef=float(r.kl_coef),
-      kl_estimator=str(r.kl_estimator), agg=str(r.agg), entropy_coef=float(r.entropy_coef),
-      minibatches=int(r.minibatches), epochs=int(_get(config, "rl.epochs", 1)),
-      microbatches=int(_get(config, "rl.microbatches", 1)),
-      dynamic_sampling=str(_get(config, "rl.dynamic_sampling", "none")),
-      resample_rounds=int(_get(config, "rl.resample_rounds", 3)),
-      log_kl=bool(_get(config, "rl.log_kl", True)),
-      old_logprobs=str(_get(config, "rl.old_logprobs", "sampler")),
-      tis=str(_get(config, "rl.tis", "none")), tis_cap=float(_get(config, "rl.tis_cap", 2.0)),
-      log_mismatch=bool(_get(config, "rl.log_mismatch", True)))
+  names = {f.name for f in dataclasses.fields(step_lib.RLSettings)} & \
+      {f.name for f in dataclasses.fields(specs.RLConfig)}
+  kw = {n: getattr(spec.rl, n) for n in names}
+  kw["dual_clip"] = spec.rl.dual_clip if spec.rl.dual_clip > 0 else None
+  return step_lib.RLSettings(**kw, pad_id=int(pad),
+                             eos_ids=stop_ids(tokenizer, spec.data.template))
 
 
 def fused_setting(config) -> str | bool:
   """rl.fused_step as "auto", True or False (a missing field is "auto"); ValueError for
   anything else."""
-  value = _get(config, "rl.fused_step", "auto")
-  if isinstance(value, str) and value.strip().lower() in ("auto", "true", "false"):
-    value = {"auto": "auto", "true": True, "false": False}[value.strip().lower()]
-  elif isinstance(value, (bool, np.bool_)) or (isinstance(value, int) and value in (0, 1)):
-    value = bool(value)
-  else:
-    raise ValueError(f"rl.fused_step={value!r} must be 'auto', True or False")
-  return value
+  return specs.parse(config).rl.fused
 
 
 def use_fused_step(config) -> bool:
   """Whether the run uses the one fused jitted step: rl.fused_step when True / False; "auto"
   (the default): fused unless the host must act between the phases (reward.host_verifier,
   rl.dynamic_sampling="resample") or rl.profile_phases times them (module docstring)."""
-  value = fused_setting(config)
+  spec = specs.parse(config)
+  value = spec.rl.fused
   if value != "auto":
     return value
-  return not (bool(_get(config, "reward.host_verifier", False))
-              or str(_get(config, "rl.dynamic_sampling", "none")) == "resample"
-              or bool(_get(config, "rl.profile_phases", False)))
+  return not (spec.reward.host_verifier or spec.rl.dynamic_sampling == "resample"
+              or spec.rl.profile_phases)
 
 
 def validate(config, cfg: ModelConfig, mesh, settings: step_lib.RLSettings) -> None:
-  """Every check that can fail before anything compiles; messages name the fields."""
-  problems = []
-  for name in ("steps", "batch_size", "log_every"):
-    if int(config[name]) < 1:
-      problems.append(f"{name}={config[name]} must be >= 1")
-  for name in ("eval_every", "checkpoint_every", "max_nonfinite_steps"):
-    if int(config[name]) < 0:
-      problems.append(f"{name}={config[name]} must be >= 0 (0 disables)")
-  if settings.group_size < 2:
-    problems.append(f"rl.group_size={settings.group_size}: every advantage estimator "
-                    f"(rl.estimator={settings.estimator!r} included) subtracts the group's mean "
-                    f"reward, so with fewer than 2 samples per prompt every advantage is 0 and "
-                    f"nothing trains; set rl.group_size >= 2 (the paper: 8)")
-  max_prompt = int(config.data.max_prompt_len)
-  if max_prompt + settings.max_new_tokens > cfg.max_seq_len:
-    problems.append(f"data.max_prompt_len={max_prompt} + rl.max_new_tokens="
-                    f"{settings.max_new_tokens} exceeds the model's max_seq_len={cfg.max_seq_len};"
-                    f" lower them or set model.max_seq_len")
-  if settings.dynamic_sampling == "resample" and fused_setting(config) is True:
-    problems.append("rl.dynamic_sampling='resample' samples further prompt batches on demand, "
-                    "which the fused step cannot; set rl.fused_step=False or use 'mask'")
-  if bool(_get(config, "rl.profile_phases", False)) and fused_setting(config) is True:
-    problems.append("rl.profile_phases times the sample / reward / update phases one by one, "
-                    "which the fused step does not separate; set rl.fused_step=False")
-  if settings.tis != "none" and settings.old_logprobs != "trainer":
-    problems.append(f"rl.tis={settings.tis!r} needs rl.old_logprobs='trainer' (the truncated IS "
-                    f"weights correct from the sampler to the trainer's old log-probs), got "
-                    f"rl.old_logprobs={settings.old_logprobs!r}; set rl.old_logprobs=trainer or "
-                    f"rl.tis=none")
-  if problems:
-    raise ValueError("bad config: " + "; ".join(problems))
-  b = int(config.batch_size)
-  n = b * settings.group_size
-  chunks = settings.minibatches * settings.microbatches
-  if n % chunks:
-    raise ValueError(f"batch_size x rl.group_size = {b} x {settings.group_size} = {n} rollout "
-                     f"rows do not divide into rl.minibatches x rl.microbatches = "
-                     f"{settings.minibatches} x {settings.microbatches}; change them so the "
-                     f"product divides {n}")
-  sharding.check_divisible(b, mesh, "batch_size (prompts per step)")
-  sharding.check_divisible(n // chunks, mesh,
-                           f"rows per microbatch = batch_size x group_size / (minibatches x "
-                           f"microbatches) = {n}/{chunks}")
-  if b % jax.process_count():
-    raise ValueError(f"batch_size={b} does not divide over {jax.process_count()} processes")
-  train_loop.check_model_fits_mesh(cfg, mesh)
+  """Every check that can fail before anything compiles (specs.validate); messages name the
+  fields."""
+  spec = dataclasses.replace(specs.parse(config), stage="rl")
+  specs.validate(spec, cfg, mesh, settings=settings)
 
 
 def check_labels(records, reward: step_lib.RewardSpec) -> None:
@@ -262,88 +184,86 @@ def device_batch(host: dict, mesh) -> dict:
 # ---------------------------------------------------------------------------------- the loop
 def run(config, workdir: str) -> int:
   """`rlvr-jax rl`: runs or resumes an RL run in `workdir` (module docstring)."""
+  run_spec = dataclasses.replace(specs.parse(config), stage="rl")   # the one conversion
   workdir = paths.resolve(workdir)
   with workdir_lib.locked(workdir):
-    return _run_locked(config, workdir)
+    return _run_locked(run_spec, workdir)
 
 
-def _run_locked(config, workdir: str) -> int:
-  train_loop.check_init_sources(config)
+def _run_locked(run_spec: specs.RunSpec, workdir: str) -> int:
+  train_loop.check_init_sources(run_spec)
   files.makedirs(workdir)
-  tokenizer = builtin.resolve_tokenizer(_tokenizer_spec(config), workdir)
-  cfg = model_config(config, tokenizer)
-  mesh = sharding.make_mesh((int(config.mesh.data), int(config.mesh.fsdp),
-                             int(config.mesh.tensor)))
-  settings = rl_settings(config, tokenizer)
-  reward = reward_spec(config, tokenizer)
-  validate(config, cfg, mesh, settings)
-  updates = int(config.steps) * settings.minibatches * settings.epochs
-  optimizer = optim.make_optimizer(config.optim, updates)
+  tokenizer = builtin.resolve_tokenizer(_tokenizer_spec(run_spec), workdir)
+  cfg = model_config(run_spec, tokenizer)
+  mesh = sharding.make_mesh(run_spec.mesh.shape)
+  settings = rl_settings(run_spec, tokenizer)
+  reward = reward_spec(run_spec, tokenizer)
+  validate(run_spec, cfg, mesh, settings)
+  updates = run_spec.steps * settings.minibatches * settings.epochs
+  optimizer = optim.make_optimizer(run_spec.optim, updates)
   spec = step_lib.RLSpec(cfg=cfg, optimizer=optimizer, settings=settings, rewards=reward)
-  train_loop.prepare_run_dir(config, workdir, cfg, "rl")
-  with train_loop.run_status(workdir, int(config.steps)) as outcome:
-    outcome[:] = _train(config, workdir, cfg, mesh, settings, reward, optimizer, spec, tokenizer)
+  train_loop.prepare_run_dir(run_spec, workdir, cfg, "rl")
+  with train_loop.run_status(workdir, run_spec.steps) as outcome:
+    outcome[:] = _train(run_spec, workdir, cfg, mesh, settings, reward, optimizer, spec,
+                        tokenizer)
   status, step = outcome
   print(f"rl: {status} at step {step} ({workdir})")
   return EXIT_PREEMPTED if status == "preempted" else 0
 
 
-def _train(config, workdir, cfg, mesh, settings, reward, optimizer, spec, tokenizer):
+def _train(run_spec, workdir, cfg, mesh, settings, reward, optimizer, spec, tokenizer):
   shardings = state_shardings(cfg, optimizer, mesh)
-  initial = train_loop.initial_params(config, cfg, mesh, workdir)
+  initial = train_loop.initial_params(run_spec, cfg, mesh, workdir)
   if initial is None:
     log.warning("no init.from_checkpoint / init.from_hf: RL starts from random parameters")
-    initial = sharding.init_params(cfg, jax.random.fold_in(jax.random.key(int(config.seed)), 7),
+    initial = sharding.init_params(cfg, jax.random.fold_in(jax.random.key(run_spec.seed), 7),
                                    mesh)
   ref_params = jax.device_put(jax.tree.map(lambda x: x.astype(cfg.jnp_param_dtype), initial),
                               shardings.params)
 
-  records, _ = rl_protocols.prepare_train_records(config, workdir, cfg, ref_params, tokenizer,
+  records, _ = rl_protocols.prepare_train_records(run_spec, workdir, cfg, ref_params, tokenizer,
                                                   mesh=mesh)
   check_labels(records, reward)
-  template = str(_get(config, "data.template", "toy"))
-  system_prompt = _get(config, "data.system_prompt", "default") or None
-  answer_width = int(_get(config, "data.max_answer_len", 32))
+  data = run_spec.data
   dataset = pipelines.rl_dataset(
-      records, tokenizer, batch_size=int(config.batch_size) // jax.process_count(),
-      max_prompt_len=int(config.data.max_prompt_len), template=template,
-      max_answer_len=answer_width, seed=int(config.seed), num_epochs=None,
-      system_prompt=system_prompt, prompt_suffix=str(_get(config, "data.prompt_suffix", "")))
+      records, tokenizer, batch_size=run_spec.batch_size // jax.process_count(),
+      max_prompt_len=data.max_prompt_len, template=data.template,
+      max_answer_len=data.max_answer_len, seed=run_spec.seed, num_epochs=None,
+      system_prompt=data.system_prompt or None, prompt_suffix=data.prompt_suffix)
   data_iter = iter(dataset)
 
   eval_fn = None
-  eval_every = int(config.eval_every)
-  if eval_every or bool(_get(config, "eval_at_end", True)):
-    eval_sets = _get(config, "eval.domains", "") or _get(config, "eval.files", "")
-    if eval_sets:
+  if run_spec.eval_every or run_spec.eval_at_end:
+    if run_spec.eval.domains or run_spec.eval.files:
       from rlvr_jax.eval import harness
       with sharding.activate(mesh):
-        eval_fn = harness.make_eval_fn_from_config(config.eval, cfg, tokenizer, workdir=workdir)
+        eval_fn = harness.make_eval_fn_from_config(run_spec.eval, cfg, tokenizer,
+                                                   workdir=workdir)
 
-  manager = ckpt_lib.RunCheckpoints(workdir, keep=int(config.keep_checkpoints), keep_best=0)
+  manager = ckpt_lib.RunCheckpoints(workdir, keep=run_spec.keep_checkpoints, keep_best=0)
   try:
     start, state = restore_or_init(
         manager, abstract_state(cfg, optimizer, mesh), data_iter,
-        lambda: create_train_state(cfg, optimizer, mesh, jax.random.key(int(config.seed)),
+        lambda: create_train_state(cfg, optimizer, mesh, jax.random.key(run_spec.seed),
                                    ref_params))    # a copy: ref_params stay the reference
-    stage = _stage(config, workdir, mesh, settings, reward, spec, shardings, tokenizer,
+    stage = _stage(run_spec, workdir, mesh, settings, reward, spec, shardings, tokenizer,
                    ref_params, data_iter, eval_fn, start, manager.restored_extra)
-    loop = LoopSpec(stage="rl", steps=int(config.steps), log_every=int(config.log_every),
-                    guard=GuardSpec.from_config(config), eval_every=int(config.eval_every),
-                    eval_at_end=bool(_get(config, "eval_at_end", True)),
-                    checkpoint_every=int(config.checkpoint_every),
-                    progress_bar=bool(_get(config, "progress_bar", True)), guard_loss=False,
+    loop = LoopSpec(stage="rl", steps=run_spec.steps, log_every=run_spec.log_every,
+                    guard=run_spec.guard_spec, eval_every=run_spec.eval_every,
+                    eval_at_end=run_spec.eval_at_end,
+                    checkpoint_every=run_spec.checkpoint_every,
+                    progress_bar=run_spec.progress_bar, guard_loss=False,
                     skipped_key="skipped_updates")
     status, step = run_loop(loop, stage, state, start, manager, data_iter, workdir)
   finally:
     manager.close()
   if status == "saturated":
     log.warning("rl: stopped at step %d, %d steps after the training reward saturated "
-                "(rl.stop_after_saturation)", step, int(_get(config, "rl.stop_after_saturation", 0)))
+                "(rl.stop_after_saturation)", step, run_spec.rl.stop_after_saturation)
   return status, step
 
 
-def _stage(config, workdir, mesh, settings, reward, spec, shardings, tokenizer, ref_params,
+def _stage(run_spec, workdir, mesh, settings, reward, spec, shardings, tokenizer, ref_params,
            data_iter, eval_fn, start, restored_extra) -> Stage:
   """The RL stage of run.loop.run_loop: prompt batches, the fused step or the phases, the eval
   harness, and the saturation monitors (logged, saved with each checkpoint, able to stop)."""
@@ -351,16 +271,16 @@ def _stage(config, workdir, mesh, settings, reward, spec, shardings, tokenizer, 
   if reward.host_verifier:
     def host_fn(rollout, batch_host=None):
       return _host_verify(rollout, batch_host, tokenizer, settings, mesh)
-  fused = use_fused_step(config)
-  profile = bool(_get(config, "rl.profile_phases", False))
+  fused = use_fused_step(run_spec)
+  profile = run_spec.rl.profile_phases
   if fused:
     step_fn = step_lib.jit_rl_step(spec, mesh, shardings)
   else:
     phases = step_lib.jit_rl_phases(spec, mesh, shardings)
-  base_key = jax.random.key(int(config.seed))
-  monitors = saturation_monitors(config, workdir, start, restored_extra)
-  stop_after = int(_get(config, "rl.stop_after_saturation", 0))
-  rows = int(config.batch_size) * settings.group_size
+  base_key = jax.random.key(run_spec.seed)
+  monitors = saturation_monitors(run_spec, workdir, start, restored_extra)
+  stop_after = run_spec.rl.stop_after_saturation
+  rows = run_spec.batch_size * settings.group_size
 
   def next_batch(n: int = 0) -> dict:
     """The next prompt batch on the devices (plus its host rows for the host verifier)."""
@@ -412,9 +332,9 @@ def saturation_monitors(config, workdir: str, start: int | None, extra: dict | N
   """The online saturation monitors of the training reward ("saturation/*") and the true
   reward ("saturation_true/*"), continued from the checkpoint's saved state on a resume (or,
   for a checkpoint saved without it, rebuilt from metrics.jsonl up to the resumed step)."""
-  section = _get(config, "saturation", None)
-  params = {"saturation": monitor_params_from_config(section, "reward/mean"),
-            "saturation_true": monitor_params_from_config(section, "reward/true_mean")}
+  section = specs.parse(config).saturation
+  params = {"saturation": section.params("reward/mean"),
+            "saturation_true": section.params("reward/true_mean")}
   saved = (extra or {}).get("saturation") or {}
   out = {}
   for name, p in params.items():

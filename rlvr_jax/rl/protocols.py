@@ -36,7 +36,7 @@ from typing import Any, Mapping, Sequence
 import jax
 import numpy as np
 
-from rlvr_jax.config_utils import csv_list as _csv, get_field as _get
+from rlvr_jax import specs
 from rlvr_jax.data import protocols as data_protocols
 from rlvr_jax.run import files
 from rlvr_jax.data import records as records_lib
@@ -95,29 +95,39 @@ def wrong_answer_table(cfg, params, tokenizer, records: Sequence[Mapping], *,
 
 
 # ---------------------------------------------------------------------------------- from config
+SETTINGS_KEYS = ("domains", "files", "layout", "n_pool", "pool_limit", "difficulty", "n_train",
+                 "difficulty_filter", "filter_samples", "label_noise", "label_noise_samples",
+                 "protocol_seed", "template", "system_prompt", "prompt_suffix")
+
+
 def settings_of(config) -> dict[str, Any]:
   """The config fields that determine the training set (recorded in protocol.json)."""
-  keys = ("domains", "files", "layout", "n_pool", "pool_limit", "difficulty", "n_train",
-          "difficulty_filter", "filter_samples", "label_noise", "label_noise_samples",
-          "protocol_seed", "template", "system_prompt", "prompt_suffix")
-  out = {k: _get(config, f"data.{k}") for k in keys}
-  out["max_new_tokens"] = int(_get(config, "rl.max_new_tokens", 0))
+  spec = specs.parse(config)
+  out = {k: getattr(spec.data, k) for k in SETTINGS_KEYS}
+  out["max_new_tokens"] = spec.rl.max_new_tokens
   return json.loads(json.dumps(out, default=str))
+
+
+def _changed_settings(recorded: dict, settings: dict) -> list[str]:
+  """Keys whose recorded value differs; a None recorded before the typed config (a field the
+  config did not set) equals the field's default."""
+  defaults = settings_of(specs.RunSpec())
+  return sorted(k for k in settings if recorded.get(k) != settings[k] and
+                not (recorded.get(k) is None and settings[k] == defaults[k]))
 
 
 def pool_records(config) -> list[dict]:
   """The candidate training problems: synthetic-domain train records and data.files records."""
-  n_pool = int(_get(config, "data.n_pool", 0))
-  seed = int(_get(config, "data.protocol_seed", 0))
-  difficulty = _get(config, "data.difficulty", 0) or None
+  data = specs.parse(config).data
+  n_pool, seed, difficulty = data.n_pool, data.protocol_seed, data.difficulty or None
   records: list[dict] = []
-  for name in _csv(_get(config, "data.domains", "")):
+  for name in data.domain_list:
     if n_pool < 1:
       raise ValueError(f"data.n_pool={n_pool} must be >= 1 to draw problems of domain {name!r}")
     records.extend(records_lib.domain_records(name, "train", n_pool, seed, difficulty=difficulty))
-  for path in _csv(_get(config, "data.files", "")):
-    recs, counts = records_lib.load_records(path, layout=_get(config, "data.layout", "auto"),
-                                            limit=int(_get(config, "data.pool_limit", 0)) or None)
+  for path in data.file_list:
+    recs, counts = records_lib.load_records(path, layout=data.layout,
+                                            limit=data.pool_limit or None)
     if not recs:
       hint = ""
       if counts.get("dropped_missing_answer"):
@@ -138,13 +148,11 @@ def pool_records(config) -> list[dict]:
   return records
 
 
-def _sampling_options(config) -> dict[str, Any]:
-  system_prompt = _get(config, "data.system_prompt", "default")
-  return dict(temperature=1.0, max_new_tokens=int(config.rl.max_new_tokens),
-              template=str(_get(config, "data.template", "toy")),
-              batch_size=int(_get(config, "data.protocol_batch_size", 16)),
-              system_prompt=system_prompt or None,
-              prompt_suffix=str(_get(config, "data.prompt_suffix", "")))
+def _sampling_options(spec) -> dict[str, Any]:
+  return dict(temperature=1.0, max_new_tokens=spec.rl.max_new_tokens,
+              template=spec.data.template, batch_size=spec.data.protocol_batch_size,
+              system_prompt=spec.data.system_prompt or None,
+              prompt_suffix=spec.data.prompt_suffix)
 
 
 def _write_jsonl(path: str, records: Sequence[Mapping]) -> None:
@@ -178,12 +186,14 @@ def prepare_train_records(config, workdir: str, cfg, params, tokenizer, *, mesh=
                           ) -> tuple[list[dict], dict]:
   """The run's training problems after the configured protocols (module docstring), computed
   once with the initial `params` and saved under WORKDIR/data; returns (records, report)."""
-  settings = settings_of(config)
+  spec = specs.parse(config)
+  data = spec.data
+  settings = settings_of(spec)
   saved = load_train_records(workdir)
   if saved is not None:
     records, report = saved
-    if report.get("settings") != settings:
-      changed = sorted(k for k in settings if report.get("settings", {}).get(k) != settings[k])
+    changed = _changed_settings(report.get("settings") or {}, settings)
+    if changed:
       raise ValueError(f"{os.path.join(workdir, 'data', PROTOCOL_FILE)} was made with other data "
                        f"settings ({changed}); use a new workdir, or delete {workdir}/data to "
                        f"recompute the training set (checkpoints of this run would then be "
@@ -192,16 +202,16 @@ def prepare_train_records(config, workdir: str, cfg, params, tokenizer, *, mesh=
     return records, report
 
   from rlvr_jax import sharding
-  records = pool_records(config)
+  records = pool_records(spec)
   report: dict[str, Any] = {"settings": settings, "pool": len(records)}
-  seed = int(_get(config, "data.protocol_seed", 0))
-  options = _sampling_options(config)
-  n_train = int(_get(config, "data.n_train", 0))
+  seed = data.protocol_seed
+  options = _sampling_options(spec)
+  n_train = data.n_train
   key = jax.random.key(seed)
   with sharding.activate(mesh) if mesh is not None else contextlib.nullcontext():
     counts = None
-    if bool(_get(config, "data.difficulty_filter", False)):
-      k = int(_get(config, "data.filter_samples", 16))
+    if data.difficulty_filter:
+      k = data.filter_samples
       counts = solve_counts(cfg, params, tokenizer, records, num_samples=k,
                             key=jax.random.fold_in(key, 0), **options)
       kept = data_protocols.difficulty_filter(counts, num_samples=k)
@@ -235,9 +245,9 @@ def prepare_train_records(config, workdir: str, cfg, params, tokenizer, *, mesh=
       records = [records[int(i)] for i in sorted(pick)]
     report["n_train"] = len(records)
 
-    gamma = float(_get(config, "data.label_noise", 0.0))
+    gamma = data.label_noise
     if gamma > 0:
-      s = int(_get(config, "data.label_noise_samples", 96))
+      s = data.label_noise_samples
       table = wrong_answer_table(cfg, params, tokenizer, records, num_samples=s,
                                  key=jax.random.fold_in(key, 1), **options)
       records, replaced = data_protocols.replace_labels(records, table, gamma=gamma, seed=seed)

@@ -38,12 +38,10 @@ class GuardSpec:
 
   @classmethod
   def from_config(cls, config: Any) -> "GuardSpec":
-    """config.guard.* (defaults: this class) and config.max_nonfinite_steps."""
-    from rlvr_jax.config_utils import get_field
-    kw = {f.name: type(f.default)(get_field(config, f"guard.{f.name}", f.default))
-          for f in dataclasses.fields(cls) if f.name != "max_nonfinite"}
-    kw["max_nonfinite"] = int(get_field(config, "max_nonfinite_steps", cls.max_nonfinite))
-    return cls(**kw)
+    """config.guard.* (defaults: this class) and config.max_nonfinite_steps (a ConfigDict or a
+    specs.RunSpec; specs.RunSpec.guard_spec)."""
+    from rlvr_jax import specs
+    return specs.parse(config).guard_spec
 
 
 def config_fields():

@@ -28,7 +28,7 @@ past the restored checkpoint are logged again: the last record of a step wins), 
 from __future__ import annotations
 
 import contextlib
-import json
+import dataclasses
 import logging
 import os
 from typing import Any, Callable, Iterable, Iterator
@@ -37,13 +37,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlvr_jax import sharding
-from rlvr_jax.config_utils import get_field as _get
+from rlvr_jax import sharding, specs
 from rlvr_jax.model.config import ModelConfig
 from rlvr_jax.model.sizes import get_model_config
 from rlvr_jax.run import files, paths, workdir as workdir_lib
 from rlvr_jax.run.errors import CorruptCheckpointError, NonFiniteError
-from rlvr_jax.run.guard import GuardSpec
 from rlvr_jax.run.loop import (LoopSpec, MetricsLogger, Stage, restore_or_init, run_loop,
                                stop_signals)
 from rlvr_jax.train import checkpoints as ckpt_lib
@@ -73,8 +71,8 @@ def resolve_model_config(config, base: ModelConfig | None = None, *,
   With a recorded / HF / checkpoint source, architecture overrides must agree with it (they
   cannot change the shapes of saved weights); numerics (dtype, param_dtype, remat) may change.
   """
-  from_hf = _get(config, "init.from_hf", "")
-  from_ckpt = _get(config, "init.from_checkpoint", "")
+  spec = specs.parse(config)
+  from_hf, from_ckpt = spec.init.from_hf, spec.init.from_checkpoint
   if from_hf and from_ckpt:
     raise ValueError("set only one of init.from_hf and init.from_checkpoint")
   loaded = base is None and bool(from_hf or from_ckpt or resume_dir)
@@ -91,12 +89,9 @@ def resolve_model_config(config, base: ModelConfig | None = None, *,
     elif from_ckpt:
       base = ckpt_lib.read_model_config(ckpt_lib.parse_checkpoint_ref(from_ckpt)[0])
     else:
-      base = get_model_config(_get(config, "model.size", "toy-1m"))
+      base = get_model_config(spec.model.size)
   overrides = {}
-  for name in ARCH_FIELDS + NUMERIC_FIELDS:
-    v = _get(config, f"model.{name}")
-    if v is None or (name in ARCH_FIELDS and v == 0 and not isinstance(v, bool)):
-      continue
+  for name, v in spec.model.overrides().items():
     if loaded and name in ARCH_FIELDS and getattr(base, name) != v and name != "max_seq_len":
       raise ValueError(f"config.model.{name}={v} differs from {src} ({getattr(base, name)}); "
                        f"unset it (the loaded weights fix the architecture)")
@@ -105,24 +100,11 @@ def resolve_model_config(config, base: ModelConfig | None = None, *,
 
 
 def validate(config, cfg: ModelConfig, mesh) -> None:
-  """Every check that can fail before anything compiles; messages say which numbers to change."""
-  problems = []
-  for name in ("steps", "batch_size", "seq_len", "log_every", "microbatches"):
-    if int(config[name]) < 1:
-      problems.append(f"{name}={config[name]} must be >= 1")
-  for name in ("eval_every", "checkpoint_every", "max_nonfinite_steps"):
-    if int(config[name]) < 0:
-      problems.append(f"{name}={config[name]} must be >= 0 (0 disables)")
-  if config.seq_len > cfg.max_seq_len:
-    problems.append(f"seq_len={config.seq_len} exceeds the model's max_seq_len={cfg.max_seq_len};"
-                    f" lower seq_len or set model.max_seq_len")
-  if problems:
-    raise ValueError("bad config: " + "; ".join(problems))
-  steps.check_batch(config.batch_size, mesh, config.microbatches)
-  if config.batch_size % jax.process_count():
-    raise ValueError(f"batch_size={config.batch_size} does not divide over "
-                     f"{jax.process_count()} processes; make it a multiple of it")
-  check_model_fits_mesh(cfg, mesh)
+  """Every check of a CPT / SFT run that can fail before anything compiles (specs.validate)."""
+  spec = specs.parse(config)
+  if spec.stage not in ("cpt", "sft"):
+    spec = dataclasses.replace(spec, stage="cpt")
+  specs.validate(spec, cfg, mesh)
 
 
 def check_model_fits_mesh(cfg: ModelConfig, mesh) -> None:
@@ -154,8 +136,8 @@ def check_model_fits_mesh(cfg: ModelConfig, mesh) -> None:
 
 
 def config_to_dict(config) -> dict:
-  return json.loads(config.to_json_best_effort()) if hasattr(config, "to_json_best_effort") \
-      else dict(config)
+  """The config as config.json records it (the parsed spec keeps it as given)."""
+  return specs.parse(config).to_json()
 
 
 def put_batch(batch: dict, mesh) -> dict:
@@ -172,32 +154,33 @@ def train(config, workdir: str, *, stage: str,
           model_config: ModelConfig | None = None) -> str:
   """Runs (or resumes) a CPT / SFT run in `workdir`; returns "completed" | "preempted" |
   "data_exhausted". See the module docstring for what the batch factories must yield."""
+  spec = specs.parse(config)
   workdir = paths.resolve(workdir)
   with workdir_lib.locked(workdir):
     resuming = bool(ckpt_lib.run_steps(workdir)) and \
         files.exists(files.as_path(workdir) / ckpt_lib.CONFIG_FILE)
-    cfg = resolve_model_config(config, model_config, resume_dir=workdir if resuming else None)
-    mesh = sharding.make_mesh((config.mesh.data, config.mesh.fsdp, config.mesh.tensor))
-    validate(config, cfg, mesh)
-    prepare_run_dir(config, workdir, cfg, stage)
-    with run_status(workdir, int(config.steps)) as outcome:
-      outcome[:] = _train(config, workdir, stage, cfg, mesh, make_batches, make_eval_batches)
+    cfg = resolve_model_config(spec, model_config, resume_dir=workdir if resuming else None)
+    mesh = sharding.make_mesh(spec.mesh.shape)
+    validate(dataclasses.replace(spec, stage=stage), cfg, mesh)
+    prepare_run_dir(spec, workdir, cfg, stage)
+    with run_status(workdir, spec.steps) as outcome:
+      outcome[:] = _train(spec, workdir, stage, cfg, mesh, make_batches, make_eval_batches)
     return outcome[0]
 
 
 def prepare_run_dir(config, workdir: str, cfg: ModelConfig, stage: str) -> None:
   """Before anything is written: a resume's config is checked against the recorded one
   (run.workdir.check_resume); then config.json (with the resume history) and status.json."""
-  doc = {**config_to_dict(config), "stage": stage}
+  spec = specs.parse(config)
+  doc = {**spec.to_json(), "stage": stage}
   steps_done = ckpt_lib.run_steps(workdir)
   at = steps_done[-1] if steps_done else 0
   changed = {}
   if not steps_done:      # a fresh run reads its init: refuse an unfinished one before writing
-    workdir_lib.require_finished(_get(config, "init.from_checkpoint", ""),
-                                 "init.from_checkpoint")
+    workdir_lib.require_finished(spec.init.from_checkpoint, "init.from_checkpoint")
   if steps_done:
     changed = workdir_lib.check_resume(workdir, doc, cfg.to_dict(), step=at,
-                                       allow=bool(_get(config, "resume_overrides", False)))
+                                       allow=spec.resume_overrides)
     if changed:
       log.warning("resuming %s at step %d with changed fields %s (resume_overrides=True)",
                   workdir, at, sorted(changed))
@@ -208,8 +191,8 @@ def prepare_run_dir(config, workdir: str, cfg: ModelConfig, stage: str) -> None:
     ckpt_lib.write_config_json(workdir, doc, cfg)
   before = workdir_lib.read_status(workdir) or {}
   finished = (before.get("status") in workdir_lib.FINISHED and before.get("step") == at and
-              int(config.steps) <= at)      # a rerun with nothing left to train
-  workdir_lib.write_status(workdir, "running", at, int(config.steps),
+              spec.steps <= at)      # a rerun with nothing left to train
+  workdir_lib.write_status(workdir, "running", at, spec.steps,
                            finished_before=before if finished else None)
 
 
@@ -235,30 +218,30 @@ def run_status(workdir: str, steps: int):
   workdir_lib.write_status(workdir, outcome[0], outcome[1], steps)
 
 
-def _train(config, workdir, stage, cfg, mesh, make_batches, make_eval_batches):
-  optimizer = optim.make_optimizer(config.optim, config.steps)
+def _train(spec, workdir, stage, cfg, mesh, make_batches, make_eval_batches):
+  optimizer = optim.make_optimizer(spec.optim, spec.steps)
   shardings = state_shardings(cfg, optimizer, mesh)
   train_fn = steps.jit_train_step(cfg, optimizer, mesh, shardings,
-                                  microbatches=config.microbatches, z_loss=float(config.z_loss))
+                                  microbatches=spec.microbatches, z_loss=spec.z_loss)
   eval_fn = steps.jit_eval_step(cfg, mesh, shardings.params) if make_eval_batches else None
-  manager = ckpt_lib.RunCheckpoints(workdir, keep=config.keep_checkpoints,
-                                    keep_best=config.keep_best if make_eval_batches else 0)
+  manager = ckpt_lib.RunCheckpoints(workdir, keep=spec.keep_checkpoints,
+                                    keep_best=spec.keep_best if make_eval_batches else 0)
   try:
-    return _run(config, workdir, stage, cfg, mesh, optimizer, train_fn, eval_fn, manager,
+    return _run(spec, workdir, stage, cfg, mesh, optimizer, train_fn, eval_fn, manager,
                 make_batches, make_eval_batches)
   finally:
     manager.close()
 
 
-def _check_batch_shape(batch: dict, expected: dict | None, config, step: int) -> dict:
+def _check_batch_shape(batch: dict, expected: dict | None, spec, step: int) -> dict:
   """Every batch must have the first batch's shapes (a new shape would silently recompile);
   the first must hold config.batch_size rows over all processes."""
   shapes = {k: tuple(np.shape(v)) for k, v in batch.items()}
   if expected is None:
     rows = shapes["tokens"][0] * jax.process_count()
-    if rows != config.batch_size:
+    if rows != spec.batch_size:
       raise ValueError(f"the data yields batches of {rows} rows ({shapes['tokens'][0]} per "
-                       f"process × {jax.process_count()}) but batch_size={config.batch_size}; "
+                       f"process × {jax.process_count()}) but batch_size={spec.batch_size}; "
                        f"make them agree")
     return shapes
   if shapes != expected:
@@ -267,26 +250,26 @@ def _check_batch_shape(batch: dict, expected: dict | None, config, step: int) ->
   return expected
 
 
-def _run(config, workdir, stage, cfg, mesh, optimizer, train_fn, eval_fn, manager,
+def _run(spec, workdir, stage, cfg, mesh, optimizer, train_fn, eval_fn, manager,
          make_batches, make_eval_batches) -> tuple[str, int]:
   """The CPT / SFT stage of run.loop.run_loop: packed batches, train_fn, the held-out loss."""
-  data_iter = make_batches(config)
+  data_iter = make_batches(spec)
   start, state = restore_or_init(
       manager, abstract_state(cfg, optimizer, mesh), data_iter,
-      lambda: create_train_state(cfg, optimizer, mesh, jax.random.key(config.seed),
-                                 initial_params(config, cfg, mesh, workdir), donate_params=True))
+      lambda: create_train_state(cfg, optimizer, mesh, jax.random.key(spec.seed),
+                                 initial_params(spec, cfg, mesh, workdir), donate_params=True))
   seen = {"shapes": None, "tokens": 0}   # the first batch's shapes, global tokens per batch
 
   def next_batch(n: int) -> dict:
     host_batch = steps.select_batch(next(data_iter))
-    seen["shapes"] = _check_batch_shape(host_batch, seen["shapes"], config, n)
+    seen["shapes"] = _check_batch_shape(host_batch, seen["shapes"], spec, n)
     seen["tokens"] = int(np.prod(seen["shapes"]["tokens"])) * jax.process_count()
     return put_batch(host_batch, mesh)
 
   def evaluate(params, step: int) -> dict[str, float]:
     del step
     totals = None
-    for batch in make_eval_batches(config):
+    for batch in make_eval_batches(spec):
       batch = steps.select_batch(batch, steps.EVAL_KEYS)
       b = int(np.shape(batch["tokens"])[0]) * jax.process_count()
       steps.check_batch(b, mesh, 1, what="eval batch size")
@@ -305,24 +288,24 @@ def _run(config, workdir, stage, cfg, mesh, optimizer, train_fn, eval_fn, manage
                   "eval/answer_tokens": float(t["answer_count"])})
     return out
 
-  eval_every = int(config.eval_every) if make_eval_batches else 0
-  spec = LoopSpec(stage=stage, steps=int(config.steps), log_every=int(config.log_every),
-                  guard=GuardSpec.from_config(config), eval_every=eval_every,
-                  checkpoint_every=int(config.checkpoint_every),
-                  keep_best=bool(make_eval_batches) and int(_get(config, "keep_best", 0)) > 0,
-                  progress_bar=bool(_get(config, "progress_bar", True)))
+  eval_every = spec.eval_every if make_eval_batches else 0
+  loop = LoopSpec(stage=stage, steps=spec.steps, log_every=spec.log_every,
+                  guard=spec.guard_spec, eval_every=eval_every,
+                  checkpoint_every=spec.checkpoint_every,
+                  keep_best=bool(make_eval_batches) and spec.keep_best > 0,
+                  progress_bar=spec.progress_bar)
   loop_stage = Stage(
       next_batch=next_batch, step=lambda state, batch, n: (*train_fn(state, batch), None),
       perf=lambda m, dt: {"perf/tokens_per_sec": seen["tokens"] / dt},
       evaluate=evaluate if eval_every else None)
-  return run_loop(spec, loop_stage, state, start, manager, data_iter, workdir)
+  return run_loop(loop, loop_stage, state, start, manager, data_iter, workdir)
 
 
 def check_init_sources(config) -> None:
   """init.from_hf / init.from_checkpoint: at most one, and it exists (checked before anything
   reads it, e.g. the tokenizer that defaults to the init source's)."""
-  from_hf = str(_get(config, "init.from_hf", "") or "")
-  from_ckpt = str(_get(config, "init.from_checkpoint", "") or "")
+  init = specs.parse(config).init
+  from_hf, from_ckpt = init.from_hf, init.from_checkpoint
   if from_hf and from_ckpt:
     raise ValueError(f"set only one of init.from_hf={from_hf!r} and init.from_checkpoint="
                      f"{from_ckpt!r}")
@@ -341,8 +324,8 @@ def initial_params(config, cfg: ModelConfig, mesh, workdir: str | None = None):
 
   A run checkpoint given without :STEP must have finished (run.workdir.require_finished); the
   run and step used are recorded in `workdir`/init.json."""
-  from_hf = _get(config, "init.from_hf", "")
-  from_ckpt = _get(config, "init.from_checkpoint", "")
+  init = specs.parse(config).init
+  from_hf, from_ckpt = init.from_hf, init.from_checkpoint
   if from_hf:
     from rlvr_jax.model.hf import load_hf
     from rlvr_jax.model.hub import resolve_hf_source

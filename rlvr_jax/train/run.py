@@ -21,13 +21,14 @@ Data (config.data):
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 from typing import Any
 
 import jax
 
-from rlvr_jax.config_utils import csv_list as _csv, get_field as _get
+from rlvr_jax import specs
 from rlvr_jax.data import builtin, pipelines, records as records_lib
 from rlvr_jax.model.sizes import get_model_config
 from rlvr_jax.run import workdir as workdir_lib
@@ -35,52 +36,53 @@ from rlvr_jax.run.errors import EXIT_FAILED, EXIT_OK, EXIT_PREEMPTED
 from rlvr_jax.train import loop
 
 
-def _base_model_config(config, tokenizer):
+def _base_model_config(spec, tokenizer):
   """The named size with the tokenizer's vocabulary, unless weights come from HF / a checkpoint."""
-  if _get(config, "init.from_hf", "") or _get(config, "init.from_checkpoint", ""):
+  if spec.init.from_hf or spec.init.from_checkpoint:
     return None
-  vocab = _get(config, "model.vocab_size", 0) or tokenizer.vocab_size
+  vocab = spec.model.vocab_size or tokenizer.vocab_size
   if vocab < tokenizer.vocab_size:
     raise ValueError(f"config.model.vocab_size={vocab} is smaller than the tokenizer's "
                      f"{tokenizer.vocab_size} ids; set it to 0 (= the tokenizer's) or larger")
-  return get_model_config(_get(config, "model.size", "toy-1m"), vocab_size=vocab)
+  return get_model_config(spec.model.size, vocab_size=vocab)
 
 
-def _check_vocab(config, tokenizer) -> None:
-  cfg = loop.resolve_model_config(config, _base_model_config(config, tokenizer))
+def _check_vocab(spec, tokenizer) -> None:
+  cfg = loop.resolve_model_config(spec, _base_model_config(spec, tokenizer))
   if cfg.vocab_size < tokenizer.vocab_size:
     raise ValueError(f"the model's vocab_size={cfg.vocab_size} is smaller than the tokenizer's "
-                     f"{tokenizer.vocab_size} (data.tokenizer={_get(config, 'data.tokenizer', '')!r});"
+                     f"{tokenizer.vocab_size} (data.tokenizer={spec.data.tokenizer!r});"
                      f" use the tokenizer the model was trained with")
 
 
 def _file_records(config) -> tuple[list[dict], list[dict]]:
-  """Records of config.data.files, split into train / held-out by content hash."""
+  """Records of data.files, split into train / held-out by content hash."""
+  spec = specs.parse(config)
   from rlvr_jax.data import protocols, sources
   rows = []
-  for path in _csv(_get(config, "data.files", "")):
-    recs, _ = records_lib.load_records(sources.open_source(path),
-                                       layout=_get(config, "data.layout", "auto"))
+  for path in spec.data.file_list:
+    recs, _ = records_lib.load_records(sources.open_source(path), layout=spec.data.layout)
     rows.extend(recs)
   if not rows:
     return [], []
   by_id = {r["id"]: r for r in rows}
-  train_ids, held_ids = protocols.heldout_split(list(by_id), fraction=0.05, seed=int(config.seed))
+  train_ids, held_ids = protocols.heldout_split(list(by_id), fraction=0.05, seed=spec.seed)
   return [by_id[i] for i in train_ids], [by_id[i] for i in held_ids]
 
 
 def _docs(config) -> tuple[list[str], list[str]]:
   """CPT documents: domain corpora (+ plain-text / JSONL `text` files)."""
+  spec = specs.parse(config)
   from rlvr_jax.data.domains import get_domain
   from rlvr_jax.data import sources
-  n_train, n_eval = int(config.data.n_train), int(config.data.n_eval)
+  n_train, n_eval = spec.data.n_train, spec.data.n_eval
   train, held = [], []
-  for name in _csv(config.data.domains):
+  for name in spec.data.domain_list:
     domain = get_domain(name)
-    docs = domain.corpus(n_train + n_eval, int(config.seed))
+    docs = domain.corpus(n_train + n_eval, spec.seed)
     train.extend(docs[:n_train])
     held.extend(docs[n_train:])
-  for path in _csv(_get(config, "data.files", "")):
+  for path in spec.data.file_list:
     src = sources.open_source(path)
     texts = [records_lib.text_record(src[i], where=src.where(i)) for i in range(len(src))]
     cut = max(1, len(texts) // 20)
@@ -92,20 +94,22 @@ def _docs(config) -> tuple[list[str], list[str]]:
 
 
 def _problem_records(config) -> tuple[list[dict], list[dict]]:
-  n_train, n_eval = int(config.data.n_train), int(config.data.n_eval)
-  difficulty = int(_get(config, "data.difficulty", 0)) or None   # 0: the splits' default levels
+  """SFT problems: synthetic-domain train / held-out records (+ data.files records)."""
+  spec = specs.parse(config)
+  n_train, n_eval = spec.data.n_train, spec.data.n_eval
+  difficulty = spec.data.difficulty or None   # 0: the splits' default levels
   train, held = [], []
-  for name in _csv(config.data.domains):
-    train.extend(records_lib.domain_records(name, "train", n_train, int(config.seed), difficulty))
-    held.extend(records_lib.domain_records(name, "eval", n_eval, int(config.seed), difficulty))
-  file_train, file_held = _file_records(config)
+  for name in spec.data.domain_list:
+    train.extend(records_lib.domain_records(name, "train", n_train, spec.seed, difficulty))
+    held.extend(records_lib.domain_records(name, "eval", n_eval, spec.seed, difficulty))
+  file_train, file_held = _file_records(spec)
   train.extend(file_train)
   held.extend(file_held)
   if not train:
     raise ValueError("no SFT examples: set config.data.domains and/or config.data.files")
-  trace = str(_get(config, "data.trace", "faithful"))
+  trace = spec.data.trace
   if trace.startswith(UNFAITHFUL):
-    train = unfaithful_records(train, trace[len(UNFAITHFUL):], int(config.seed))
+    train = unfaithful_records(train, trace[len(UNFAITHFUL):], spec.seed)
   return train, held
 
 
@@ -149,26 +153,15 @@ def unfaithful_records(records: list[dict], kind: str, seed: int) -> list[dict]:
   return out
 
 
-def _tokenizer_spec(config) -> str:
-  """data.tokenizer, else the init source's tokenizer (an HF dir, or the tokenizer copied into a
-  run dir), else '' (the built-in toy tokenizer)."""
-  spec = _get(config, "data.tokenizer", "")
-  if spec:
-    return spec
-  if _get(config, "init.from_hf", ""):
-    from rlvr_jax.model.hub import resolve_hf_source
-    return resolve_hf_source(_get(config, "init.from_hf"))
-  ckpt = _get(config, "init.from_checkpoint", "")
-  if ckpt:
-    from rlvr_jax.train.checkpoints import parse_checkpoint_ref
-    run_dir = parse_checkpoint_ref(ckpt)[0]
-    if any(os.path.exists(os.path.join(run_dir, n)) for n in builtin.RUN_TOKENIZER_FILES):
-      return run_dir
-  return ""
+def _tokenizer_spec(spec) -> str:
+  """The run's tokenizer source (data/builtin.tokenizer_source: the one precedence)."""
+  spec = specs.parse(spec)
+  return builtin.tokenizer_source(spec.data.tokenizer, from_hf=spec.init.from_hf,
+                                  from_checkpoint=spec.init.from_checkpoint)
 
 
-def _per_process_batch(config) -> int:
-  return int(config.batch_size) // jax.process_count()
+def _per_process_batch(spec) -> int:
+  return spec.batch_size // jax.process_count()
 
 
 def _run_stage(config, workdir: str, stage: str, make_dataset, load_items, extra_kwargs,
@@ -176,36 +169,37 @@ def _run_stage(config, workdir: str, stage: str, make_dataset, load_items, extra
   """Tokenizer, data and the training loop of one stage; `make_dataset(items, tok, **kw)` is
   pipelines.cpt_dataset or sft_dataset and `load_items(config)` gives (train, held-out) items;
   `eval_kwargs` are passed to the held-out dataset only."""
+  spec = dataclasses.replace(specs.parse(config), stage=stage)
   with workdir_lib.locked(workdir):
-    return _locked_stage(config, workdir, stage, make_dataset, load_items, extra_kwargs,
+    return _locked_stage(spec, workdir, stage, make_dataset, load_items, extra_kwargs,
                          eval_kwargs)
 
 
-def _locked_stage(config, workdir, stage, make_dataset, load_items, extra_kwargs, eval_kwargs):
-  loop.check_init_sources(config)
-  tokenizer = builtin.resolve_tokenizer(_tokenizer_spec(config), workdir)
-  _check_vocab(config, tokenizer)
-  train_items, eval_items = load_items(config)
-  kw = dict(seq_len=int(config.seq_len), batch_size=_per_process_batch(config), **extra_kwargs)
+def _locked_stage(spec, workdir, stage, make_dataset, load_items, extra_kwargs, eval_kwargs):
+  loop.check_init_sources(spec)
+  tokenizer = builtin.resolve_tokenizer(_tokenizer_spec(spec), workdir)
+  _check_vocab(spec, tokenizer)
+  train_items, eval_items = load_items(spec)
+  kw = dict(seq_len=spec.seq_len, batch_size=_per_process_batch(spec), **extra_kwargs)
 
-  def make_batches(c) -> Any:
-    return iter(make_dataset(train_items, tokenizer, seed=int(c.seed), num_epochs=None, **kw))
+  def make_batches(s) -> Any:
+    return iter(make_dataset(train_items, tokenizer, seed=s.seed, num_epochs=None, **kw))
 
   eval_cache: dict[int, list] = {}
 
-  def make_eval_batches(c):
+  def make_eval_batches(s):
     # The held-out batches are the same at every eval (no shuffle, seed 0): build them once and
     # keep the few host batches, instead of re-encoding (and re-masking answers) every time.
-    n = int(_get(c, "eval_batches", 4))
+    n = s.eval_batches
     if n not in eval_cache:
       ds = make_dataset(eval_items, tokenizer, seed=0, num_epochs=1, shuffle=False,
                         drop_remainder=False, **kw, **(eval_kwargs or {}))
       eval_cache[n] = list(itertools.islice(iter(ds), n))
     return eval_cache[n]
 
-  status = loop.train(config, workdir, stage=stage, make_batches=make_batches,
+  status = loop.train(spec, workdir, stage=stage, make_batches=make_batches,
                       make_eval_batches=make_eval_batches if eval_items else None,
-                      model_config=_base_model_config(config, tokenizer))
+                      model_config=_base_model_config(spec, tokenizer))
   print(f"{stage}: {status} ({workdir})")
   return exit_status(status)
 
@@ -223,30 +217,25 @@ def exit_status(status: str) -> int:
 
 def run_cpt(config, workdir: str) -> int:
   """`rlvr-jax cpt`: packed LM loss on the domain corpus (+ config.data.files)."""
-  return _run_stage(config, workdir, "cpt", pipelines.cpt_dataset, _docs, {})
+  return _run_stage(specs.parse(config), workdir, "cpt", pipelines.cpt_dataset, _docs, {})
 
 
 def sft_kwargs(config) -> dict:
-  system_prompt = _get(config, "data.system_prompt", "default")
-  trace = str(_get(config, "data.trace", "faithful"))
-  if trace not in TRACES:
-    raise ValueError(f"config.data.trace={trace!r}; choose one of {list(TRACES)}")
-  thinking = bool(_get(config, "data.thinking", True))
-  if trace.startswith(UNFAITHFUL) and not thinking:
-    raise ValueError(f"config.data.trace={trace!r} trains on (unfaithful) traces but "
-                     f"data.thinking=False trains on solutions only; set data.thinking=True or "
-                     f"data.trace='none'")
-  return dict(template=_get(config, "data.template", "toy"),
-              thinking=thinking and trace != "none",
-              system_prompt=system_prompt or None,
-              truncation=_get(config, "data.truncation", "drop"),
-              pack=bool(_get(config, "data.pack", False)))
+  """The sft_dataset options of data.* (ConfigError for a bad data.trace / data.thinking)."""
+  data = specs.parse(config).data
+  problems = specs.sft_problems(data)
+  if problems:
+    raise specs.ConfigError("; ".join(problems))
+  return dict(template=data.template, thinking=data.thinking and data.trace != "none",
+              system_prompt=data.system_prompt or None, truncation=data.truncation,
+              pack=data.pack)
 
 
 def run_sft(config, workdir: str) -> int:
   """`rlvr-jax sft`: loss on assistant tokens of chat-formatted problems with their traces."""
-  return _run_stage(config, workdir, "sft", pipelines.sft_dataset, _problem_records,
-                    sft_kwargs(config), eval_kwargs={"answer_mask": True})
+  spec = specs.parse(config)
+  return _run_stage(spec, workdir, "sft", pipelines.sft_dataset, _problem_records,
+                    sft_kwargs(spec), eval_kwargs={"answer_mask": True})
 
 
 def tokenizer_of_run(workdir: str):
