@@ -161,8 +161,9 @@ class DataSpec:
 
 @dataclasses.dataclass(frozen=True)
 class RLConfig:
-  """config.rl: the fields of rl/spec.RLSettings (its docstring; same defaults, but dual_clip 0
-  means off) and the RL loop's switches."""
+  """config.rl: the fields of rl/spec.RLSettings (its docstring), whose defaults are these
+  (the one place they are set; dual_clip 0 means off, RLSettings' None), and the RL loop's
+  switches."""
   group_size: int = 8
   vote_samples: int = 0
   max_new_tokens: int = 0

@@ -119,8 +119,16 @@ def test_missing_fields_take_the_defaults():
 
 def test_defaults_equal_what_runs_used_before():
   """The dataclass defaults are the defaults the run stages read with get_field before."""
-  # rl/loop.py
+  # rl/loop.py (RLSettings takes its defaults from RLConfig; these are the values it had)
   rl, rs = specs.RLConfig(), RLSettings(group_size=2, max_new_tokens=1, pad_id=0)
+  assert (rl.vote_samples, rl.temperature, rl.top_k, rl.top_p, rl.estimator) == \
+      (0, 1.0, 0, 1.0, "grpo")
+  assert (rl.clip_low, rl.clip_high, rl.kl_coef, rl.kl_estimator, rl.agg, rl.entropy_coef) == \
+      (0.2, 0.2, 0.0, "k3", "token-mean", 0.0)
+  assert (rl.minibatches, rl.epochs, rl.microbatches, rl.dynamic_sampling,
+          rl.resample_rounds) == (1, 1, 1, "none", 3)
+  assert (rl.log_kl, rl.old_logprobs, rl.tis, rl.tis_cap, rl.log_mismatch) == \
+      (True, "sampler", "none", 2.0, True)
   for f in dataclasses.fields(RLSettings):
     if f.name in ("group_size", "max_new_tokens", "pad_id", "eos_ids"):
       continue

@@ -19,7 +19,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from rlvr_jax import sampling
+from rlvr_jax import sampling, specs
 from rlvr_jax.model.config import ModelConfig
 from rlvr_jax.rl import advantages as adv_lib
 from rlvr_jax.rl import losses
@@ -33,6 +33,7 @@ Metrics = dict[str, jax.Array]
 DYNAMIC_SAMPLING = ("none", "mask", "resample")
 OLD_LOGPROBS = ("sampler", "trainer")
 MAJORITY = "majority_vote"
+_DEFAULTS = specs.RLConfig()   # the RL step's defaults are set once, in specs.RLConfig
 
 
 # ---------------------------------------------------------------------------------- settings
@@ -56,33 +57,35 @@ class RLSettings:
   params); tis "none" | "token" | "sequence" (truncated IS weights min(pi_trainer_old /
   pi_sampler, tis_cap) on the pg term; needs old_logprobs="trainer"); log_mismatch: measure
   mismatch/* even when that costs an extra forward (minibatches > 1 with "sampler").
+  Defaults: specs.RLConfig's (the config's rl.* fields), except dual_clip (None = off; the
+  config's 0).
   """
   group_size: int
   max_new_tokens: int
   pad_id: int
   eos_ids: tuple[int, ...] = ()
-  vote_samples: int = 0
-  temperature: float = 1.0
-  top_k: int = 0
-  top_p: float = 1.0
-  estimator: str = "grpo"
-  clip_low: float = 0.2
-  clip_high: float = 0.2
+  vote_samples: int = _DEFAULTS.vote_samples
+  temperature: float = _DEFAULTS.temperature
+  top_k: int = _DEFAULTS.top_k
+  top_p: float = _DEFAULTS.top_p
+  estimator: str = _DEFAULTS.estimator
+  clip_low: float = _DEFAULTS.clip_low
+  clip_high: float = _DEFAULTS.clip_high
   dual_clip: float | None = None
-  kl_coef: float = 0.0
-  kl_estimator: str = "k3"
-  agg: str = "token-mean"
-  entropy_coef: float = 0.0
-  minibatches: int = 1
-  epochs: int = 1
-  microbatches: int = 1
-  dynamic_sampling: str = "none"
-  resample_rounds: int = 3
-  log_kl: bool = True
-  old_logprobs: str = "sampler"
-  tis: str = "none"
-  tis_cap: float = 2.0
-  log_mismatch: bool = True
+  kl_coef: float = _DEFAULTS.kl_coef
+  kl_estimator: str = _DEFAULTS.kl_estimator
+  agg: str = _DEFAULTS.agg
+  entropy_coef: float = _DEFAULTS.entropy_coef
+  minibatches: int = _DEFAULTS.minibatches
+  epochs: int = _DEFAULTS.epochs
+  microbatches: int = _DEFAULTS.microbatches
+  dynamic_sampling: str = _DEFAULTS.dynamic_sampling
+  resample_rounds: int = _DEFAULTS.resample_rounds
+  log_kl: bool = _DEFAULTS.log_kl
+  old_logprobs: str = _DEFAULTS.old_logprobs
+  tis: str = _DEFAULTS.tis
+  tis_cap: float = _DEFAULTS.tis_cap
+  log_mismatch: bool = _DEFAULTS.log_mismatch
 
   def __post_init__(self):
     problems = []
