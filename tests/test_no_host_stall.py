@@ -12,7 +12,6 @@ On a CPU backend this is as far as a test can see: XLA:CPU runs a program with a
 in the dispatching thread, so a device-side gate cannot show the overlap itself.
 """
 import jax
-import pytest
 from jax._src import array as array_impl
 
 from rlvr_jax.rl import loop as rl_loop
