@@ -82,7 +82,6 @@ decode step), host work, resampled prompt batches.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import sys
@@ -388,43 +387,34 @@ def config_kind(config) -> str:
 def resolve_model(config, base: ModelConfig | None = None,
                   base_source: str = "") -> tuple[ModelConfig, str]:
   """(ModelConfig, where it came from): `base` (the previous pipeline stage's), else
-  init.from_hf / init.from_checkpoint's config.json when present, else model.size; then the
-  config's model.* overrides (architecture fields that are set, dtype / param_dtype / remat)."""
+  init.from_hf / init.from_checkpoint's config.json when present on this disk (nothing is
+  fetched or loaded), else model.size; then the config's model.* overrides (run.init: the
+  runs' resolver and override rule)."""
   from rlvr_jax.data.builtin import tokenizer_source
-  from rlvr_jax.model.sizes import SIZES, get_model_config
+  from rlvr_jax.model.sizes import SIZES
+  from rlvr_jax.run import init as init_lib
   spec = stage_spec(config)
-  source = base_source
-  if base is None:
-    from_hf, from_ckpt = spec.init.from_hf, spec.init.from_checkpoint
-    ckpt_dir = re.sub(r":\d+$", "", from_ckpt)
-    if from_hf and os.path.isfile(os.path.join(from_hf, "config.json")):
-      from rlvr_jax.model import hf
-      path = os.path.join(from_hf, "config.json")
-      base, source = hf.config_from_hf(hf.read_hf_config(from_hf), source=path), path
-    elif from_ckpt and os.path.isfile(os.path.join(ckpt_dir, "config.json")):
-      path = os.path.join(ckpt_dir, "config.json")
-      with open(path) as f:
-        doc = json.load(f)
-      if not isinstance(doc.get("model"), dict):
-        raise ValueError(f"{path} has no 'model' entry with the resolved model config")
-      base, source = ModelConfig.from_dict(doc["model"]), path
-    else:
-      # a config that names no size plans nothing (the run would default to toy-1m)
-      size = (spec.raw.get("model") or {}).get("size") if spec.raw else spec.model.size
-      if not size:
-        raise ValueError("no model to plan: init.from_hf / init.from_checkpoint is not a "
-                         "directory with a config.json, and the config has no model.size")
-      if size not in SIZES:
-        raise ValueError(f"model.size={size!r} is not one of {sorted(SIZES)}")
-      vocab = spec.model.vocab_size
-      source = f"{size} (model.size)"
-      if not vocab and str(size).startswith("toy-") and \
-          not tokenizer_source(spec.data.tokenizer, from_checkpoint=from_ckpt):
-        from rlvr_jax.data.builtin import TOY_VOCAB_SIZE
-        vocab = TOY_VOCAB_SIZE
-        source += f", vocab {vocab} of the built-in toy tokenizer"
-      base = get_model_config(size, vocab_size=vocab or None)
-  return base.replace(**spec.model.overrides()), source
+  if base is not None:
+    init_lib.resolve_source(spec, local=True)   # refuses init.from_hf and init.from_checkpoint
+    return init_lib.model_config(spec, base=base), base_source
+  source = init_lib.resolve_source(spec, local=True)
+  if source.loaded:
+    return init_lib.model_config(spec, source), source.description
+  # a config that names no size plans nothing (the run would default to toy-1m)
+  size = (spec.raw.get("model") or {}).get("size") if spec.raw else spec.model.size
+  if not size:
+    raise ValueError("no model to plan: init.from_hf / init.from_checkpoint is not a "
+                     "directory with a config.json, and the config has no model.size")
+  if size not in SIZES:
+    raise ValueError(f"model.size={size!r} is not one of {sorted(SIZES)}")
+  description = source.description
+  vocab = spec.model.vocab_size
+  if not vocab and str(size).startswith("toy-") and \
+      not tokenizer_source(spec.data.tokenizer, from_checkpoint=spec.init.from_checkpoint):
+    from rlvr_jax.data.builtin import TOY_VOCAB_SIZE
+    vocab = TOY_VOCAB_SIZE
+    description += f", vocab {vocab} of the built-in toy tokenizer"
+  return init_lib.model_config(spec, source, vocab_size=vocab), description
 
 
 def _mesh(config, chips: int) -> tuple[MeshShape, str]:

@@ -497,32 +497,25 @@ def _load_spec(config) -> specs.RunSpec:
 
 
 def load_for_eval(config, mesh):
-  """(cfg, params, source, tag, step, tokenizer path) of init.from_checkpoint / init.from_hf."""
-  from rlvr_jax.data.builtin import tokenizer_source
-  from rlvr_jax.train import checkpoints as ckpt_lib
+  """(cfg, params, source, tag, step, tokenizer path) of init.from_checkpoint / init.from_hf
+  (run.init: the source, its config with model.dtype, the params, the tokenizer path)."""
+  from rlvr_jax.run import init as init_lib
   spec = _load_spec(config)
   from_hf, from_ckpt = spec.init.from_hf, spec.init.from_checkpoint
   if bool(from_hf) == bool(from_ckpt):
     raise ValueError("set exactly one of --config.init.from_checkpoint=RUN_DIR[:STEP] and "
                      "--config.init.from_hf=HF_DIR")
-  dtype = spec.model.dtype or ""
-  tok_path = spec.tokenizer
-  if from_hf:
-    from rlvr_jax.model.hf import load_hf
-    from rlvr_jax.model.hub import resolve_hf_source
-    hf_dir = resolve_hf_source(from_hf)     # a local / bucket directory or a hub id
-    cfg, params = load_hf(hf_dir, dtype=dtype or None, mesh=mesh)
-    return cfg, params, from_hf, "hf", None, tok_path or hf_dir
-  path, step = ckpt_lib.parse_checkpoint_ref(from_ckpt)
-  if not os.path.isdir(path):
-    raise FileNotFoundError(f"init.from_checkpoint={from_ckpt!r}: {path} is not a directory")
-  cfg, params, step = ckpt_lib.load_model_step(path, step, mesh=mesh)
-  if dtype:
-    cfg = cfg.replace(dtype=dtype)
-  tok_path = tokenizer_source(tok_path, from_checkpoint=from_ckpt)
+  source = init_lib.resolve_source(spec)     # an HF hub id / bucket directory is fetched here
+  cfg = init_lib.eval_model_config(spec, source)
+  tok_path = init_lib.tokenizer_path(spec, explicit=spec.tokenizer)
+  if source.kind == "hf":
+    return (cfg, init_lib.load_params(spec, cfg, mesh, source=source), from_hf, "hf", None,
+            tok_path)
+  params, step = init_lib.load_checkpoint(source, mesh)
   if not tok_path:
-    raise ValueError(f"no tokenizer found for {path} (its config.json names no data.tokenizer and "
-                     f"it holds no tokenizer.model / tokenizer.json); pass --config.tokenizer=PATH")
+    raise ValueError(f"no tokenizer found for {source.path} (its config.json names no "
+                     f"data.tokenizer and it holds no tokenizer.model / tokenizer.json); pass "
+                     f"--config.tokenizer=PATH")
   tag = str(step) if step is not None else "params"
   return cfg, params, from_ckpt, tag, step, tok_path
 

@@ -47,11 +47,11 @@ from rlvr_jax import sharding, specs
 from rlvr_jax.data import builtin, pipelines
 from rlvr_jax.diagnostics.saturation import SaturationMonitor
 from rlvr_jax.model.config import ModelConfig
-from rlvr_jax.model.sizes import get_model_config
 from rlvr_jax.rl import protocols as rl_protocols
 from rlvr_jax.rl import rewards as rewards_lib
 from rlvr_jax.rl import step as step_lib
 from rlvr_jax.run import files, paths, workdir as workdir_lib
+from rlvr_jax.run import init as init_lib
 from rlvr_jax.run.errors import EXIT_PREEMPTED
 from rlvr_jax.run.loop import LoopSpec, Stage, restore_or_init, run_loop
 from rlvr_jax.train import checkpoints as ckpt_lib
@@ -66,26 +66,15 @@ DEVICE_KEYS = ("prompt_tokens", "prompt_lengths", "answer_tokens", "true_answer_
 
 # ---------------------------------------------------------------------------------- config
 def _tokenizer_spec(config) -> str:
-  """The run's tokenizer source (data/builtin.tokenizer_source: the one precedence)."""
-  spec = specs.parse(config)
-  return builtin.tokenizer_source(spec.data.tokenizer, from_hf=spec.init.from_hf,
-                                  from_checkpoint=spec.init.from_checkpoint)
+  """The run's tokenizer source (run.init.tokenizer_path: data/builtin.tokenizer_source)."""
+  return init_lib.tokenizer_path(config)
 
 
 def model_config(config, tokenizer) -> ModelConfig:
-  """The run's ModelConfig (from the init checkpoint / HF dir, else the named size with the
-  tokenizer's vocabulary), with config.model overrides (train.loop.resolve_model_config)."""
-  spec = specs.parse(config)
-  base = None
-  if not (spec.init.from_hf or spec.init.from_checkpoint):
-    vocab = spec.model.vocab_size or tokenizer.vocab_size
-    base = get_model_config(spec.model.size, vocab_size=vocab)
-  cfg = train_loop.resolve_model_config(spec, base)
-  if cfg.vocab_size < tokenizer.vocab_size:
-    raise ValueError(f"the model's vocab_size={cfg.vocab_size} is smaller than the tokenizer's "
-                     f"{tokenizer.vocab_size}; use the tokenizer the model was trained with "
-                     f"(data.tokenizer)")
-  return cfg
+  """The run's ModelConfig (run.init.run_model_config: the init checkpoint's / HF dir's, else
+  the named size with the tokenizer's vocabulary; then config.model overrides), checked to hold
+  the tokenizer's ids."""
+  return init_lib.run_model_config(config, tokenizer)
 
 
 def stop_ids(tokenizer, template: str) -> tuple[int, ...]:

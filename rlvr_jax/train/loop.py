@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
 from typing import Any, Callable, Iterable, Iterator
 
 import jax
@@ -39,8 +38,8 @@ import numpy as np
 
 from rlvr_jax import sharding, specs
 from rlvr_jax.model.config import ModelConfig
-from rlvr_jax.model.sizes import get_model_config
 from rlvr_jax.run import files, paths, workdir as workdir_lib
+from rlvr_jax.run import init as init_lib
 from rlvr_jax.run.errors import CorruptCheckpointError, NonFiniteError
 from rlvr_jax.run.loop import (LoopSpec, MetricsLogger, Stage, restore_or_init, run_loop,
                                stop_signals)
@@ -53,10 +52,8 @@ log = logging.getLogger("rlvr_jax.train")
 __all__ = ["train", "NonFiniteError", "resolve_model_config", "validate", "initial_params",
            "prepare_run_dir", "run_status", "MetricsLogger", "stop_signals", "put_batch"]
 
-# Model fields a run config may override (None = keep the size's / checkpoint's value).
-ARCH_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
-               "num_kv_heads", "head_dim", "tie_embeddings", "max_seq_len", "rope_theta")
-NUMERIC_FIELDS = ("dtype", "param_dtype", "remat")
+# Model fields a run config may override (run.init: the one init resolver).
+ARCH_FIELDS, NUMERIC_FIELDS = init_lib.ARCH_FIELDS, init_lib.NUMERIC_FIELDS
 
 
 # ---------------------------------------------------------------------------------- config
@@ -64,39 +61,18 @@ NUMERIC_FIELDS = ("dtype", "param_dtype", "remat")
 
 def resolve_model_config(config, base: ModelConfig | None = None, *,
                          resume_dir: str | None = None) -> ModelConfig:
-  """The run's ModelConfig: `base` (given by the caller), else the one recorded in `resume_dir`
-  (a run being resumed), else the init source's (HF directory or checkpoint), else the named
-  size `config.model.size`; then `config.model.*` overrides.
+  """The run's ModelConfig (run.init.model_config): `base` (given by the caller), else the one
+  recorded in `resume_dir` (a run being resumed), else the init source's (HF directory or
+  checkpoint), else the named size `config.model.size`; then `config.model.*` overrides.
 
   With a recorded / HF / checkpoint source, architecture overrides must agree with it (they
   cannot change the shapes of saved weights); numerics (dtype, param_dtype, remat) may change.
   """
   spec = specs.parse(config)
-  from_hf, from_ckpt = spec.init.from_hf, spec.init.from_checkpoint
-  if from_hf and from_ckpt:
-    raise ValueError("set only one of init.from_hf and init.from_checkpoint")
-  loaded = base is None and bool(from_hf or from_ckpt or resume_dir)
-  src = resume_dir or from_hf or from_ckpt
-  if base is None and resume_dir:
-    base = ckpt_lib.read_model_config(resume_dir)
-  elif base is None:
-    if from_hf:
-      from rlvr_jax.model import hf
-      from rlvr_jax.model.hub import resolve_hf_source
-      hf_dir = resolve_hf_source(from_hf)
-      base = hf.config_from_hf(hf.read_hf_config(hf_dir),
-                               source=os.path.join(hf_dir, "config.json"))
-    elif from_ckpt:
-      base = ckpt_lib.read_model_config(ckpt_lib.parse_checkpoint_ref(from_ckpt)[0])
-    else:
-      base = get_model_config(spec.model.size)
-  overrides = {}
-  for name, v in spec.model.overrides().items():
-    if loaded and name in ARCH_FIELDS and getattr(base, name) != v and name != "max_seq_len":
-      raise ValueError(f"config.model.{name}={v} differs from {src} ({getattr(base, name)}); "
-                       f"unset it (the loaded weights fix the architecture)")
-    overrides[name] = v
-  return base.replace(**overrides)
+  if base is not None:
+    init_lib.resolve_source(spec, local=True)   # refuses init.from_hf and init.from_checkpoint
+    return init_lib.model_config(spec, base=base)
+  return init_lib.model_config(spec, init_lib.resolve_source(spec, resume_dir=resume_dir))
 
 
 def validate(config, cfg: ModelConfig, mesh) -> None:
@@ -303,47 +279,12 @@ def _run(spec, workdir, stage, cfg, mesh, optimizer, train_fn, eval_fn, manager,
 
 def check_init_sources(config) -> None:
   """init.from_hf / init.from_checkpoint: at most one, and it exists (checked before anything
-  reads it, e.g. the tokenizer that defaults to the init source's)."""
-  init = specs.parse(config).init
-  from_hf, from_ckpt = init.from_hf, init.from_checkpoint
-  if from_hf and from_ckpt:
-    raise ValueError(f"set only one of init.from_hf={from_hf!r} and init.from_checkpoint="
-                     f"{from_ckpt!r}")
-  if from_hf:   # a local / bucket directory or a hub id: fetched here, before anything reads it
-    from rlvr_jax.model.hub import resolve_hf_source
-    resolve_hf_source(from_hf)
-  if from_ckpt:
-    path, _ = ckpt_lib.parse_checkpoint_ref(from_ckpt)
-    if not paths.is_url(path) and not os.path.isdir(path):
-      raise FileNotFoundError(f"init.from_checkpoint={from_ckpt}: {path} is not a directory; "
-                              f"give a run directory (or a params directory), PATH[:STEP]")
+  reads it, e.g. the tokenizer that defaults to the init source's): run.init.resolve_source."""
+  init_lib.resolve_source(config)
 
 
 def initial_params(config, cfg: ModelConfig, mesh, workdir: str | None = None):
-  """Initial params from init.from_hf / init.from_checkpoint, or None (random init).
-
-  A run checkpoint given without :STEP must have finished (run.workdir.require_finished); the
-  run and step used are recorded in `workdir`/init.json."""
-  init = specs.parse(config).init
-  from_hf, from_ckpt = init.from_hf, init.from_checkpoint
-  if from_hf:
-    from rlvr_jax.model.hf import load_hf
-    from rlvr_jax.model.hub import resolve_hf_source
-    _, params = load_hf(resolve_hf_source(from_hf), dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                        mesh=mesh)
-    return params
-  if from_ckpt:
-    path, step = ckpt_lib.parse_checkpoint_ref(from_ckpt)
-    recorded = workdir_lib.read_init(workdir) if workdir is not None else None
-    if recorded and os.path.normpath(str(recorded.get("from"))) == os.path.normpath(path) and \
-        step is None and recorded.get("step") is not None:
-      # A resumed run starts from what it started from the first time (its KL reference too),
-      # even if the source run has moved on since (a pipeline or study rebuilds such a stage).
-      return ckpt_lib.load_params(path, int(recorded["step"]), mesh=mesh)
-    workdir_lib.require_finished(from_ckpt, "init.from_checkpoint")
-    if workdir is not None:
-      done = ckpt_lib.run_steps(path)
-      workdir_lib.record_init(workdir, path, step if step is not None else
-                              (done[-1] if done else None), explicit=step is not None)
-    return ckpt_lib.load_params(path, step, mesh=mesh)
-  return None
+  """Initial params from init.from_hf / init.from_checkpoint, or None (random init):
+  run.init.load_params (a run checkpoint given without :STEP must have finished; the run and
+  step used are recorded in `workdir`/init.json)."""
+  return init_lib.load_params(config, cfg, mesh, workdir)

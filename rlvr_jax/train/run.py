@@ -30,29 +30,10 @@ import jax
 
 from rlvr_jax import specs
 from rlvr_jax.data import builtin, pipelines, records as records_lib
-from rlvr_jax.model.sizes import get_model_config
+from rlvr_jax.run import init as init_lib
 from rlvr_jax.run import workdir as workdir_lib
 from rlvr_jax.run.errors import EXIT_FAILED, EXIT_OK, EXIT_PREEMPTED
 from rlvr_jax.train import loop
-
-
-def _base_model_config(spec, tokenizer):
-  """The named size with the tokenizer's vocabulary, unless weights come from HF / a checkpoint."""
-  if spec.init.from_hf or spec.init.from_checkpoint:
-    return None
-  vocab = spec.model.vocab_size or tokenizer.vocab_size
-  if vocab < tokenizer.vocab_size:
-    raise ValueError(f"config.model.vocab_size={vocab} is smaller than the tokenizer's "
-                     f"{tokenizer.vocab_size} ids; set it to 0 (= the tokenizer's) or larger")
-  return get_model_config(spec.model.size, vocab_size=vocab)
-
-
-def _check_vocab(spec, tokenizer) -> None:
-  cfg = loop.resolve_model_config(spec, _base_model_config(spec, tokenizer))
-  if cfg.vocab_size < tokenizer.vocab_size:
-    raise ValueError(f"the model's vocab_size={cfg.vocab_size} is smaller than the tokenizer's "
-                     f"{tokenizer.vocab_size} (data.tokenizer={spec.data.tokenizer!r});"
-                     f" use the tokenizer the model was trained with")
 
 
 def _file_records(config) -> tuple[list[dict], list[dict]]:
@@ -154,10 +135,8 @@ def unfaithful_records(records: list[dict], kind: str, seed: int) -> list[dict]:
 
 
 def _tokenizer_spec(spec) -> str:
-  """The run's tokenizer source (data/builtin.tokenizer_source: the one precedence)."""
-  spec = specs.parse(spec)
-  return builtin.tokenizer_source(spec.data.tokenizer, from_hf=spec.init.from_hf,
-                                  from_checkpoint=spec.init.from_checkpoint)
+  """The run's tokenizer source (run.init.tokenizer_path: data/builtin.tokenizer_source)."""
+  return init_lib.tokenizer_path(spec)
 
 
 def _per_process_batch(spec) -> int:
@@ -176,9 +155,9 @@ def _run_stage(config, workdir: str, stage: str, make_dataset, load_items, extra
 
 
 def _locked_stage(spec, workdir, stage, make_dataset, load_items, extra_kwargs, eval_kwargs):
-  loop.check_init_sources(spec)
+  source = init_lib.resolve_source(spec)        # at most one init source, and it exists
   tokenizer = builtin.resolve_tokenizer(_tokenizer_spec(spec), workdir)
-  _check_vocab(spec, tokenizer)
+  cfg = init_lib.run_model_config(spec, tokenizer, source)   # refuses a too-small vocabulary
   train_items, eval_items = load_items(spec)
   kw = dict(seq_len=spec.seq_len, batch_size=_per_process_batch(spec), **extra_kwargs)
 
@@ -197,9 +176,11 @@ def _locked_stage(spec, workdir, stage, make_dataset, load_items, extra_kwargs, 
       eval_cache[n] = list(itertools.islice(iter(ds), n))
     return eval_cache[n]
 
+  # A named size's config (with the tokenizer's vocabulary) is given; loaded weights' config is
+  # resolved by the loop (a resumed run's recorded one wins).
   status = loop.train(spec, workdir, stage=stage, make_batches=make_batches,
                       make_eval_batches=make_eval_batches if eval_items else None,
-                      model_config=_base_model_config(spec, tokenizer))
+                      model_config=None if source.loaded else cfg)
   print(f"{stage}: {status} ({workdir})")
   return exit_status(status)
 
