@@ -51,7 +51,7 @@ class ConfigError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
   """config.model. `size` is used only without init.* (random init); the other fields override
-  the base architecture (None / 0 = keep the base's; train/loop.resolve_model_config)."""
+  the base architecture (None / 0 = keep the base's; run/init.model_config)."""
   size: str = "toy-1m"
   vocab_size: int = 0                 # 0 = the tokenizer's vocabulary size (random init only)
   hidden_size: int | None = None
