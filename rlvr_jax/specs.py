@@ -16,7 +16,8 @@ Sections (one dataclass each, `RunSpec.<section>`):
   optim       OptimSpec: AdamW + schedule (train/optim.make_optimizer reads it)
   data        DataSpec: the training data of CPT, SFT and RL (each stage reads its fields)
   rl          RLConfig: the RL step settings (rl/spec.RLSettings is built from it) and the
-              RL loop's own switches (fused_step, profile_phases, stop_after_saturation)
+              RL loop's own switches (fused_step, profile_phases, pack_update,
+              stop_after_saturation)
   reward      RewardConfig: the reward weights and the reward noise model
   eval        EvalSpec: the evaluation harness (eval/harness.py) of RL and `rlvr-jax eval`
   guard       run/guard.GuardSpec (its max_nonfinite is the top-level max_nonfinite_steps)
@@ -191,6 +192,7 @@ class RLConfig:
   # the loop's
   fused_step: object = "auto"         # auto | True | False (rl/loop.py's docstring)
   profile_phases: bool = False
+  pack_update: bool = False           # the update on packed rows (rl/packing.py); phase mode
   stop_after_saturation: int = 0
 
   @property
@@ -529,6 +531,9 @@ def _rl_problems(spec: RunSpec, cfg, settings) -> list[str]:
   if spec.rl.dynamic_sampling == "resample" and fused is True:
     problems.append("rl.dynamic_sampling='resample' samples further prompt batches on demand, "
                     "which the fused step cannot; set rl.fused_step=False or use 'mask'")
+  if spec.rl.pack_update and fused is True:
+    problems.append("rl.pack_update packs the rollout by its sampled lengths, which the host "
+                    "reads between score and update; set rl.fused_step=False or 'auto'")
   if spec.rl.profile_phases and fused is True:
     problems.append("rl.profile_phases times the sample / reward / update phases one by one, "
                     "which the fused step does not separate; set rl.fused_step=False")

@@ -5,7 +5,8 @@ processes through jax.distributed."""
 import sys
 
 
-def main(process_id: int, nproc: int, port: int, init_dir: str, workdir: str, steps: int):
+def main(process_id: int, nproc: int, port: int, init_dir: str, workdir: str, steps: int,
+         pack: bool = False):
   import jax
   jax.config.update("jax_num_cpu_devices", 4 // nproc)
   from rlvr_jax import sharding
@@ -30,6 +31,7 @@ def main(process_id: int, nproc: int, port: int, init_dir: str, workdir: str, st
   # A random model never answers right: Bernoulli(0.5) rewards give every group reward
   # variance, so the update has real policy gradients to compare.
   c.reward.noise, c.reward.noise_q = "bernoulli", 0.5
+  c.rl.pack_update = pack
   rc = loop.run(c, workdir)
   if nproc > 1:
     jax.distributed.shutdown()
@@ -38,4 +40,4 @@ def main(process_id: int, nproc: int, port: int, init_dir: str, workdir: str, st
 
 if __name__ == "__main__":
   sys.exit(main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5],
-                int(sys.argv[6])))
+                int(sys.argv[6]), len(sys.argv) > 7 and sys.argv[7] == "pack"))

@@ -82,3 +82,17 @@ def test_bench_rl_against_trl_on_the_same_shapes(capsys):
   # both sides produce exactly max_new_tokens per completion
   assert _number(r"completion length mean ([\d.]+)", out) == 4.0
   assert _number(r"completion length mean [\d.]+ \(ours ([\d.]+)\)", out) == 4.0
+
+
+def test_bench_rl_ragged_lengths_time_the_packed_update(capsys):
+  """--mean_new_tokens: the calibrated stop token ends responses early (without it every one
+  is max_new_tokens long), and the packed update is timed next to the padded one."""
+  args = list(RL_TINY)
+  args[args.index("--max_new_tokens") + 1] = "16"
+  out = _run(capsys, "rl", *args, "--no-trl", "--mean_new_tokens", "8")
+  assert _number(r"scaled to ([\d.]+) for a mean of 8 new tokens", out) > 0
+  mean = _number(r"response length mean ([\d.]+) of 16", out)
+  assert 1 <= mean < 16
+  assert _number(r"GRPO step \(packed update, rl.pack_update\):\s+([\d.]+) ms", out) > 0
+  assert _number(r"update ([\d.]+) ms \(padded [\d.]+ ms: packing", out) > 0
+  assert 0 < _number(r"the bins (\d+)%\)", out) <= 100

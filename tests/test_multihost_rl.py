@@ -28,10 +28,10 @@ SAMPLING_KEYS = ("reward/mean", "reward/true_mean", "response/length_mean",
 UPDATE_KEYS = ("loss", "pg_loss", "grad_norm", "policy/kl", "policy/entropy", "param_norm")
 
 
-def run(nproc: int, init_dir: str, workdir, steps: int) -> None:
+def run(nproc: int, init_dir: str, workdir, steps: int, *extra: str) -> None:
   port = free_port()
   run_processes(os.path.join(HERE, "multihost_rl_worker.py"),
-                [[i, nproc, port, init_dir, workdir, steps] for i in range(nproc)],
+                [[i, nproc, port, init_dir, workdir, steps, *extra] for i in range(nproc)],
                 env={"RLVR_JAX_COMPILE_CACHE": ""}, cwd=os.path.dirname(HERE))
 
 
@@ -75,6 +75,24 @@ def test_two_process_rl_loop_equals_one_process_and_resumes_exactly(init_dir, tm
     assert r[2][k] == s[2][k], (k, r[2][k], s[2][k])
   jax.tree.map(np.testing.assert_array_equal, rj.load_params(str(resumed), 2),
                rj.load_params(str(straight), 2))
+
+
+def test_two_process_packed_update_equals_one_process(init_dir, tmp_path):
+  """rl.pack_update across processes: the lengths gathered from both processes, the same
+  packing planned on each, the plan placed as a global array; step 1 equals the 1-process
+  packed run (the tolerances above)."""
+  lr = float(tiny_config(init_dir).optim.lr)
+  one, two = tmp_path / "one", tmp_path / "two"
+  run(1, init_dir, one, 1, "pack")
+  run(2, init_dir, two, 1, "pack")
+  a, b = records(one)[1], records(two)[1]
+  assert 0 < a["perf/pack_fill"] <= 1 and "perf/pack_fill" in b
+  for k in SAMPLING_KEYS:
+    assert a[k] == b[k], (k, a[k], b[k])
+  for k in UPDATE_KEYS:
+    np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-7, err_msg=k)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(y, x, rtol=0, atol=2 * lr * (1 + 1e-3)),
+               rj.load_params(str(one), 1), rj.load_params(str(two), 1))
 
 
 def test_two_process_sft_equals_one_process(tmp_path):

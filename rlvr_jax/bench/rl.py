@@ -59,6 +59,7 @@ from rlvr_jax.train import loop as train_loop
 from rlvr_jax.train import optim, state as state_lib
 
 PAD = 0
+EOS = 2          # "</s>" of the TRL side's word tokenizer
 LR = 1e-6
 BETA = 0.001
 
@@ -77,27 +78,30 @@ def model_config(size: str, vocab_size: int, num_layers: int, seq: int, dtype: s
   return dataclasses.replace(cfg, max_seq_len=max(cfg.max_seq_len, seq))
 
 
-def update_flops(cfg, rows: int, prompt_len: int, new_tokens: int) -> float:
+def update_flops(cfg, rows: int, prompt_len: int, new_tokens: int, lengths=None) -> float:
   """Useful FLOPs of the update phase: the policy's forward + backward (3x a forward) and the
   reference model's forward over every row's prompt + response tokens; the body on all L tokens,
   the output head on the response tokens only (the only logits the loss needs), attention as in
-  ModelConfig.flops_per_token (causal average)."""
-  seq = prompt_len + new_tokens
-  body = cfg.num_params(include_embeddings=False)
-  head = cfg.vocab_size * cfg.hidden_size
-  attn = 2 * cfg.num_layers * seq * cfg.num_heads * cfg.head_dim      # per token, forward / 2
-  forward = 2 * body * seq + 2 * head * new_tokens + 2 * attn * seq
-  return rows * (3 * forward + forward)
+  ModelConfig.flops_per_token (causal average). `lengths` (int[rows], optional): each row's
+  response length, when the rows stopped early (the padding past them is not useful)."""
+  dense, attention = update_flops_split(cfg, rows, prompt_len, new_tokens, lengths)
+  return dense + attention
 
 
-def update_flops_split(cfg, rows: int, prompt_len: int, new_tokens: int
+def update_flops_split(cfg, rows: int, prompt_len: int, new_tokens: int, lengths=None
                        ) -> tuple[float, float]:
   """update_flops as (dense matmuls: the body's projections and MLP and the output head,
   attention's score and value products)."""
-  seq = prompt_len + new_tokens
-  attn = 4 * rows * (2 * cfg.num_layers * seq * cfg.num_heads * cfg.head_dim) * seq
-  total = update_flops(cfg, rows, prompt_len, new_tokens)
-  return total - attn, attn
+  resp = np.full(rows, new_tokens, np.float64) if lengths is None else \
+      np.asarray(lengths, np.float64)
+  seq = prompt_len + resp
+  body = cfg.num_params(include_embeddings=False)
+  head = cfg.vocab_size * cfg.hidden_size
+  # q k^T and p v over the causal half: 2 L seq n h per token (ModelConfig.flops_per_token)
+  per_token_attn = 2 * cfg.num_layers * cfg.num_heads * cfg.head_dim   # x seq
+  dense = 4 * float(np.sum(2 * body * seq + 2 * head * resp))
+  attention = 4 * float(np.sum(per_token_attn * seq * seq))
+  return dense, attention
 
 
 def kernel_fns(cfg, rows: int, seq: int, dtype):
@@ -141,6 +145,65 @@ def prefill_flops(cfg, rows: int, prompt_len: int) -> float:
                  + 2 * cfg.vocab_size * cfg.hidden_size)
 
 
+def stop_token_params(cfg, params, prompts_BP, group: int, eos: int, mean_new_tokens: float,
+                      max_new_tokens: int, seed: int = 0):
+  """(params whose output-head column of `eos` makes a sampled response stop after about
+  `mean_new_tokens` tokens on average (at most max_new_tokens), that column's scale).
+
+  A random model's next-token distribution is close to uniform, so a stop token is drawn about
+  once per vocabulary-size tokens. The column is set to sigma x a random unit vector u, which
+  gives EOS the logit sigma (h . u) at each position, and sigma is found by bisection so that
+  the expected length over one sampled batch's positions, E[len] = sum_t prod_{s<t} (1 - p_s)
+  with p_s the EOS probability at step s, is mean_new_tokens (computed from the hidden states
+  of one rollout sampled without a stop token). Both sides of the bench sample from these
+  weights; the lengths they print are what was measured."""
+  from rlvr_jax import sampling
+  from rlvr_jax.model import transformer
+  b, p = prompts_BP.shape
+  lengths_B = jnp.full((b,), p, jnp.int32)
+  config = sampling.SampleConfig(max_new_tokens=max_new_tokens, pad_id=PAD,
+                                 num_samples=group)
+  out = jax.jit(sampling.sample_core, static_argnums=(0, 5))(
+      cfg, params, jnp.asarray(prompts_BP), lengths_B, jax.random.key(seed + 1), config)
+  u_D = jax.random.normal(jax.random.key(seed + 2), (cfg.hidden_size,), jnp.float32)
+  u_D = u_D / jnp.linalg.norm(u_D)
+
+  @jax.jit
+  def projections(params, prompts, responses):
+    rows_p = jnp.repeat(prompts, group, axis=0)
+    tokens, positions, segments, gather = step_lib.sequence_inputs(
+        rows_p, jnp.repeat(lengths_B, group), responses)
+    hidden, _ = transformer.hidden_states(cfg, params, tokens, positions, segments)
+    hidden_NMD = jnp.take_along_axis(hidden, gather[:, :, None], axis=1).astype(jnp.float32)
+    logits = transformer.logits_from_hidden(cfg, params, hidden_NMD)
+    others = jax.nn.logsumexp(logits.at[..., eos].set(-jnp.inf), axis=-1)
+    return hidden_NMD @ u_D, others
+  proj_NM, others_NM = (np.asarray(x, np.float64) for x in projections(
+      params, jnp.asarray(prompts_BP), out.tokens))
+
+  def expected_length(sigma: float) -> float:
+    stop_NM = 1.0 / (1.0 + np.exp(others_NM - sigma * proj_NM))
+    survive_NM = np.cumprod(1.0 - stop_NM, axis=1)
+    alive_NM = np.concatenate([np.ones_like(survive_NM[:, :1]), survive_NM[:, :-1]], axis=1)
+    return float(alive_NM.sum(axis=1).mean())
+
+  lo, hi = 0.0, 64.0
+  for _ in range(60):                    # E[len] falls as sigma spreads the EOS logit
+    mid = (lo + hi) / 2
+    lo, hi = (mid, hi) if expected_length(mid) > mean_new_tokens else (lo, mid)
+  sigma = (lo + hi) / 2
+  column = sigma * u_D
+  if cfg.tie_embeddings:
+    table = params["embed_tokens"]["embedding"]
+    params = {**params, "embed_tokens": {"embedding": table.at[eos].set(column.astype(
+        table.dtype))}}
+  else:
+    kernel = params["lm_head"]["kernel"]
+    params = {**params, "lm_head": {"kernel": kernel.at[:, eos].set(column.astype(
+        kernel.dtype))}}
+  return params, sigma
+
+
 def _median(xs):
   return statistics.median(xs) if xs else float("nan")
 
@@ -148,7 +211,8 @@ def _median(xs):
 def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, prompts: int = 16,
         group: int = 8, prompt_len: int = 32, max_new_tokens: int = 64, rounds: int = 3,
         dtype: str | None = None, trl_side: bool = True, threads: int | None = None,
-        matmul_n: int = 1024, seed: int = 0) -> dict[str, float]:
+        matmul_n: int = 1024, seed: int = 0, mean_new_tokens: float = 0.0
+        ) -> dict[str, float]:
   """Runs the benchmark, prints the figures and returns them as a dict."""
   from rlvr_jax.bench import machine_line
   from rlvr_jax.bench.sample import decode_matmuls_fn
@@ -167,8 +231,10 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
   print(machine_line(), flush=True)
 
   # ---- our step: the fused jit (the run loop's default) and the profiled phases
+  ragged = mean_new_tokens > 0
   settings = step_lib.RLSettings(
-      group_size=g, max_new_tokens=m, pad_id=PAD, eos_ids=(), temperature=1.0, estimator="grpo",
+      group_size=g, max_new_tokens=m, pad_id=PAD, eos_ids=(EOS,) if ragged else (),
+      temperature=1.0, estimator="grpo",
       clip_low=0.2, clip_high=0.2, dual_clip=None, kl_coef=BETA, kl_estimator="k3",
       agg="token-mean", minibatches=1, epochs=1, microbatches=1, dynamic_sampling="none")
   reward = step_lib.RewardSpec.make({"seq_loglik": 1.0}, {})
@@ -176,9 +242,16 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
   spec = step_lib.RLSpec(cfg=cfg, optimizer=opt, settings=settings, rewards=reward)
   shardings = state_lib.state_shardings(cfg, opt, mesh)
   params = sharding.init_params(cfg, jax.random.key(seed), mesh)
-  ref_params = jax.device_put(params, shardings.params)
   rng = np.random.default_rng(seed)
   prompt_ids = rng.integers(3, cfg.vocab_size, (b, p)).astype(np.int32)
+  if ragged:
+    if not 1 <= mean_new_tokens < m:
+      raise ValueError(f"--mean_new_tokens={mean_new_tokens} must lie in [1, --max_new_tokens={m})")
+    params, sigma = stop_token_params(cfg, params, prompt_ids, g, EOS, mean_new_tokens, m, seed)
+    params = jax.device_put(params, shardings.params)
+    print(f"stop token: id {EOS}, its output column scaled to {sigma:.2f} for a mean of "
+          f"{mean_new_tokens:g} new tokens (both sides sample from these weights)", flush=True)
+  ref_params = jax.device_put(params, shardings.params)
   batch = train_loop.put_batch({"prompt_tokens": prompt_ids,
                                 "prompt_lengths": np.full((b,), p, np.int32)}, mesh)
   hf_dir = None
@@ -195,11 +268,34 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
     box["state"], metrics = fused(box["state"], ref_params, batch, jax.random.key(box["i"]))
     box["metrics"] = jax.block_until_ready(metrics)
 
-  def ours_phases():
+  # A new bin count compiles a new packed update (rl/packing.py: at most BIN_BUCKETS of them):
+  # compile time is excluded from the timings, as for every other program here.
+  compiling = {"s": 0.0}
+
+  def on_event(name, seconds, **_):
+    if name.startswith("/jax/core/compile/"):
+      compiling["s"] += seconds
+  jax.monitoring.register_event_duration_secs_listener(on_event)
+
+  def pack(kept, prompt_lengths, width):
+    plan, fill = rl_loop.plan_packing(kept, prompt_lengths, width, settings, mesh)
+    box["lengths"], box["fill"] = np.asarray(kept.lengths), fill
+    return plan, fill
+
+  def ours_phases(packed: bool = False):
     box["i"] += 1
     box["state"], metrics, times = rl_loop._run_phases(
-        phases, box["state"], ref_params, dict(batch), jax.random.key(box["i"]), profile=True)
+        phases, box["state"], ref_params, dict(batch), jax.random.key(box["i"]), profile=True,
+        settings=settings, pack=pack if packed else None)
     return times
+
+  def ours_packed():
+    """rl.pack_update as the run loop runs it: the phases, the host reading the lengths."""
+    box["i"] += 1
+    box["state"], metrics, _ = rl_loop._run_phases(
+        phases, box["state"], ref_params, dict(batch), jax.random.key(box["i"]),
+        settings=settings, pack=pack)
+    box["packed_metrics"] = jax.block_until_ready(metrics)
 
   peak_dtype = jnp.float32 if platform == "cpu" else jnp.dtype(dtype)
   a = jax.random.normal(jax.random.key(0), (matmul_n, matmul_n), peak_dtype)
@@ -213,12 +309,16 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
   ours_fused()
   compile_s = time.perf_counter() - t0
   ours_phases()
+  if ragged:
+    ours_packed()
+    ours_phases(packed=True)
   mm(a, a2).block_until_ready()
   decode_step()
   dense_probe()
   attention_probe()
   times = {"ours": [], "sample": [], "reward": [], "update": [], "matmul": [], "decode_step": [],
-           "dense": [], "attention": []}
+           "dense": [], "attention": [], "packed": [], "packed_sample": [], "packed_reward": [],
+           "packed_update": [], "fill": [], "useful_dense": [], "useful_attention": []}
 
   def our_round():
     t0 = time.perf_counter()
@@ -230,6 +330,19 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
     split = ours_phases()
     for k in ("sample", "reward", "update"):
       times[k].append(split[k])
+    if ragged:
+      c0, t0 = compiling["s"], time.perf_counter()
+      ours_packed()
+      times["packed"].append(time.perf_counter() - t0 - (compiling["s"] - c0))
+      c0 = compiling["s"]
+      split = ours_phases(packed=True)
+      split["update"] -= compiling["s"] - c0
+      for k in ("sample", "reward", "update"):
+        times["packed_" + k].append(split[k])
+      dense, attention = update_flops_split(cfg, rows, p, m, box["lengths"])
+      times["fill"].append(box["fill"])
+      times["useful_dense"].append(dense)
+      times["useful_attention"].append(attention)
     steps = []
     for _ in range(10):
       t0 = time.perf_counter()
@@ -245,7 +358,7 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
   if trl_side:
     try:
       trl_result = _trl_rounds(hf_dir.name, prompt_ids, cfg.vocab_size, g, m, rounds, threads,
-                               seed, our_round)
+                               seed, our_round, exact_length=not ragged)
     except ImportError as e:
       print(f"TRL: not importable ({e}); `pip install rlvr_jax[bench]` for the TRL comparison",
             flush=True)
@@ -281,16 +394,19 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
         f"{100 * roof_sample / med['sample']:.0f}%, update {100 * roof_update / med['update']:.0f}%"
         f" = update MFU)")
   # Where the update's time goes: its FLOPs at the rates its own kernels reach in this run.
+  # XLA computes the masked half of the causal scores too: attention runs 2x its useful FLOPs
+  # (the probe's rate counts every score it computes).
   f_dense, f_attention = update_flops_split(cfg, rows, p, m)
   rate_dense = dense_probe_flops / med["dense"]
   rate_attention = attention_probe_flops / med["attention"]
-  kernel_update = f_dense / rate_dense + f_attention / rate_attention
+  kernel_update = f_dense / rate_dense + 2 * f_attention / rate_attention
   print(f"  update at its own kernels' rates: dense matmuls {rate_dense / 1e9:.1f} GFLOP/s "
         f"({100 * rate_dense / peak:.0f}% of the peak) x {f_dense / 1e9:.1f} GFLOP + attention "
         f"{rate_attention / 1e9:.1f} GFLOP/s ({100 * rate_attention / peak:.0f}%) x "
-        f"{f_attention / 1e9:.1f} GFLOP = {kernel_update * 1e3:.1f} ms (attention "
-        f"{100 * f_attention / rate_attention / kernel_update:.0f}% of it); the update reaches "
-        f"{100 * kernel_update / med['update']:.0f}% of that")
+        f"{2 * f_attention / 1e9:.1f} GFLOP (the causal {f_attention / 1e9:.1f} and the masked "
+        f"half) = {kernel_update * 1e3:.1f} ms (attention "
+        f"{100 * 2 * f_attention / rate_attention / kernel_update:.0f}% of it); the update "
+        f"reaches {100 * kernel_update / med['update']:.0f}% of that")
   out = {"peak_flops": peak, "ours_step_s": ours_s, "ours_completions_per_s": rows / ours_s,
          "ours_tokens_per_s": n_tok / ours_s, "sample_s": med["sample"],
          "reward_s": med["reward"], "update_s": med["update"], "roofline_s": roof,
@@ -301,10 +417,32 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
          "update_at_kernel_rates_s": kernel_update,
          "ours_reward_mean": float(box["metrics"]["reward/mean"]),
          "ours_length_mean": float(box["metrics"]["response/length_mean"])}
+  headline_s, headline = ours_s, "fused"
+  if ragged:
+    packed_s, upd_packed = med["packed"], med["packed_update"]
+    useful = med["useful_dense"] + med["useful_attention"]
+    length_mean = float(box["packed_metrics"]["response/length_mean"])
+    padded_useful = (p + length_mean) / (p + m)
+    print(f"rlvr_jax GRPO step (packed update, rl.pack_update): {packed_s * 1e3:9.1f} ms  "
+          f"{rows / packed_s:8.1f} completions/s  (response length mean {length_mean:.1f} of "
+          f"{m}; the padded rows {100 * padded_useful:.0f}% real tokens, the bins "
+          f"{100 * med['fill']:.0f}%)")
+    print(f"  phase split: sample {med['packed_sample'] * 1e3:.1f} ms, reward "
+          f"{med['packed_reward'] * 1e3:.1f} ms, update {upd_packed * 1e3:.1f} ms (padded "
+          f"{med['update'] * 1e3:.1f} ms: packing {med['update'] / upd_packed:.2f}x)")
+    print(f"  update on the real tokens: {useful / 1e9:.1f} GFLOP, at the peak "
+          f"{useful / peak * 1e3:.1f} ms; the packed update reaches "
+          f"{100 * useful / peak / upd_packed:.0f}% of the peak on real tokens (the padded "
+          f"update {100 * useful / peak / med['update']:.0f}%)")
+    out.update(packed_step_s=packed_s, packed_update_s=upd_packed, pack_fill=med["fill"],
+               packed_update_mfu_useful=useful / peak / upd_packed,
+               padded_update_mfu_useful=useful / peak / med["update"],
+               packed_length_mean=length_mean)
+    headline_s, headline = packed_s, "packed-update"
   if trl_result is not None:
     t = trl_result
     trl_s = t["step_s"]
-    ratio = trl_s / ours_s
+    ratio = trl_s / headline_s
     print(f"TRL GRPOTrainer step:       {trl_s * 1e3:9.1f} ms  {rows / trl_s:8.1f} completions/s "
           f"{n_tok / trl_s:9.0f} tokens/s  ({t['info']})")
     rest = trl_s - t["generate_s"] - t["reward_s"]
@@ -312,8 +450,9 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
           f"{t['reward_s'] * 1e3:.1f} ms, the rest (ref/old log-probs, loss, backward, optimizer) "
           f"{rest * 1e3:.1f} ms; completion length mean {t['length_mean']:.1f} (ours "
           f"{out['ours_length_mean']:.1f})")
-    print(f"ratio rlvr_jax / TRL = {ratio:.2f}x completions/s (medians of {rounds} interleaved "
-          f"rounds; TRL reaches {100 * roof / trl_s:.0f}% of the step roofline)")
+    print(f"ratio rlvr_jax / TRL = {ratio:.2f}x completions/s (our {headline} step; medians of "
+          f"{rounds} interleaved rounds; TRL reaches {100 * roof / trl_s:.0f}% of the step "
+          f"roofline)" + (f"; the fused padded step {trl_s / ours_s:.2f}x" if ragged else ""))
     out.update(trl_step_s=trl_s, trl_completions_per_s=rows / trl_s,
                trl_tokens_per_s=n_tok / trl_s, trl_generate_s=t["generate_s"],
                trl_reward_s=t["reward_s"], trl_length_mean=t["length_mean"], ratio=ratio)
@@ -336,9 +475,12 @@ def _word_tokenizer(vocab_size: int):
 
 
 def _trl_rounds(hf_dir: str, prompt_ids: np.ndarray, vocab_size: int, group: int,
-                max_new_tokens: int, rounds: int, threads: int, seed: int, our_round):
+                max_new_tokens: int, rounds: int, threads: int, seed: int, our_round,
+                exact_length: bool = True):
   """TRL's GRPOTrainer on the same weights and prompts: rounds + 1 steps (the first a warm-up),
-  each timed from on_step_begin to on_step_end; `our_round` runs after each timed step."""
+  each timed from on_step_begin to on_step_end; `our_round` runs after each timed step.
+  exact_length: every completion max_new_tokens long (min_new_tokens); else each stops at the
+  tokenizer's EOS (id EOS)."""
   import torch
   import transformers
   import trl
@@ -359,7 +501,8 @@ def _trl_rounds(hf_dir: str, prompt_ids: np.ndarray, vocab_size: int, group: int
         output_dir=out_dir, per_device_train_batch_size=b * group, gradient_accumulation_steps=1,
         steps_per_generation=1, num_iterations=1, num_generations=group,
         max_completion_length=max_new_tokens, temperature=1.0, top_p=1.0, top_k=0,
-        generation_kwargs={"min_new_tokens": max_new_tokens}, beta=BETA, loss_type="dapo",
+        generation_kwargs={"min_new_tokens": max_new_tokens} if exact_length else {},
+        beta=BETA, loss_type="dapo",
         epsilon=0.2, scale_rewards="group", learning_rate=LR, lr_scheduler_type="constant",
         weight_decay=0.0, max_grad_norm=1.0, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
         use_vllm=False, use_cpu=True, bf16=False, fp16=False, max_steps=rounds + 1,
@@ -430,10 +573,15 @@ def main(argv: list[str] | None = None) -> int:
   ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
   ap.add_argument("--no-trl", action="store_true", help="skip TRL's GRPOTrainer")
   ap.add_argument("--matmul-n", type=int, default=1024, help="size of the peak-FLOPs matmul")
+  ap.add_argument("--mean_new_tokens", type=float, default=0.0,
+                  help="0: every completion exactly max_new_tokens long; else completions stop "
+                       "at a stop token after about this many tokens on average (the output "
+                       "head's stop column calibrated), and our packed update "
+                       "(rl.pack_update) is timed against the padded one")
   args = ap.parse_args(argv[1:])
   run(args.size, args.vocab_size, args.num_layers, args.prompts, args.group, args.prompt_len,
       args.max_new_tokens, args.rounds, args.dtype, not args.no_trl, args.threads,
-      args.matmul_n)
+      args.matmul_n, mean_new_tokens=args.mean_new_tokens)
   return 0
 
 

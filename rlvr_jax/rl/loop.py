@@ -16,9 +16,10 @@ samples, scores and updates: either the one fused jitted `rl_step` (`rl.fused_st
 three separate jitted phases, sample, score and update (`rl.fused_step=False`), in which the
 host waits only where it needs a value: the host verifier (`reward.host_verifier`) decodes the
 rollout before scoring, and the `resample` refill (`rl.dynamic_sampling="resample"`) reads the
-groups' reward variances before choosing the groups to train on. The default,
-`rl.fused_step="auto"`, is the fused step unless one of those (or `rl.profile_phases`) needs the
-phases (`use_fused_step`). `rl.profile_phases=True` (phase mode only) waits for each phase
+groups' reward variances before choosing the groups to train on, and the packed update
+(`rl.pack_update`, rl/packing.py) reads the sampled lengths to lay the rows into bins without
+padding. The default, `rl.fused_step="auto"`, is the fused step unless one of those (or
+`rl.profile_phases`) needs the phases (`use_fused_step`). `rl.profile_phases=True` (phase mode only) waits for each phase
 (`jax.block_until_ready`) to measure `perf/sample_s`, `perf/reward_s` and `perf/update_s`, and
 so each step's metrics are pulled at once. Every mode computes the same step
 (tests/test_rl_loop.py). With rl.stop_after_saturation, while a plateau of the training reward
@@ -47,6 +48,7 @@ from rlvr_jax import sharding, specs
 from rlvr_jax.data import builtin, pipelines
 from rlvr_jax.diagnostics.saturation import SaturationMonitor
 from rlvr_jax.model.config import ModelConfig
+from rlvr_jax.rl import packing as packing_lib
 from rlvr_jax.rl import protocols as rl_protocols
 from rlvr_jax.rl import rewards as rewards_lib
 from rlvr_jax.rl import step as step_lib
@@ -135,13 +137,14 @@ def fused_setting(config) -> str | bool:
 def use_fused_step(config) -> bool:
   """Whether the run uses the one fused jitted step: rl.fused_step when True / False; "auto"
   (the default): fused unless the host must act between the phases (reward.host_verifier,
-  rl.dynamic_sampling="resample") or rl.profile_phases times them (module docstring)."""
+  rl.dynamic_sampling="resample", rl.pack_update) or rl.profile_phases times them (module
+  docstring)."""
   spec = specs.parse(config)
   value = spec.rl.fused
   if value != "auto":
     return value
   return not (spec.reward.host_verifier or spec.rl.dynamic_sampling == "resample"
-              or spec.rl.profile_phases)
+              or spec.rl.profile_phases or spec.rl.pack_update)
 
 
 def validate(config, cfg: ModelConfig, mesh, settings: step_lib.RLSettings) -> None:
@@ -280,13 +283,17 @@ def _stage(run_spec, workdir, mesh, settings, reward, spec, shardings, tokenizer
       batch["_host"] = host
     return batch
   more_batches = next_batch if settings.dynamic_sampling == "resample" else None
+  pack = None
+  if run_spec.rl.pack_update:
+    def pack(kept, prompt_lengths, prompt_width: int):
+      return plan_packing(kept, prompt_lengths, prompt_width, settings, mesh)
 
   def step(state, batch, n: int):
     key = jax.random.fold_in(base_key, n - 1)
     if fused:
       return (*step_fn(state, ref_params, batch, key), None)
     return _run_phases(phases, state, ref_params, batch, key, host_fn, more_batches, settings,
-                       profile=profile)
+                       profile=profile, pack=pack)
 
   def evaluate(params, s: int) -> dict[str, float]:
     with sharding.activate(mesh):
@@ -382,22 +389,45 @@ def _sample_and_score(phases: step_lib.Phases, params, batch, key, host_fn, time
 
 def _group_variance(scored, g: int) -> np.ndarray:
   """bool[B] on the host: the groups whose rewards are not all equal."""
-  rewards = scored.rewards
+  r_BG = _gather_rows(scored.rewards).reshape(-1, g)
+  return r_BG.max(axis=1) > r_BG.min(axis=1)
+
+
+def _gather_rows(x) -> np.ndarray:
+  """A row-sharded device array as one host array (every process's rows)."""
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
-    rewards = multihost_utils.process_allgather(rewards, tiled=True)
-  r_BG = np.asarray(rewards).reshape(-1, g)
-  return r_BG.max(axis=1) > r_BG.min(axis=1)
+    x = multihost_utils.process_allgather(x, tiled=True)
+  return np.asarray(x)
+
+
+def plan_packing(kept: step_lib.Rollout, prompt_lengths, prompt_width: int,
+                 settings: step_lib.RLSettings, mesh) -> tuple[step_lib.Packing, float]:
+  """The packing of the trained rows (rl.pack_update): their sampled lengths read on the host
+  (the only wait), packed per microbatch and batch shard (rl/packing.plan), placed on the
+  devices with the rows' sharding; and the share of the packed positions that hold a real
+  token (`perf/pack_fill`; the padded update's share is that of P + M per row)."""
+  lengths = _gather_rows(kept.lengths)
+  prompt_rows = np.repeat(_gather_rows(prompt_lengths), settings.group_size)
+  capacity = prompt_width + int(kept.tokens.shape[1])
+  chunks = settings.minibatches * settings.microbatches
+  plan = packing_lib.plan(prompt_rows, lengths, capacity=capacity, chunks=chunks,
+                          shards=mesh.shape["data"] * mesh.shape["fsdp"])
+  rows = sharding.data_sharding(mesh, 1)
+  place = lambda x: jax.make_array_from_callback(x.shape, rows, lambda i: x[i])  # noqa: E731
+  fill = packing_lib.useful_fraction(prompt_rows, lengths, plan, capacity, chunks)
+  return plan.replace(row_bin=place(plan.row_bin), row_start=place(plan.row_start)), fill
 
 
 def _run_phases(phases: step_lib.Phases, state, ref_params, batch, key, host_fn=None,
                 more_batches=None, settings: step_lib.RLSettings | None = None,
-                profile: bool = False):
+                profile: bool = False, pack=None):
   """Sample, (verify on the host,) score and update one after the other: (state, metrics,
   times). With `profile` each phase is waited on and timed (times: seconds per phase, the host
   verification counted as reward time); without, times is None and the host waits only for
-  the values it needs (the host verifier's tokens, the resample refill's group variances), so
-  the update is still running when this returns.
+  the values it needs (the host verifier's tokens, the resample refill's group variances, the
+  sampled lengths `pack` turns into the update's packing), so the update is still running when
+  this returns.
 
   With `more_batches` (dynamic_sampling="resample") further prompt batches are sampled and
   scored, up to settings.resample_rounds, until B groups have nonzero reward variance; the update
@@ -427,7 +457,13 @@ def _run_phases(phases: step_lib.Phases, state, ref_params, batch, key, host_fn=
     m_score = {**m_score, "dynamic/rounds": float(len(rounds)),
                "dynamic/varied_frac": float(min(int(flat.sum()), b)) / b}
   t = time.perf_counter()
-  state, m_update = phases.update(state, ref_params, kept, scored, prompts, prompt_lengths)
+  if pack is not None:
+    packing, fill = pack(kept, prompt_lengths, int(prompts.shape[1]))
+    state, m_update = phases.update_packed(state, ref_params, kept, scored, prompts,
+                                           prompt_lengths, packing)
+    m_update = {**m_update, "perf/pack_fill": fill}
+  else:
+    state, m_update = phases.update(state, ref_params, kept, scored, prompts, prompt_lengths)
   if profile:
     m_update = jax.block_until_ready(m_update)
     times["update"] = time.perf_counter() - t

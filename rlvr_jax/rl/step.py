@@ -62,7 +62,8 @@ exp(sum_t d) exceeds tis_cap), over tokens ("token") or rows with a valid token 
 
 The modules: rl/rollout.py (Rollout), rl/spec.py (RLSettings, RewardSpec, RLSpec, Scored),
 rl/score.py (the score phase, dynamic sampling's `select_groups`, `host_rewards`), rl/update.py
-(the update phase, the sampler/trainer mismatch); this module the sample phase, the composed
+(the update phase, the sampler/trainer mismatch), rl/packing.py (the update on rows packed by
+their sampled lengths, rl.pack_update); this module the sample phase, the composed
 step and the jitted step / phases. Every name is re-exported here.
 """
 from __future__ import annotations
@@ -80,7 +81,9 @@ from rlvr_jax.rl.score import (FIDELITY_METRICS, host_rewards, reward_fidelity, 
 from rlvr_jax.rl.spec import (DYNAMIC_SAMPLING, MAJORITY, OLD_LOGPROBS, Batch, Metrics,
                               RewardSpec, RLSettings, RLSpec, Rollout, Scored, close_brace_ids,
                               reward_options)
-from rlvr_jax.rl.update import MISMATCH_BAND, response_logprobs, sequence_inputs, update_phase
+from rlvr_jax.rl.packing import Packing
+from rlvr_jax.rl.update import (MISMATCH_BAND, packed_response_logprobs, response_logprobs,
+                                sequence_inputs, update_phase)
 from rlvr_jax.train import steps as train_steps
 from rlvr_jax.train.state import TrainState
 
@@ -131,6 +134,8 @@ class Phases:
     rollout = sample(params, prompts, prompt_lengths, sample_key)
     kept, scored, metrics = score(rollout, batch, reward_key)
     state, metrics = update(state, ref_params, kept, scored, prompts, prompt_lengths)
+    state, metrics = update_packed(state, ref_params, kept, scored, prompts, prompt_lengths,
+                                   packing)       # rl.pack_update: packing.plan of kept's rows
 
   With (sample_key, reward_key) = step_keys(key) they compute exactly `rl_step`.
   """
@@ -138,6 +143,7 @@ class Phases:
   score: Callable
   update: Callable
   select: Callable | None = None   # select_groups (dynamic_sampling="resample")
+  update_packed: Callable | None = None
 
 
 def jit_rl_phases(spec: RLSpec, mesh: Mesh, shardings: TrainState) -> Phases:
@@ -152,11 +158,16 @@ def jit_rl_phases(spec: RLSpec, mesh: Mesh, shardings: TrainState) -> Phases:
                    out_shardings=(shardings, rep), donate_argnums=(0,))
   select = jax.jit(functools.partial(select_groups, group_size=spec.settings.group_size),
                    out_shardings=rows)
-  return Phases(*(sharding.under_mesh(fn, mesh) for fn in (sample, score, update, select)))
+  update_packed = jax.jit(functools.partial(update_phase, spec=spec, mesh=mesh),
+                          in_shardings=(shardings, shardings.params, rows, rows, rows, rows, rows),
+                          out_shardings=(shardings, rep), donate_argnums=(0,))
+  return Phases(*(sharding.under_mesh(fn, mesh)
+                  for fn in (sample, score, update, select, update_packed)))
 
 
 __all__ = ["RLSettings", "RewardSpec", "RLSpec", "Rollout", "Scored", "reward_options",
            "close_brace_ids", "host_rewards", "sample_phase", "score_phase", "update_phase",
-           "sequence_inputs", "response_logprobs", "select_groups", "reward_fidelity",
+           "sequence_inputs", "response_logprobs", "packed_response_logprobs", "Packing",
+           "select_groups", "reward_fidelity",
            "FIDELITY_METRICS", "rl_step", "step_keys", "jit_rl_step", "jit_rl_phases", "Phases",
            "DYNAMIC_SAMPLING", "OLD_LOGPROBS", "MAJORITY", "MISMATCH_BAND", "Batch", "Metrics"]

@@ -41,7 +41,8 @@ from jax.sharding import Mesh
 
 from rlvr_jax.model import transformer
 from rlvr_jax.model.config import ModelConfig
-from rlvr_jax.rl import losses
+from rlvr_jax import sharding
+from rlvr_jax.rl import losses, packing as packing_lib
 from rlvr_jax.rl.spec import Metrics, RLSpec, Rollout, Scored
 from rlvr_jax.train import steps as train_steps
 from rlvr_jax.train.state import TrainState
@@ -83,6 +84,29 @@ def response_logprobs(cfg: ModelConfig, params, prompts_NP, prompt_lengths_N, re
   return losses.token_logprobs_and_entropy(logits_NMV, responses_NM, temperature)
 
 
+def packed_response_logprobs(cfg: ModelConfig, params, prompts_NP, prompt_lengths_N, responses_NM,
+                             response_lengths_N, row_bin_N, row_start_N, *, bins_per_group: int,
+                             groups: int, temperature: float = 1.0, mesh: Mesh | None = None):
+  """`response_logprobs` over the rows packed into bins (rl/packing.py): the same values on
+  tokens < response_lengths (up to float rounding), computed on groups x bins_per_group
+  sequences instead of N."""
+  tokens, positions, segments, gather_GRM = packing_lib.pack(
+      prompts_NP, prompt_lengths_N, responses_NM, response_lengths_N, row_bin_N, row_start_N,
+      bins_per_group=bins_per_group, groups=groups)
+  if mesh is not None and groups > 1:
+    # bins stay on the shard of their rows (groups = the batch shards)
+    tokens, positions, segments = (
+        jax.lax.with_sharding_constraint(x, sharding.data_sharding(mesh, x.ndim))
+        for x in (tokens, positions, segments))
+  g, b, length = tokens.shape
+  flat = lambda x: x.reshape(g * b, length)        # noqa: E731
+  hidden, _ = transformer.hidden_states(cfg, params, flat(tokens), flat(positions),
+                                        flat(segments))
+  hidden_NMD = packing_lib.unpack_hidden(hidden.reshape(g, b, length, -1), gather_GRM)
+  logits_NMV = transformer.logits_from_hidden(cfg, params, hidden_NMD)
+  return losses.token_logprobs_and_entropy(logits_NMV, responses_NM, temperature)
+
+
 def _split(tree, k: int, mesh):
   if k == 1:
     return jax.tree.map(lambda x: x[None], tree)
@@ -90,13 +114,14 @@ def _split(tree, k: int, mesh):
 
 
 def update_phase(state: TrainState, ref_params, rollout: Rollout, scored: Scored, prompts_BP,
-                 prompt_lengths_B, *, spec: RLSpec, mesh: Mesh | None = None
-                 ) -> tuple[TrainState, Metrics]:
+                 prompt_lengths_B, packing: packing_lib.Packing | None = None, *, spec: RLSpec,
+                 mesh: Mesh | None = None) -> tuple[TrainState, Metrics]:
   """`epochs` x `minibatches` optimizer updates on the clipped policy-gradient loss.
 
   rollout: the B * G trained rows; scored: their advantages and loss mask; prompts: the B
-  prompts. Returns the new state (step + 1) and the update's metrics (rl/step.py's
-  docstring).
+  prompts; packing: where each row sits in its microbatch's bins (rl/packing.py's `plan`, for
+  these rows and these minibatches x microbatches), or None for one padded sequence per row.
+  Returns the new state (step + 1) and the update's metrics (rl/step.py's docstring).
   """
   s, cfg, opt = spec.settings, spec.cfg, spec.optimizer
   b = prompts_BP.shape[0]
@@ -119,15 +144,27 @@ def update_phase(state: TrainState, ref_params, rollout: Rollout, scored: Scored
           "advantages": scored.advantages, "mask": scored.loss_mask,
           "valid": rollout.valid_mask()}
   chunks = k_mb * k_micro
-  inputs = {k: rows[k] for k in ("prompts", "prompt_lengths", "tokens")}
+  input_keys = ("prompts", "prompt_lengths", "tokens")
+  if packing is not None:
+    rows.update(lengths=rollout.lengths, pack_bin=packing.row_bin, pack_start=packing.row_start)
+    input_keys += ("lengths", "pack_bin", "pack_start")
+  inputs = {k: rows[k] for k in input_keys}
+
+  def logprobs(params, mb):
+    """(logp, entropy) float32[rows, M] of this microbatch's responses (packed or padded)."""
+    if packing is None:
+      return response_logprobs(cfg, params, mb["prompts"], mb["prompt_lengths"], mb["tokens"],
+                               s.temperature)
+    return packed_response_logprobs(
+        cfg, params, mb["prompts"], mb["prompt_lengths"], mb["tokens"], mb["lengths"],
+        mb["pack_bin"], mb["pack_start"], bins_per_group=packing.bins_per_group,
+        groups=packing.groups, temperature=s.temperature, mesh=mesh)
 
   def all_rows_logprobs(params):
     """Log-probs of every row under `params`, one microbatch at a time (memory), rows back in
     their order; forward only."""
     def fn(mb):
-      logp, _ = response_logprobs(cfg, params, mb["prompts"], mb["prompt_lengths"], mb["tokens"],
-                                  s.temperature)
-      return logp
+      return logprobs(params, mb)[0]
     if chunks == 1:
       return jax.lax.stop_gradient(fn(inputs))
     return jax.lax.stop_gradient(_unsplit(jax.lax.map(fn, _split(inputs, chunks, mesh)), chunks))
@@ -149,8 +186,7 @@ def update_phase(state: TrainState, ref_params, rollout: Rollout, scored: Scored
   def micro_sums(params, mb):
     """The loss SUM of this microbatch (rl.policy_loss_sums, to differentiate) and its sums:
     the loss's (denominator included), the loss itself and the mismatch sums."""
-    logp, ent = response_logprobs(cfg, params, mb["prompts"], mb["prompt_lengths"], mb["tokens"],
-                                  s.temperature)
+    logp, ent = logprobs(params, mb)
     # the trainer's log-probs at the sampling params (see trainer_pass above)
     pre_NM = mb["trainer_logp"] if "trainer_logp" in mb else jax.lax.stop_gradient(logp)
     old_NM = pre_NM if s.old_logprobs == "trainer" else mb["sampler_logp"]
@@ -277,4 +313,5 @@ def _unsplit(x_KbM, k: int):
   return jnp.swapaxes(x_KbM, 0, 1).reshape(kk * nb, *x_KbM.shape[2:])
 
 
-__all__ = ["update_phase", "sequence_inputs", "response_logprobs", "MISMATCH_BAND"]
+__all__ = ["update_phase", "sequence_inputs", "response_logprobs", "packed_response_logprobs",
+           "MISMATCH_BAND"]

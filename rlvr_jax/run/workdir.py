@@ -32,7 +32,8 @@ FINISHED = ("completed", "data_exhausted", "saturated")
 FREE_FIELDS = ("progress_bar", "log_every", "resume_overrides", "checkpoint_every",
                "keep_checkpoints", "keep_best", "eval_every", "eval_batches", "eval_at_end",
                "max_nonfinite_steps", "guard", "mesh", "eval",
-               "rl.fused_step", "rl.profile_phases")   # the same step, run as one jit or three
+               # the same step, run as one jit or three, padded or packed
+               "rl.fused_step", "rl.profile_phases", "rl.pack_update")
 # Model fields that are the architecture (the shapes of the saved weights).
 ARCH_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
                "num_kv_heads", "head_dim", "tie_embeddings", "rope_theta", "param_dtype")
