@@ -4,8 +4,10 @@ Every command reads an ml_collections config file (`get_config()`), applies `--c
 overrides (an unknown or ill-typed field fails here, before anything compiles), makes every user
 path absolute (the workdir and the config's path fields: run.paths), turns a run stage's config
 (cpt, sft, rl, eval) into its typed specs.RunSpec once (an unknown field or a wrong type fails
-here, named), locks the workdir and calls the command's `run(config, workdir)`. `bench` takes a sub-benchmark name and passes the remaining
-arguments to it.
+here, named), locks the workdir and calls the command's `run(config, workdir)`. `bench` takes a
+sub-benchmark name and passes the remaining arguments to it. On a host without accelerators the
+command first restarts itself once with glibc malloc tuned to keep freed memory
+(run/host_memory.py; RLVR_JAX_HOST_MALLOC=0 turns it off).
 
 Exit statuses (run.errors): 0 done; 2 bad input or a run the user must act on, printed as one
 line that names the file / field / step and what to do (RLVR_JAX_TRACEBACK=1 shows the
@@ -21,7 +23,7 @@ import re
 import sys
 from typing import Callable
 
-from rlvr_jax.run import paths
+from rlvr_jax.run import host_memory, paths
 from rlvr_jax.run.errors import EXIT_USER_ERROR, RunError
 
 USAGE = """usage: rlvr-jax COMMAND --config=PATH --workdir=DIR [--config.key=value ...]
@@ -196,6 +198,8 @@ def parse_config_flags(argv: list[str], *, needs_workdir: bool = True):
 
 
 def main(argv: list[str] | None = None) -> int:
+  if argv is None:          # the console command: on a CPU host, restart with malloc tuned
+    host_memory.reexec_if_needed(sys.argv)
   argv = list(sys.argv if argv is None else argv)
   prog, args = "rlvr-jax", argv[1:]
   if not args or args[0] in ("-h", "--help", "help"):

@@ -103,8 +103,9 @@ def machine_line(info: dict[str, Any] | None = None) -> str:
       f"{m['device_count']} cpu device(s)")
   commit = f", git {m['git_commit'][:12]}{'+dirty' if m['git_commit'].endswith('+dirty') else ''}" \
       if m.get("git_commit") else ""
+  from rlvr_jax.run import host_memory
   return (f"machine: {m['cpu']} ({m['cores']} cores{mem}); {m['backend']} backend, {accel}; "
-          f"jax {m['jax']}, python {m['python']}; {m['date']}{commit}")
+          f"jax {m['jax']}, python {m['python']}; {host_memory.status()}; {m['date']}{commit}")
 
 
 def main(argv: list[str]) -> int:
