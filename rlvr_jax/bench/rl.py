@@ -8,7 +8,10 @@ run.
 The model is a random Llama (default: toy-7m with a 2048-token vocabulary and 3 layers, 3.4M
 parameters). Each step samples `--group` completions for each of `--prompts` random prompts of
 `--prompt_len` tokens, exactly `--max_new_tokens` each on both sides (no stop token on ours,
-min_new_tokens on TRL's), scores them, and makes one AdamW update (lr 1e-6, clip 1.0) of the
+min_new_tokens on TRL's; with `--mean_new_tokens N` both stop at a stop token whose output
+column is calibrated for a mean of about N: `stop_token_params`), scores them (ours: the mean
+token log-prob; TRL: a hash of the ids: neither favours a length), and makes one AdamW update
+(lr 1e-6, clip 1.0) of the
 clipped GRPO loss (epsilon 0.2, group-normalised advantages, k3 KL to the frozen initial model
 with beta 0.001, token-mean over the batch: TRL's loss_type "dapo" with one process and one
 micro-batch), temperature 1, f32.
@@ -17,7 +20,9 @@ Figures (medians over `--rounds` interleaved rounds after one warm-up step per s
 excluded):
 - rlvr_jax: the fused jitted step (`rl.step.jit_rl_step`, what the run loop uses by default):
   step time, completions/s, tokens/s; the phase split from the profiled phase mode
-  (`rl.profile_phases`: sample, reward, update each waited on).
+  (`rl.profile_phases`: sample, reward, update each waited on). With `--mean_new_tokens`, also
+  the step with the packed update (`rl.pack_update`: the phases, the host reading the lengths),
+  its split, and its update against the padded one (new bin counts compile outside the timing).
 - the phase roofline: the update's useful FLOPs (policy forward + backward and the reference
   forward over every prompt + response token: 6 N L + attention, the output head on response
   tokens only) at the matmul peak measured in the same run (a jitted f32 n x n matmul, as in
@@ -242,7 +247,9 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
       temperature=1.0, estimator="grpo",
       clip_low=0.2, clip_high=0.2, dual_clip=None, kl_coef=BETA, kl_estimator="k3",
       agg="token-mean", minibatches=1, epochs=1, microbatches=1, dynamic_sampling="none")
-  reward = step_lib.RewardSpec.make({"seq_loglik": 1.0}, {})
+  # the mean token log-prob: the sum would reward short responses, and with --mean_new_tokens
+  # the policy would drift towards stopping sooner than TRL's (whose reward ignores length)
+  reward = step_lib.RewardSpec.make({"seq_loglik": 1.0}, {"length_norm": True})
   opt = optim.make_optimizer(_optim_config(), 1000)
   spec = step_lib.RLSpec(cfg=cfg, optimizer=opt, settings=settings, rewards=reward)
   shardings = state_lib.state_shardings(cfg, opt, mesh)
