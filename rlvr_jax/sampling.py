@@ -161,13 +161,34 @@ def check_against_model(cfg: ModelConfig, c: SampleConfig) -> None:
 def draw_categorical(key, z_NK):
   """One draw per row from softmax(z) (-inf entries are never drawn), by inverting the CDF with
   a single uniform per row: N random numbers instead of the N*K Gumbel draws of
-  `jax.random.categorical` (which dominate a CPU decode step at vocabulary 8k)."""
-  cdf_NK = jnp.cumsum(jax.nn.softmax(z_NK.astype(jnp.float32), axis=-1), axis=-1)
-  total_N1 = cdf_NK[:, -1:]
-  u_N1 = jax.random.uniform(key, (z_NK.shape[0], 1), jnp.float32) * total_N1
+  `jax.random.categorical` (which dominate a CPU decode step at vocabulary 8k).
+
+  The CDF is inverted in two levels, blocks of about sqrt(K) entries: the block whose cumulative
+  mass first exceeds u, then the entry within it. Two short prefix sums instead of one over K:
+  XLA:CPU's cumsum of [16, 8192] alone takes 0.3 ms, most of a decode step's non-matmul time."""
+  n, k = z_NK.shape
+  p_NK = jax.nn.softmax(z_NK.astype(jnp.float32), axis=-1)
+  width = 1 << max(0, (k - 1).bit_length() + 1) // 2            # ~sqrt(K), a power of two
+  blocks = -(-k // width)
+  if blocks * width != k:
+    p_NK = jnp.pad(p_NK, ((0, 0), (0, blocks * width - k)))
+  p_NBW = p_NK.reshape(n, blocks, width)
+  mass_NB = jnp.sum(p_NBW, axis=-1)
+  cdf_NB = jnp.cumsum(mass_NB, axis=-1)
+  total_N1 = cdf_NB[:, -1:]
+  u_N1 = jax.random.uniform(key, (n, 1), jnp.float32) * total_N1
   u_N1 = jnp.minimum(u_N1, jnp.nextafter(total_N1, 0.0))        # strictly below the total
-  # The first entry whose CDF exceeds u: its CDF rose there, so its probability is > 0.
-  return jnp.sum(cdf_NK <= u_N1, axis=-1).astype(jnp.int32)
+  # the first block whose CDF exceeds u (its mass is > 0), and the mass before it
+  block_N = jnp.minimum(jnp.sum(cdf_NB <= u_N1, axis=-1), blocks - 1)
+  before_N1 = jnp.take_along_axis(cdf_NB - mass_NB, block_N[:, None], axis=-1)
+  in_block_NW = jnp.take_along_axis(p_NBW, block_N[:, None, None], axis=1)[:, 0]
+  cdf_NW = before_N1 + jnp.cumsum(in_block_NW, axis=-1)
+  # the first entry whose CDF exceeds u; when rounding leaves u at or past the block's end, its
+  # last entry of positive probability
+  index_W = jnp.arange(width, dtype=jnp.int32)
+  last_N = jnp.max(jnp.where(in_block_NW > 0, index_W, 0), axis=-1)
+  entry_N = jnp.minimum(jnp.sum(cdf_NW <= u_N1, axis=-1), last_N)
+  return (block_N * width + entry_N).astype(jnp.int32)
 
 
 class Greedy:

@@ -317,3 +317,29 @@ def test_greedy_equals_transformers_generate(tmp_path, family):
     assert int(out.lengths[r]) == len(want), (family, r)
     np.testing.assert_array_equal(np.asarray(out.tokens)[r, :len(want)], want,
                                   err_msg=f"{family} row {r}")
+
+
+@pytest.mark.parametrize("k", [7, 100, 8192])
+def test_draw_categorical_matches_softmax_and_never_draws_masked_entries(k):
+  """The two-level inverse CDF (blocks of ~sqrt(K), padded when K is not a multiple): 40k
+  draws from one row's softmax pass a chi-square test; masked (-inf) entries are never drawn,
+  a lone allowed entry in the last (padded) block is always drawn."""
+  draw = jax.jit(sampling.draw_categorical)
+  z = jax.random.normal(jax.random.key(k), (1, k)) * 2
+  tok = np.asarray(draw(jax.random.key(1), jnp.repeat(z, 40000, 0)))
+  p = np.asarray(jax.nn.softmax(z[0])).astype(np.float64)
+  p /= p.sum()
+  counts = np.bincount(tok, minlength=k)
+  big = p * 40000 >= 5                  # pool the rare entries into one bin
+  obs, exp = counts[big], p[big] * 40000
+  if (~big).any():
+    obs, exp = np.append(obs, counts[~big].sum()), np.append(exp, p[~big].sum() * 40000)
+  assert scipy.stats.chisquare(obs, exp * obs.sum() / exp.sum()).pvalue > 1e-4
+  # the test can tell the distribution apart from a flatter one
+  flat = np.asarray(jax.nn.softmax(z[0] / 1.5)).astype(np.float64)[big]
+  if k > 7:
+    assert scipy.stats.chisquare(counts[big], flat / flat.sum() * counts[big].sum()).pvalue < 1e-6
+  masked = jnp.where(jnp.arange(k) % 3 == 0, z[0], -jnp.inf)
+  assert np.all(np.asarray(draw(jax.random.key(2), jnp.repeat(masked[None], 5000, 0))) % 3 == 0)
+  lone = jnp.where(jnp.arange(k) == k - 1, 0.0, -jnp.inf)
+  assert set(np.asarray(draw(jax.random.key(3), jnp.repeat(lone[None], 50, 0))).tolist()) == {k - 1}
