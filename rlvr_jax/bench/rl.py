@@ -11,7 +11,7 @@ parameters). Each step samples `--group` completions for each of `--prompts` ran
 min_new_tokens on TRL's; with `--mean_new_tokens N` both stop at a stop token whose output
 column is calibrated for a mean of about N: `stop_token_params`), scores them (ours: the mean
 token log-prob; TRL: a hash of the ids: neither favours a length), and makes one AdamW update
-(lr 1e-6, clip 1.0) of the
+(lr 1e-6, or 0 with --mean_new_tokens so that neither policy drifts, clip 1.0) of the
 clipped GRPO loss (epsilon 0.2, group-normalised advantages, k3 KL to the frozen initial model
 with beta 0.001, token-mean over the batch: TRL's loss_type "dapo" with one process and one
 micro-batch), temperature 1, f32.
@@ -69,8 +69,8 @@ LR = 1e-6
 BETA = 0.001
 
 
-def _optim_config() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(lr=LR, schedule="constant", warmup=0, final_lr_frac=0.0,
+def _optim_config(lr: float = LR) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(lr=lr, schedule="constant", warmup=0, final_lr_frac=0.0,
                                         b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
                                         clip_norm=1.0))
 
@@ -250,7 +250,10 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
   # the mean token log-prob: the sum would reward short responses, and with --mean_new_tokens
   # the policy would drift towards stopping sooner than TRL's (whose reward ignores length)
   reward = step_lib.RewardSpec.make({"seq_loglik": 1.0}, {"length_norm": True})
-  opt = optim.make_optimizer(_optim_config(), 1000)
+  # With stopping responses the policy must not drift over the rounds (its lengths would move
+  # apart from TRL's): lr 0 on both sides, the same computation.
+  lr = 0.0 if ragged else LR
+  opt = optim.make_optimizer(_optim_config(lr), 1000)
   spec = step_lib.RLSpec(cfg=cfg, optimizer=opt, settings=settings, rewards=reward)
   shardings = state_lib.state_shardings(cfg, opt, mesh)
   params = sharding.init_params(cfg, jax.random.key(seed), mesh)
@@ -370,7 +373,7 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
   if trl_side:
     try:
       trl_result = _trl_rounds(hf_dir.name, prompt_ids, cfg.vocab_size, g, m, rounds, threads,
-                               seed, our_round, exact_length=not ragged)
+                               seed, our_round, exact_length=not ragged, lr=lr)
     except ImportError as e:
       print(f"TRL: not importable ({e}); `pip install rlvr_jax[bench]` for the TRL comparison",
             flush=True)
@@ -488,7 +491,7 @@ def _word_tokenizer(vocab_size: int):
 
 def _trl_rounds(hf_dir: str, prompt_ids: np.ndarray, vocab_size: int, group: int,
                 max_new_tokens: int, rounds: int, threads: int, seed: int, our_round,
-                exact_length: bool = True):
+                exact_length: bool = True, lr: float = LR):
   """TRL's GRPOTrainer on the same weights and prompts: rounds + 1 steps (the first a warm-up),
   each timed from on_step_begin to on_step_end; `our_round` runs after each timed step.
   exact_length: every completion max_new_tokens long (min_new_tokens); else each stops at the
@@ -515,7 +518,7 @@ def _trl_rounds(hf_dir: str, prompt_ids: np.ndarray, vocab_size: int, group: int
         max_completion_length=max_new_tokens, temperature=1.0, top_p=1.0, top_k=0,
         generation_kwargs={"min_new_tokens": max_new_tokens} if exact_length else {},
         beta=BETA, loss_type="dapo",
-        epsilon=0.2, scale_rewards="group", learning_rate=LR, lr_scheduler_type="constant",
+        epsilon=0.2, scale_rewards="group", learning_rate=lr, lr_scheduler_type="constant",
         weight_decay=0.0, max_grad_norm=1.0, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
         use_vllm=False, use_cpu=True, bf16=False, fp16=False, max_steps=rounds + 1,
         logging_steps=1000, save_strategy="no", report_to="none", disable_tqdm=True,
