@@ -183,10 +183,12 @@ def run(config, workdir: str) -> int:
 
 
 def _run_locked(run_spec: specs.RunSpec, workdir: str) -> int:
-  train_loop.check_init_sources(run_spec)
+  # the init source, resolved once (both init.* set or a missing one fail here, before the
+  # tokenizer that defaults to it is read)
+  source = init_lib.resolve_source(run_spec)
   files.makedirs(workdir)
   tokenizer = builtin.resolve_tokenizer(_tokenizer_spec(run_spec), workdir)
-  cfg = model_config(run_spec, tokenizer)
+  cfg = init_lib.run_model_config(run_spec, tokenizer, source)
   mesh = sharding.make_mesh(run_spec.mesh.shape)
   settings = rl_settings(run_spec, tokenizer)
   reward = reward_spec(run_spec, tokenizer)
@@ -197,15 +199,15 @@ def _run_locked(run_spec: specs.RunSpec, workdir: str) -> int:
   train_loop.prepare_run_dir(run_spec, workdir, cfg, "rl")
   with train_loop.run_status(workdir, run_spec.steps) as outcome:
     outcome[:] = _train(run_spec, workdir, cfg, mesh, settings, reward, optimizer, spec,
-                        tokenizer)
+                        tokenizer, source)
   status, step = outcome
   print(f"rl: {status} at step {step} ({workdir})")
   return EXIT_PREEMPTED if status == "preempted" else 0
 
 
-def _train(run_spec, workdir, cfg, mesh, settings, reward, optimizer, spec, tokenizer):
+def _train(run_spec, workdir, cfg, mesh, settings, reward, optimizer, spec, tokenizer, source):
   shardings = state_shardings(cfg, optimizer, mesh)
-  initial = train_loop.initial_params(run_spec, cfg, mesh, workdir)
+  initial = init_lib.load_params(run_spec, cfg, mesh, workdir, source=source)
   if initial is None:
     log.warning("no init.from_checkpoint / init.from_hf: RL starts from random parameters")
     initial = sharding.init_params(cfg, jax.random.fold_in(jax.random.key(run_spec.seed), 7),
