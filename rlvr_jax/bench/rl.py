@@ -263,7 +263,6 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
     if not 1 <= mean_new_tokens < m:
       raise ValueError(f"--mean_new_tokens={mean_new_tokens} must lie in [1, --max_new_tokens={m})")
     params, sigma = stop_token_params(cfg, params, prompt_ids, g, EOS, mean_new_tokens, m, seed)
-    params = jax.device_put(params, shardings.params)
     print(f"stop token: id {EOS}, its output column scaled to {sigma:.2f} for a mean of "
           f"{mean_new_tokens:g} new tokens (both sides sample from these weights)", flush=True)
   ref_params = jax.device_put(params, shardings.params)
@@ -290,7 +289,8 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
   def on_event(name, seconds, **_):
     if name.startswith("/jax/core/compile/"):
       compiling["s"] += seconds
-  jax.monitoring.register_event_duration_secs_listener(on_event)
+  if ragged:
+    jax.monitoring.register_event_duration_secs_listener(on_event)
 
   def pack(kept, prompt_lengths, width):
     plan, fill = rl_loop.plan_packing(kept, prompt_lengths, width, settings, mesh)
@@ -382,6 +382,8 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
   if trl_result is None:
     for _ in range(rounds):
       our_round()
+  if ragged:
+    jax.monitoring.unregister_event_duration_listener(on_event)
 
   med = {k: _median(v) for k, v in times.items()}
   peak = 2.0 * matmul_n ** 3 / med["matmul"] * len(jax.devices())

@@ -38,6 +38,7 @@ held-out sets, always against the true labels).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 
@@ -285,10 +286,8 @@ def _stage(run_spec, workdir, mesh, settings, reward, spec, shardings, tokenizer
       batch["_host"] = host
     return batch
   more_batches = next_batch if settings.dynamic_sampling == "resample" else None
-  pack = None
-  if run_spec.rl.pack_update:
-    def pack(kept, prompt_lengths, prompt_width: int):
-      return plan_packing(kept, prompt_lengths, prompt_width, settings, mesh)
+  pack = (functools.partial(plan_packing, settings=settings, mesh=mesh)
+          if run_spec.rl.pack_update else None)
 
   def step(state, batch, n: int):
     key = jax.random.fold_in(base_key, n - 1)

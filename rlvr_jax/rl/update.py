@@ -39,9 +39,9 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
+from rlvr_jax import sharding
 from rlvr_jax.model import transformer
 from rlvr_jax.model.config import ModelConfig
-from rlvr_jax import sharding
 from rlvr_jax.rl import losses, packing as packing_lib
 from rlvr_jax.rl.spec import Metrics, RLSpec, Rollout, Scored
 from rlvr_jax.train import steps as train_steps
