@@ -75,7 +75,9 @@ class SampleConfig:
   searched). cache_dtype: KV cache dtype (None: the model's compute dtype). unstack_weights:
   copy the layer-stacked weights into per-layer arrays once per call, so that decode steps read
   them in place (fastest; costs one extra copy of the layer weights while sampling); False
-  slices the stacked weights inside every step instead (no extra memory).
+  slices the stacked weights inside every step instead. Either way the decode loop reads the
+  weights in the compute dtype (`transformer.compute_weights`: a copy while sampling when the
+  master weights are wider, e.g. f32 weights with bf16 compute).
   """
   max_new_tokens: int
   pad_id: int
@@ -386,7 +388,10 @@ def sample_core(cfg: ModelConfig, params, prompts, prompt_lengths, key,
     return (st.step < m) & ~jnp.all(st.done)
 
   state = state.replace(cache=transformer.KVCache.from_stacked(state.cache))
-  decode_params = transformer.unstack_layers(params) if c.unstack_weights else params
+  # the weights in the compute dtype once, not converted from f32 master weights at every step
+  decode_params = transformer.compute_weights(cfg, params)
+  if c.unstack_weights:
+    decode_params = transformer.unstack_layers(decode_params)
 
   def body(st: _State):
     t = st.step

@@ -67,6 +67,7 @@ class ModelSpec:
   dtype: str | None = None            # None / '' = the base's (the checkpoint's)
   param_dtype: str | None = None
   remat: str | None = None
+  attention: str | None = None        # auto | xla | cudnn (the full-sequence attention kernel)
 
   def overrides(self) -> dict[str, Any]:
     """The fields set (not None, not '', architecture ints not 0), by ModelConfig name."""

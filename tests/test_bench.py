@@ -96,3 +96,42 @@ def test_bench_rl_ragged_lengths_time_the_packed_update(capsys):
   assert _number(r"GRPO step \(packed update, rl.pack_update\):\s+([\d.]+) ms", out) > 0
   assert _number(r"update ([\d.]+) ms \(padded [\d.]+ ms: packing", out) > 0
   assert 0 < _number(r"the bins (\d+)%\)", out) <= 100
+
+
+def test_bench_rl_microbatched_phases_only_and_the_memory_bound(capsys):
+  """--microbatches / --remat / --no-fused (what fits a 1B model's 512 x 1024-token step on one
+  GPU): the step is the profiled phases' sum, and the sample phase is set against the
+  memory-bandwidth bound and the decode step's own costs."""
+  out = _run(capsys, "rl", *RL_TINY, "--no-trl", "--no-fused", "--microbatches", "4",
+             "--remat", "dots_no_batch", "--attention", "xla")
+  assert "4 microbatch(es), remat dots_no_batch, attention xla" in out
+  step = _number(r"GRPO step \(profiled phases\):\s+([\d.]+) ms", out)
+  assert step == pytest.approx(_number(r"; sum ([\d.]+) ms", out), abs=0.11)
+  assert _number(r"the sample phase reaches (\d+)% of it", out) > 0
+  assert _number(r"its matmuls alone ([\d.]+) ms", out) > 0
+  with pytest.raises(ValueError, match="--microbatches=3 must divide"):
+    bench.main(["rlvr-jax bench", "rl", *RL_TINY, "--no-trl", "--microbatches", "3"])
+  with pytest.raises(ValueError, match="--no-fused .* --no-trl"):
+    bench.main(["rlvr-jax bench", "rl", *RL_TINY, "--no-fused"])
+
+
+def test_bench_attention_checks_each_kernel_against_f32(capsys):
+  from rlvr_jax.bench import attention
+  out = _run(capsys, "attention", "--size", "toy-1m", "--rows", "2", "--seq", "32",
+             "--segments", "2", "--repeats", "1")
+  assert "machine: " in out
+  assert _number(r"xla\s+([\d.]+) ms", out) > 0
+  # f32 on CPU against the f32 reference: the same kernel, so no error to speak of
+  results = attention.run("toy-1m", rows=2, seq=32, segments=2, dtype="float32", repeats=1)
+  assert results["status"]["exit"] == 0
+  assert max(results["xla"][k] for k in ("out", "dq", "dk", "dv")) < 1e-5
+  # in bf16 the error is bf16's, well above f32's and well below 1
+  results = attention.run("toy-1m", rows=2, seq=32, segments=2, dtype="bfloat16", repeats=1)
+  assert 1e-4 < max(results["xla"][k] for k in ("out", "dq", "dk", "dv")) < 5e-2
+
+
+def test_attention_packed_layout_restarts_positions_per_segment():
+  from rlvr_jax.bench.attention import packed_layout
+  positions, segments = packed_layout(2, 16, 3)     # 14 real slots in 3 documents, 2 padding
+  assert segments.tolist()[0] == [1] * 4 + [2] * 5 + [3] * 5 + [0, 0]
+  assert positions.tolist()[1] == [0, 1, 2, 3, 0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 0]

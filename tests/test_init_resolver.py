@@ -153,10 +153,11 @@ def test_numeric_and_matching_overrides_apply_to_loaded_weights(hf_dir, ckpt):
   path, ckpt_cfg, _ = ckpt
   spec = spec_of(init={"from_checkpoint": path},
                  model={"dtype": "bfloat16", "param_dtype": "bfloat16", "remat": "full",
-                        "max_seq_len": 32, "hidden_size": ckpt_cfg.hidden_size})
+                        "attention": "xla", "max_seq_len": 32,
+                        "hidden_size": ckpt_cfg.hidden_size})
   cfg = train_loop.resolve_model_config(spec)
   assert cfg == ckpt_cfg.replace(dtype="bfloat16", param_dtype="bfloat16", remat="full",
-                                 max_seq_len=32)
+                                 attention="xla", max_seq_len=32)
   assert cfg != ckpt_cfg
 
 

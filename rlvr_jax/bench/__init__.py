@@ -18,6 +18,7 @@ BENCHMARKS = {
     "train": "train step tokens/s, MFU vs a measured matmul peak, vs a PyTorch train step",
     "sample": "decode tokens/s vs transformers generate, and % of the decode roofline",
     "data": "input pipeline examples/s and tokens/s (CPT packing, SFT)",
+    "attention": "full-sequence attention fwd+bwd per kernel (XLA, cuDNN) vs XLA, with errors",
     "rl": "one GRPO step: completions/s, phase split and roofline, vs TRL's GRPOTrainer",
     "all": "every benchmark above; writes DIR/bench.json and DIR/bench.md (--out DIR, --quick)",
 }

@@ -58,6 +58,8 @@ import numpy as np
 
 import rlvr_jax as rj
 from rlvr_jax import sharding
+from rlvr_jax.model import transformer
+from rlvr_jax.model.config import ATTENTION_IMPLEMENTATIONS, REMAT_POLICIES
 from rlvr_jax.rl import loop as rl_loop
 from rlvr_jax.rl import step as step_lib
 from rlvr_jax.train import loop as train_loop
@@ -138,7 +140,8 @@ def kernel_fns(cfg, rows: int, seq: int, dtype):
   mask = jnp.tril(jnp.ones((seq, seq), bool))[None, None]
 
   def attention(q, key, value):
-    out = jax.nn.dot_product_attention(q, key, value, mask=mask)
+    out = jax.nn.dot_product_attention(q, key, value, mask=mask,
+                                       implementation=transformer.attention_implementation(cfg))
     return jnp.sum(out.astype(jnp.float32))
   attention_grad = jax.jit(jax.grad(attention, argnums=(0, 1, 2)))
   dense_flops = 3 * 2 * rows * seq * (d * n * h + 2 * d * k * h + n * h * d + 3 * d * f)
@@ -146,6 +149,25 @@ def kernel_fns(cfg, rows: int, seq: int, dtype):
   return (lambda: jax.block_until_ready(dense_grad(w, x_TD)),
           lambda: jax.block_until_ready(attention_grad(q_BSNH, kv_BSKH, kv_BSKH)),
           dense_flops, attention_flops)
+
+
+def model_decode_fn(cfg, params, rows: int, slots: int):
+  """The sampler's decode step alone: transformer.decode_step (per-layer compute-dtype weights,
+  the KV cache written in place, attention over all `slots`) for [rows] tokens, jitted with the
+  cache donated, as the sampler's while_loop runs it; each call advances one position."""
+  weights = transformer.unstack_layers(transformer.compute_weights(cfg, params))
+  box = {"cache": transformer.KVCache.from_stacked(transformer.init_cache(cfg, rows, slots)),
+         "t": 0}
+  step = jax.jit(lambda w, cache, tokens, positions: transformer.decode_step(
+      cfg, w, cache, tokens, positions), donate_argnums=1)
+  tokens = jnp.full((rows,), 3, jnp.int32)
+
+  def run():
+    positions = jnp.full((rows,), box["t"] % slots, jnp.int32)
+    logits, box["cache"] = step(weights, box["cache"], tokens, positions)
+    jax.block_until_ready(logits)
+    box["t"] += 1
+  return run
 
 
 def prefill_flops(cfg, rows: int, prompt_len: int) -> float:
@@ -178,16 +200,26 @@ def stop_token_params(cfg, params, prompts_BP, group: int, eos: int, mean_new_to
   u_D = jax.random.normal(jax.random.key(seed + 2), (cfg.hidden_size,), jnp.float32)
   u_D = u_D / jnp.linalg.norm(u_D)
 
+  n = b * group
+  # rows at a time, so that one chunk's [rows, M, V] f32 logits stay within ~1 GiB (a 128K
+  # vocabulary's logits over 512 x 1024 tokens would be 250 GiB at once)
+  row_bytes = max_new_tokens * cfg.vocab_size * 4
+  chunk = max(d for d in range(1, n + 1) if n % d == 0 and d * row_bytes <= max(1 << 30, row_bytes))
+
   @jax.jit
   def projections(params, prompts, responses):
-    rows_p = jnp.repeat(prompts, group, axis=0)
-    tokens, positions, segments, gather = step_lib.sequence_inputs(
-        rows_p, jnp.repeat(lengths_B, group), responses)
-    hidden, _ = transformer.hidden_states(cfg, params, tokens, positions, segments)
-    hidden_NMD = jnp.take_along_axis(hidden, gather[:, :, None], axis=1).astype(jnp.float32)
-    logits = transformer.logits_from_hidden(cfg, params, hidden_NMD)
-    others = jax.nn.logsumexp(logits.at[..., eos].set(-jnp.inf), axis=-1)
-    return hidden_NMD @ u_D, others
+    def rows(args):
+      rows_p, lengths, responses = args
+      tokens, positions, segments, gather = step_lib.sequence_inputs(rows_p, lengths, responses)
+      hidden, _ = transformer.hidden_states(cfg, params, tokens, positions, segments)
+      hidden_NMD = jnp.take_along_axis(hidden, gather[:, :, None], axis=1).astype(jnp.float32)
+      logits = transformer.logits_from_hidden(cfg, params, hidden_NMD)
+      others = jax.nn.logsumexp(logits.at[..., eos].set(-jnp.inf), axis=-1)
+      return hidden_NMD @ u_D, others
+    args = (jnp.repeat(prompts, group, axis=0), jnp.repeat(lengths_B, group), responses)
+    proj, others = jax.lax.map(rows, jax.tree.map(
+        lambda x: x.reshape((n // chunk, chunk) + x.shape[1:]), args))
+    return proj.reshape(n, -1), others.reshape(n, -1)
   proj_NM, others_NM = (np.asarray(x, np.float64) for x in projections(
       params, jnp.asarray(prompts_BP), out.tokens))
 
@@ -221,22 +253,31 @@ def _median(xs):
 def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, prompts: int = 16,
         group: int = 8, prompt_len: int = 32, max_new_tokens: int = 64, rounds: int = 3,
         dtype: str | None = None, trl_side: bool = True, threads: int | None = None,
-        matmul_n: int = 2048, seed: int = 0, mean_new_tokens: float = 0.0
-        ) -> dict[str, float]:
+        matmul_n: int = 2048, seed: int = 0, mean_new_tokens: float = 0.0,
+        microbatches: int = 1, remat: str = "none", fused: bool = True,
+        attention: str = "auto") -> dict[str, float]:
   """Runs the benchmark, prints the figures and returns them as a dict."""
   from rlvr_jax.bench import machine_line
-  from rlvr_jax.bench.sample import decode_matmuls_fn
+  from rlvr_jax.bench.sample import decode_bytes, decode_matmuls_fn, measured_bandwidth
   platform = jax.devices()[0].platform
   dtype = dtype or ("float32" if platform == "cpu" else "bfloat16")
   m, p, g, b = max_new_tokens, prompt_len, group, prompts
   rows = b * g
-  cfg = model_config(size, vocab_size, num_layers, p + m, dtype)
+  cfg = dataclasses.replace(model_config(size, vocab_size, num_layers, p + m, dtype), remat=remat,
+                            attention=attention)
+  if rows % microbatches:
+    raise ValueError(f"--microbatches={microbatches} must divide --prompts x --group = {rows}")
+  if not fused and trl_side:
+    raise ValueError("--no-fused times our phases only: pass --no-trl too (the ratio is taken "
+                     "against the fused step)")
   mesh = sharding.make_mesh()
   sharding.check_divisible(b, mesh, "--prompts")
   threads = threads or os.cpu_count() or 1
   print(f"rl bench: {size} (vocab {cfg.vocab_size}, {cfg.num_layers} layers, "
         f"{cfg.num_params() / 1e6:.1f}M params) {b} prompts x {g} completions, prompt {p} + "
-        f"{m} new tokens, compute {dtype}, f32 master weights; jax {jax.__version__} on "
+        f"{m} new tokens, {microbatches} microbatch(es), remat {remat}, attention "
+        f"{transformer.attention_implementation(cfg)}, compute {dtype}, f32 "
+        f"master weights; jax {jax.__version__} on "
         f"{len(jax.devices())} {platform} device(s) ({os.cpu_count()} cores)", flush=True)
   print(machine_line(), flush=True)
 
@@ -246,7 +287,8 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
       group_size=g, max_new_tokens=m, pad_id=PAD, eos_ids=(EOS,) if ragged else (),
       temperature=1.0, estimator="grpo",
       clip_low=0.2, clip_high=0.2, dual_clip=None, kl_coef=BETA, kl_estimator="k3",
-      agg="token-mean", minibatches=1, epochs=1, microbatches=1, dynamic_sampling="none")
+      agg="token-mean", minibatches=1, epochs=1, microbatches=microbatches,
+      dynamic_sampling="none")
   # the mean token log-prob: the sum would reward short responses, and with --mean_new_tokens
   # the policy would drift towards stopping sooner than TRL's (whose reward ignores length)
   reward = step_lib.RewardSpec.make({"seq_loglik": 1.0}, {"length_norm": True})
@@ -274,7 +316,7 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
     rj.save_hf(hf_dir.name, cfg, params)       # TRL starts from the same weights
   box = {"state": state_lib.create_train_state(cfg, opt, mesh, jax.random.key(seed), params),
          "i": 0, "metrics": None}
-  fused = step_lib.jit_rl_step(spec, mesh, shardings)
+  fused = step_lib.jit_rl_step(spec, mesh, shardings) if fused else None
   phases = step_lib.jit_rl_phases(spec, mesh, shardings)
 
   def ours_fused():
@@ -302,6 +344,8 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
     box["state"], metrics, times = rl_loop._run_phases(
         phases, box["state"], ref_params, dict(batch), jax.random.key(box["i"]), profile=True,
         settings=settings, pack=pack if packed else None)
+    if not fused:
+      box["metrics"] = metrics
     return times
 
   def ours_packed():
@@ -313,38 +357,50 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
     box["packed_metrics"] = jax.block_until_ready(metrics)
 
   peak_dtype = jnp.float32 if platform == "cpu" else jnp.dtype(dtype)
+  # well past the caches (an H200's L2 is 60 MB): 256 MiB on a CPU, 2 GiB on an accelerator
+  bandwidth_bytes = (256 << 20) if platform == "cpu" else (2 << 30)
   a = jax.random.normal(jax.random.key(0), (matmul_n, matmul_n), peak_dtype)
   a2 = jax.random.normal(jax.random.key(1), (matmul_n, matmul_n), peak_dtype)
   mm = jax.jit(lambda x, y: x @ y)
   decode_step = decode_matmuls_fn(cfg, ref_params, rows)     # never donated
+  model_decode_step = model_decode_fn(cfg, ref_params, rows, p + m)
+  # the update's kernels run one microbatch of rows at a time
   dense_probe, attention_probe, dense_probe_flops, attention_probe_flops = kernel_fns(
-      cfg, rows, p + m, jnp.dtype(dtype))
+      cfg, rows // microbatches, p + m, jnp.dtype(dtype))
 
   t0 = time.perf_counter()
-  ours_fused()
+  ours_fused() if fused else ours_phases()
   compile_s = time.perf_counter() - t0
-  ours_phases()
+  if fused:
+    ours_phases()
   if ragged:
     ours_packed()
     ours_phases(packed=True)
   mm(a, a2).block_until_ready()
   decode_step()
+  model_decode_step()
   dense_probe()
   attention_probe()
-  times = {"ours": [], "sample": [], "reward": [], "update": [], "matmul": [], "decode_step": [],
+  times = {"ours": [], "sample": [], "reward": [], "update": [], "matmul": [], "decode_step": [], "model_decode_step": [],
            "dense": [], "attention": [], "packed": [], "packed_sample": [], "packed_reward": [],
            "packed_update": [], "fill": [], "useful_dense": [], "useful_attention": []}
 
   def our_round():
-    t0 = time.perf_counter()
-    mm(a, a2).block_until_ready()
-    times["matmul"].append(time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    ours_fused()
-    times["ours"].append(time.perf_counter() - t0)
+    steps = []
+    for _ in range(10):               # one matmul on an accelerator is a few ms: take ten
+      t0 = time.perf_counter()
+      mm(a, a2).block_until_ready()
+      steps.append(time.perf_counter() - t0)
+    times["matmul"].append(statistics.median(steps))
+    if fused:
+      t0 = time.perf_counter()
+      ours_fused()
+      times["ours"].append(time.perf_counter() - t0)
     split = ours_phases()
     for k in ("sample", "reward", "update"):
       times[k].append(split[k])
+    if not fused:
+      times["ours"].append(sum(split[k] for k in ("sample", "reward", "update")))
     if ragged:
       c0, t0 = compiling["s"], time.perf_counter()
       ours_packed()
@@ -358,12 +414,13 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
       times["fill"].append(box["fill"])
       times["useful_dense"].append(dense)
       times["useful_attention"].append(attention)
-    steps = []
-    for _ in range(10):
-      t0 = time.perf_counter()
-      decode_step()
-      steps.append(time.perf_counter() - t0)
-    times["decode_step"].append(statistics.median(steps))
+    for name, fn in (("decode_step", decode_step), ("model_decode_step", model_decode_step)):
+      steps = []
+      for _ in range(10):
+        t0 = time.perf_counter()
+        fn()
+        steps.append(time.perf_counter() - t0)
+      times[name].append(statistics.median(steps))
     for name, probe in (("dense", dense_probe), ("attention", attention_probe)):
       t0 = time.perf_counter()
       probe()
@@ -397,7 +454,8 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
   split_total = med["sample"] + med["reward"] + med["update"]
   print(f"matmul peak ({matmul_n}^3 {jnp.dtype(peak_dtype).name}): {peak / 1e9:10,.1f} GFLOP/s",
         flush=True)
-  print(f"rlvr_jax GRPO step (fused): {ours_s * 1e3:9.1f} ms  {rows / ours_s:8.1f} completions/s "
+  print(f"rlvr_jax GRPO step ({'fused' if fused else 'profiled phases'}): {ours_s * 1e3:9.1f} ms  "
+        f"{rows / ours_s:8.1f} completions/s "
         f"{n_tok / ours_s:9.0f} tokens/s  (first step incl. compile {compile_s:.1f} s)")
   print(f"  phase split (rl.profile_phases): sample {med['sample'] * 1e3:.1f} ms "
         f"({100 * med['sample'] / split_total:.0f}%), reward {med['reward'] * 1e3:.1f} ms "
@@ -410,6 +468,27 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
   print(f"  rlvr_jax reaches {100 * roof / ours_s:.0f}% of the step roofline (sample "
         f"{100 * roof_sample / med['sample']:.0f}%, update {100 * roof_update / med['update']:.0f}%"
         f" = update MFU)")
+  # The sample phase against the memory-bandwidth bound: every decode step reads the weights
+  # and the live KV cache at least once (bench sample's decode_bytes), at the bandwidth measured
+  # in this run; the prefill at the matmul peak.
+  weight_bytes, kv_bytes = decode_bytes(cfg, rows, p, m)
+  bandwidth = measured_bandwidth(bandwidth_bytes)
+  hbm_sample = m * (weight_bytes + kv_bytes) / bandwidth + f_prefill / peak
+  # What one decode step costs as implemented: it attends over every one of the P + M cache
+  # slots (masked), so it reads the whole cache, not only the live part the bound counts.
+  per_step = med["sample"] / m
+  full_cache_bytes = 2 * cfg.num_layers * rows * cfg.num_kv_heads * cfg.head_dim * (p + m) * \
+      jnp.dtype(cfg.dtype).itemsize
+  print(f"  per decode step: the sample phase {per_step * 1e3:.3f} ms (prefill included); the "
+        f"model's decode step jitted alone (transformer.decode_step, cache donated) "
+        f"{med['model_decode_step'] * 1e3:.3f} ms; its matmuls alone "
+        f"{med['decode_step'] * 1e3:.3f} ms; the bytes it reads as implemented (weights + all "
+        f"{p + m} cache slots, {(weight_bytes + full_cache_bytes) / 1e9:.2f} GB) at the measured "
+        f"bandwidth {(weight_bytes + full_cache_bytes) / bandwidth * 1e3:.3f} ms")
+  print(f"  sample vs the memory-bandwidth bound: {hbm_sample * 1e3:.1f} ms ({m} steps x "
+        f"(weights {weight_bytes / 1e9:.2f} GB + mean KV cache {kv_bytes / 1e9:.2f} GB) at "
+        f"{bandwidth / 1e9:.1f} GB/s measured + prefill at the peak): the sample phase reaches "
+        f"{100 * hbm_sample / med['sample']:.0f}% of it")
   # Where the update's time goes: its FLOPs at the rates its own kernels reach in this run.
   # XLA computes the masked half of the causal scores too: attention runs 2x its useful FLOPs
   # (the probe's rate counts every score it computes).
@@ -430,10 +509,17 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
          "roofline_sample_s": roof_sample, "roofline_update_s": roof_update,
          "roofline_share": roof / ours_s, "update_mfu": roof_update / med["update"],
          "sample_roofline_share": roof_sample / med["sample"],
+         "model_decode_step_s": med["model_decode_step"],
+         "bandwidth_bytes_per_s": bandwidth, "sample_memory_bound_s": hbm_sample,
+         "sample_memory_bound_share": hbm_sample / med["sample"],
          "dense_matmul_flops": rate_dense, "attention_flops": rate_attention,
          "update_at_kernel_rates_s": kernel_update,
          "ours_reward_mean": float(box["metrics"]["reward/mean"]),
          "ours_length_mean": float(box["metrics"]["response/length_mean"])}
+  stats = jax.devices()[0].memory_stats() or {}
+  if "peak_bytes_in_use" in stats:
+    print(f"  device memory: peak {stats['peak_bytes_in_use'] / 2**30:.1f} GiB of "
+          f"{stats.get('bytes_limit', 0) / 2**30:.1f} GiB")
   headline_s, headline = ours_s, "fused"
   if ragged:
     packed_s, upd_packed = med["packed"], med["packed_update"]
@@ -597,10 +683,22 @@ def main(argv: list[str] | None = None) -> int:
                        "at a stop token after about this many tokens on average (the output "
                        "head's stop column calibrated), and our packed update "
                        "(rl.pack_update) is timed against the padded one")
+  ap.add_argument("--microbatches", type=int, default=1,
+                  help="the update's gradient-accumulation microbatches (rl.microbatches): "
+                       "what bounds its activation memory at large shapes")
+  ap.add_argument("--remat", default="none", choices=REMAT_POLICIES,
+                  help="the model's rematerialisation policy (model.remat)")
+  ap.add_argument("--no-fused", action="store_true",
+                  help="time the profiled phases only (their sum is the step), not the fused "
+                       "step: one compile fewer where compile time is scarce; needs --no-trl")
+  ap.add_argument("--attention", default="auto", choices=ATTENTION_IMPLEMENTATIONS,
+                  help="the full-sequence attention kernel (model.attention; auto: cuDNN on an "
+                       "NVIDIA GPU in bf16)")
   args = ap.parse_args(argv[1:])
   run(args.size, args.vocab_size, args.num_layers, args.prompts, args.group, args.prompt_len,
       args.max_new_tokens, args.rounds, args.dtype, not args.no_trl, args.threads,
-      args.matmul_n, mean_new_tokens=args.mean_new_tokens)
+      args.matmul_n, mean_new_tokens=args.mean_new_tokens, microbatches=args.microbatches,
+      remat=args.remat, fused=not args.no_fused, attention=args.attention)
   return 0
 
 

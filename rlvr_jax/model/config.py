@@ -9,6 +9,9 @@ import jax.numpy as jnp
 
 FAMILIES = ("llama", "qwen2")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+# The full-sequence attention's kernel (jax.nn.dot_product_attention's `implementation`):
+# "auto" = cuDNN's fused (flash) attention on an NVIDIA GPU in bf16/f16, else XLA's.
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +47,7 @@ class ModelConfig:
   param_dtype: str = "float32"
   dtype: str = "float32"
   remat: str = "none"
+  attention: str = "auto"
   bos_id: int | None = None
   eos_id: int | None = None
   pad_id: int | None = None
@@ -55,6 +59,8 @@ class ModelConfig:
       problems.append(f"family={self.family!r} is not one of {FAMILIES}")
     if self.remat not in REMAT_POLICIES:
       problems.append(f"remat={self.remat!r} is not one of {REMAT_POLICIES}")
+    if self.attention not in ATTENTION_IMPLEMENTATIONS:
+      problems.append(f"attention={self.attention!r} is not one of {ATTENTION_IMPLEMENTATIONS}")
     if self.num_heads % self.num_kv_heads:
       problems.append(f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
     for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
