@@ -46,14 +46,14 @@ import jax
 import numpy as np
 
 from rlvr_jax import sharding, specs
-from rlvr_jax.data import builtin, pipelines
+from rlvr_jax.data import pipelines
 from rlvr_jax.diagnostics.saturation import SaturationMonitor
 from rlvr_jax.model.config import ModelConfig
 from rlvr_jax.rl import packing as packing_lib
 from rlvr_jax.rl import protocols as rl_protocols
 from rlvr_jax.rl import rewards as rewards_lib
 from rlvr_jax.rl import step as step_lib
-from rlvr_jax.run import files, paths, workdir as workdir_lib
+from rlvr_jax.run import context, paths, workdir as workdir_lib
 from rlvr_jax.run import init as init_lib
 from rlvr_jax.run.errors import EXIT_PREEMPTED
 from rlvr_jax.run.loop import LoopSpec, Stage, restore_or_init, run_loop
@@ -184,31 +184,28 @@ def run(config, workdir: str) -> int:
 
 
 def _run_locked(run_spec: specs.RunSpec, workdir: str) -> int:
-  # the init source, resolved once (both init.* set or a missing one fail here, before the
-  # tokenizer that defaults to it is read)
-  source = init_lib.resolve_source(run_spec)
-  files.makedirs(workdir)
-  tokenizer = builtin.resolve_tokenizer(_tokenizer_spec(run_spec), workdir)
-  cfg = init_lib.run_model_config(run_spec, tokenizer, source)
-  mesh = sharding.make_mesh(run_spec.mesh.shape)
-  settings = rl_settings(run_spec, tokenizer)
-  reward = reward_spec(run_spec, tokenizer)
-  validate(run_spec, cfg, mesh, settings)
-  updates = run_spec.steps * settings.minibatches * settings.epochs
-  optimizer = optim.make_optimizer(run_spec.optim, updates)
-  spec = step_lib.RLSpec(cfg=cfg, optimizer=optimizer, settings=settings, rewards=reward)
-  train_loop.prepare_run_dir(run_spec, workdir, cfg, "rl")
-  with train_loop.run_status(workdir, run_spec.steps) as outcome:
-    outcome[:] = _train(run_spec, workdir, cfg, mesh, settings, reward, optimizer, spec,
-                        tokenizer, source)
+  # the init source (both init.* set or a missing one fail here, before the tokenizer that
+  # defaults to it is read), the tokenizer, the model config and the mesh, once
+  ctx = context.build(run_spec, workdir, "rl", tokenizer_spec=_tokenizer_spec(run_spec))
+  settings = rl_settings(ctx.spec, ctx.tokenizer)
+  reward = reward_spec(ctx.spec, ctx.tokenizer)
+  validate(ctx.spec, ctx.cfg, ctx.mesh, settings)
+  updates = ctx.spec.steps * settings.minibatches * settings.epochs
+  optimizer = optim.make_optimizer(ctx.spec.optim, updates)
+  spec = step_lib.RLSpec(cfg=ctx.cfg, optimizer=optimizer, settings=settings, rewards=reward)
+  train_loop.prepare_run_dir(ctx.spec, ctx.workdir, ctx.cfg, "rl")
+  with train_loop.run_status(ctx.workdir, ctx.spec.steps) as outcome:
+    outcome[:] = _train(ctx, spec)
   status, step = outcome
   print(f"rl: {status} at step {step} ({workdir})")
   return EXIT_PREEMPTED if status == "preempted" else 0
 
 
-def _train(run_spec, workdir, cfg, mesh, settings, reward, optimizer, spec, tokenizer, source):
+def _train(ctx: context.RunContext, spec: step_lib.RLSpec):
+  run_spec, workdir, cfg, mesh, tokenizer = ctx.spec, ctx.workdir, ctx.cfg, ctx.mesh, ctx.tokenizer
+  optimizer, reward = spec.optimizer, spec.rewards
   shardings = state_shardings(cfg, optimizer, mesh)
-  initial = init_lib.load_params(run_spec, cfg, mesh, workdir, source=source)
+  initial = init_lib.load_params(run_spec, cfg, mesh, workdir, source=ctx.init)
   if initial is None:
     log.warning("no init.from_checkpoint / init.from_hf: RL starts from random parameters")
     initial = sharding.init_params(cfg, jax.random.fold_in(jax.random.key(run_spec.seed), 7),
@@ -241,8 +238,8 @@ def _train(run_spec, workdir, cfg, mesh, settings, reward, optimizer, spec, toke
         manager, abstract_state(cfg, optimizer, mesh), data_iter,
         lambda: create_train_state(cfg, optimizer, mesh, jax.random.key(run_spec.seed),
                                    ref_params))    # a copy: ref_params stay the reference
-    stage = _stage(run_spec, workdir, mesh, settings, reward, spec, shardings, tokenizer,
-                   ref_params, data_iter, eval_fn, start, manager.restored_extra)
+    stage = _stage(ctx, spec, shardings, ref_params, data_iter, eval_fn, start,
+                   manager.restored_extra)
     loop = LoopSpec(stage="rl", steps=run_spec.steps, log_every=run_spec.log_every,
                     guard=run_spec.guard_spec, eval_every=run_spec.eval_every,
                     eval_at_end=run_spec.eval_at_end,
@@ -258,10 +255,12 @@ def _train(run_spec, workdir, cfg, mesh, settings, reward, optimizer, spec, toke
   return status, step
 
 
-def _stage(run_spec, workdir, mesh, settings, reward, spec, shardings, tokenizer, ref_params,
-           data_iter, eval_fn, start, restored_extra) -> Stage:
+def _stage(ctx: context.RunContext, spec: step_lib.RLSpec, shardings, ref_params, data_iter,
+           eval_fn, start, restored_extra) -> Stage:
   """The RL stage of run.loop.run_loop: prompt batches, the fused step or the phases, the eval
   harness, and the saturation monitors (logged, saved with each checkpoint, able to stop)."""
+  run_spec, workdir, mesh, tokenizer = ctx.spec, ctx.workdir, ctx.mesh, ctx.tokenizer
+  settings, reward = spec.settings, spec.rewards
   host_fn = None
   if reward.host_verifier:
     def host_fn(rollout, batch_host=None):

@@ -38,7 +38,7 @@ import numpy as np
 
 from rlvr_jax import sharding, specs
 from rlvr_jax.model.config import ModelConfig
-from rlvr_jax.run import files, paths, workdir as workdir_lib
+from rlvr_jax.run import context, paths, workdir as workdir_lib
 from rlvr_jax.run import init as init_lib
 from rlvr_jax.run.errors import CorruptCheckpointError, NonFiniteError
 from rlvr_jax.run.loop import (LoopSpec, MetricsLogger, Stage, restore_or_init, run_loop,
@@ -130,18 +130,21 @@ def train(config, workdir: str, *, stage: str,
           model_config: ModelConfig | None = None) -> str:
   """Runs (or resumes) a CPT / SFT run in `workdir`; returns "completed" | "preempted" |
   "data_exhausted". See the module docstring for what the batch factories must yield."""
-  spec = specs.parse(config)
   workdir = paths.resolve(workdir)
   with workdir_lib.locked(workdir):
-    resuming = bool(ckpt_lib.run_steps(workdir)) and \
-        files.exists(files.as_path(workdir) / ckpt_lib.CONFIG_FILE)
-    cfg = resolve_model_config(spec, model_config, resume_dir=workdir if resuming else None)
-    mesh = sharding.make_mesh(spec.mesh.shape)
-    validate(dataclasses.replace(spec, stage=stage), cfg, mesh)
-    prepare_run_dir(spec, workdir, cfg, stage)
-    with run_status(workdir, spec.steps) as outcome:
-      outcome[:] = _train(spec, workdir, stage, cfg, mesh, make_batches, make_eval_batches)
-    return outcome[0]
+    ctx = context.build(config, workdir, stage, base=model_config)
+    return train_in_context(ctx, make_batches, make_eval_batches)
+
+
+def train_in_context(ctx: context.RunContext,
+                     make_batches: Callable[[Any], Iterator[dict]],
+                     make_eval_batches: Callable[[Any], Iterable[dict]] | None = None) -> str:
+  """`train` on a RunContext built by the caller (who holds the run directory's lock)."""
+  validate(ctx.spec, ctx.cfg, ctx.mesh)
+  prepare_run_dir(ctx.spec, ctx.workdir, ctx.cfg, ctx.spec.stage)
+  with run_status(ctx.workdir, ctx.spec.steps) as outcome:
+    outcome[:] = _train(ctx, make_batches, make_eval_batches)
+  return outcome[0]
 
 
 def prepare_run_dir(config, workdir: str, cfg: ModelConfig, stage: str) -> None:
@@ -194,7 +197,8 @@ def run_status(workdir: str, steps: int):
   workdir_lib.write_status(workdir, outcome[0], outcome[1], steps)
 
 
-def _train(spec, workdir, stage, cfg, mesh, make_batches, make_eval_batches):
+def _train(ctx: context.RunContext, make_batches, make_eval_batches):
+  spec, workdir, cfg, mesh = ctx.spec, ctx.workdir, ctx.cfg, ctx.mesh
   optimizer = optim.make_optimizer(spec.optim, spec.steps)
   shardings = state_shardings(cfg, optimizer, mesh)
   train_fn = steps.jit_train_step(cfg, optimizer, mesh, shardings,
@@ -203,8 +207,7 @@ def _train(spec, workdir, stage, cfg, mesh, make_batches, make_eval_batches):
   manager = ckpt_lib.RunCheckpoints(workdir, keep=spec.keep_checkpoints,
                                     keep_best=spec.keep_best if make_eval_batches else 0)
   try:
-    return _run(spec, workdir, stage, cfg, mesh, optimizer, train_fn, eval_fn, manager,
-                make_batches, make_eval_batches)
+    return _run(ctx, optimizer, train_fn, eval_fn, manager, make_batches, make_eval_batches)
   finally:
     manager.close()
 
@@ -226,14 +229,16 @@ def _check_batch_shape(batch: dict, expected: dict | None, spec, step: int) -> d
   return expected
 
 
-def _run(spec, workdir, stage, cfg, mesh, optimizer, train_fn, eval_fn, manager,
-         make_batches, make_eval_batches) -> tuple[str, int]:
+def _run(ctx: context.RunContext, optimizer, train_fn, eval_fn, manager, make_batches,
+         make_eval_batches) -> tuple[str, int]:
   """The CPT / SFT stage of run.loop.run_loop: packed batches, train_fn, the held-out loss."""
+  spec, workdir, cfg, mesh = ctx.spec, ctx.workdir, ctx.cfg, ctx.mesh
   data_iter = make_batches(spec)
   start, state = restore_or_init(
       manager, abstract_state(cfg, optimizer, mesh), data_iter,
-      lambda: create_train_state(cfg, optimizer, mesh, jax.random.key(spec.seed),
-                                 initial_params(spec, cfg, mesh, workdir), donate_params=True))
+      lambda: create_train_state(
+          cfg, optimizer, mesh, jax.random.key(spec.seed),
+          init_lib.load_params(spec, cfg, mesh, workdir, source=ctx.init), donate_params=True))
   seen = {"shapes": None, "tokens": 0}   # the first batch's shapes, global tokens per batch
 
   def next_batch(n: int) -> dict:
@@ -265,7 +270,7 @@ def _run(spec, workdir, stage, cfg, mesh, optimizer, train_fn, eval_fn, manager,
     return out
 
   eval_every = spec.eval_every if make_eval_batches else 0
-  loop = LoopSpec(stage=stage, steps=spec.steps, log_every=spec.log_every,
+  loop = LoopSpec(stage=spec.stage, steps=spec.steps, log_every=spec.log_every,
                   guard=spec.guard_spec, eval_every=eval_every,
                   checkpoint_every=spec.checkpoint_every,
                   keep_best=bool(make_eval_batches) and spec.keep_best > 0,

@@ -30,6 +30,7 @@ import jax
 
 from rlvr_jax import specs
 from rlvr_jax.data import builtin, pipelines, records as records_lib
+from rlvr_jax.run import context
 from rlvr_jax.run import init as init_lib
 from rlvr_jax.run import workdir as workdir_lib
 from rlvr_jax.run.errors import EXIT_FAILED, EXIT_OK, EXIT_PREEMPTED
@@ -155,9 +156,10 @@ def _run_stage(config, workdir: str, stage: str, make_dataset, load_items, extra
 
 
 def _locked_stage(spec, workdir, stage, make_dataset, load_items, extra_kwargs, eval_kwargs):
-  source = init_lib.resolve_source(spec)        # at most one init source, and it exists
-  tokenizer = builtin.resolve_tokenizer(_tokenizer_spec(spec), workdir)
-  cfg = init_lib.run_model_config(spec, tokenizer, source)   # refuses a too-small vocabulary
+  # the init source, the tokenizer (it may default to the source's), the model config (a too
+  # small vocabulary refused) and the mesh, once
+  ctx = context.build(spec, workdir, stage, tokenizer_spec=_tokenizer_spec(spec))
+  tokenizer = ctx.tokenizer
   train_items, eval_items = load_items(spec)
   kw = dict(seq_len=spec.seq_len, batch_size=_per_process_batch(spec), **extra_kwargs)
 
@@ -176,11 +178,8 @@ def _locked_stage(spec, workdir, stage, make_dataset, load_items, extra_kwargs, 
       eval_cache[n] = list(itertools.islice(iter(ds), n))
     return eval_cache[n]
 
-  # A named size's config (with the tokenizer's vocabulary) is given; loaded weights' config is
-  # resolved by the loop (a resumed run's recorded one wins).
-  status = loop.train(spec, workdir, stage=stage, make_batches=make_batches,
-                      make_eval_batches=make_eval_batches if eval_items else None,
-                      model_config=None if source.loaded else cfg)
+  status = loop.train_in_context(ctx, make_batches,
+                                make_eval_batches if eval_items else None)
   print(f"{stage}: {status} ({workdir})")
   return exit_status(status)
 
