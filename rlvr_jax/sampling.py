@@ -1,5 +1,5 @@
-"""The in-graph sampler: one prefill, then decoding in one `lax.while_loop` over a preallocated
-KV cache.
+"""The in-graph sampler: one prefill, then decoding in `lax.while_loop`s over a preallocated KV
+cache (one loop, or a few over a growing cache for long decodes).
 
 Two entry points:
 
@@ -13,14 +13,17 @@ How a batch is decoded (B prompts, S = num_samples, N = B*S rows):
 1. The right-padded prompt block [B, P] is prefilled once into a cache of P slots; the hidden
    state at position `prompt_lengths[b]-1` of each row gives the logits of the first new token.
 2. The cache is padded to P + max_new_tokens slots and repeated to N rows (samples of one prompt
-   are contiguous rows); the prefill is never recomputed per sample.
+   are contiguous rows); the prefill is never recomputed per sample. With several cache
+   segments (`SampleConfig.cache_segments`, automatic past 512 new tokens) it is padded only to
+   the first segment's end, and grown at each next segment: a decode step attends over every
+   slot it is given (masked past each row's position), so a shorter cache is fewer bytes read.
 3. Row r's t-th new token is fed back at position `prompt_lengths[r] + t`, overwriting the
    prompt padding in the cache (the model attends only to slots <= a query's position). Decode
    steps are `transformer.decode_step`: layer by layer on per-layer weights and caches
    (`transformer.KVCache`), the same computation as `transformer.forward` with a cache, minus the
    per-step copies that `nn.scan` over stacked weights/caches costs inside a while_loop. The
    cache lives in the loop carry and is updated in place.
-4. The while_loop runs until every row is done (EOS, a stop sequence, or max_new_tokens).
+4. The while_loop(s) run until every row is done (EOS, a stop sequence, or max_new_tokens).
 
 Per generated token the sampler returns, from the very logits it sampled from (so the proxy
 rewards never pay a second forward pass):
@@ -77,7 +80,12 @@ class SampleConfig:
   them in place (fastest; costs one extra copy of the layer weights while sampling); False
   slices the stacked weights inside every step instead. Either way the decode loop reads the
   weights in the compute dtype (`transformer.compute_weights`: a copy while sampling when the
-  master weights are wider, e.g. f32 weights with bf16 compute).
+  master weights are wider, e.g. f32 weights with bf16 compute). cache_segments: the decode
+  loop runs as this many while_loops, each over a KV cache only as long as its last step needs
+  (prompt block + the new tokens so far), grown between them; every step's attention reads the
+  whole cache it is given, so a long decode reads on average ~(n+1)/(2n) of the full cache per
+  step instead of all of it. 0 = one segment per 256 new tokens, at most 4. Each segment
+  compiles its own copy of the decode step.
   """
   max_new_tokens: int
   pad_id: int
@@ -89,6 +97,7 @@ class SampleConfig:
   stop_sequences: tuple[tuple[int, ...], ...] = ()
   cache_dtype: str | None = None
   unstack_weights: bool = True
+  cache_segments: int = 0
 
   def __post_init__(self):
     _check_settings(self)
@@ -134,6 +143,9 @@ def _check_settings(c: SampleConfig) -> None:
     if len(s) > c.max_new_tokens:
       raise ValueError(f"stop sequence {s!r} is longer than max_new_tokens={c.max_new_tokens} "
                        f"and can never match; shorten it or raise max_new_tokens")
+  if not _is_int(c.cache_segments) or not 0 <= c.cache_segments <= c.max_new_tokens:
+    raise ValueError(f"cache_segments={c.cache_segments!r} must be an integer in [0, "
+                     f"max_new_tokens={c.max_new_tokens}] (0 = automatic)")
   if not isinstance(c.unstack_weights, bool):
     raise ValueError(f"unstack_weights={c.unstack_weights!r} must be True or False")
   if c.cache_dtype is not None:
@@ -347,6 +359,24 @@ def _emit(state: _State, logits_NV, key, c: SampleConfig, method) -> _State:
                 done=state.done | (active_N & finished_N))
 
 
+def segment_ends(max_new_tokens: int, segments: int = 0) -> tuple[int, ...]:
+  """The new-token counts at which the decode loop's segments end (SampleConfig.cache_segments;
+  0 = one per 256 new tokens, at most 4): as equal as integers allow, the last max_new_tokens."""
+  m = max_new_tokens
+  n = segments or min(4, max(1, m // 256))
+  return tuple(-(-m * (j + 1) // n) for j in range(n))
+
+
+def _grow_cache(cache: transformer.KVCache, slots: int) -> transformer.KVCache:
+  """Each layer's keys [N, K, H, S] and values [N, K, S, H] padded to `slots` slots."""
+  def pad(x, axis):
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (0, slots - x.shape[axis])
+    return _constrain(jnp.pad(x, widths), _CACHE_AXES[1:])
+  return transformer.KVCache(k=tuple(pad(x, 3) for x in cache.k),
+                             v=tuple(pad(x, 2) for x in cache.v))
+
+
 def sample_core(cfg: ModelConfig, params, prompts, prompt_lengths, key,
                 config: SampleConfig) -> SampleOutput:
   """Pure sampler: int32 prompts [B, P] right-padded, int32 prompt_lengths [B] (each in [1, P]),
@@ -368,10 +398,12 @@ def sample_core(cfg: ModelConfig, params, prompts, prompt_lengths, key,
   prompts_BP = _constrain(prompts_BP, ("act_batch", "act_length"))
 
   logits_BV, cache = _prefill(cfg, params, prompts_BP, lengths_B, cache_dtype)
-  # Broadcast to N rows and grow to P + M slots: one copy, no recomputation per sample.
+  ends = segment_ends(m, c.cache_segments)
+  # Broadcast to N rows and grow to the first segment's slots: one copy, no recomputation per
+  # sample. A step t (1 <= t < M) writes slot prompt_length + t - 1 <= P + t - 1.
   def grow(name, x):
     widths = [(0, 0)] * x.ndim
-    widths[_SLOT_AXIS[name]] = (0, m)
+    widths[_SLOT_AXIS[name]] = (0, ends[0])
     return _constrain(jnp.repeat(jnp.pad(x, widths), s, axis=1), _CACHE_AXES)
   cache = {name: grow(name, x) for name, x in cache.items()}
   logits_NV = _constrain(jnp.repeat(logits_BV, s, axis=0), ("act_batch", "act_vocab"))
@@ -384,8 +416,6 @@ def sample_core(cfg: ModelConfig, params, prompts, prompt_lengths, key,
                  lengths=jnp.zeros((n,), jnp.int32), done=jnp.zeros((n,), bool))
   state = _emit(state, logits_NV, key, c, method)     # first token: from the prefill logits
 
-  def cond(st: _State):
-    return (st.step < m) & ~jnp.all(st.done)
 
   state = state.replace(cache=transformer.KVCache.from_stacked(state.cache))
   # the weights in the compute dtype once, not converted from f32 master weights at every step
@@ -400,7 +430,11 @@ def sample_core(cfg: ModelConfig, params, prompts, prompt_lengths, key,
                                                lengths_N + t - 1)
     return _emit(st.replace(cache=cache), logits_NV, key, c, method)
 
-  state = jax.lax.while_loop(cond, body, state)
+  for j, end in enumerate(ends):
+    if j:
+      state = state.replace(cache=_grow_cache(state.cache, p + end))
+    state = jax.lax.while_loop(lambda st, end=end: (st.step < end) & ~jnp.all(st.done), body,
+                               state)
   return SampleOutput(tokens=state.tokens, lengths=state.lengths, logprobs=state.logprobs,
                       entropy=state.entropy, self_certainty=state.self_certainty,
                       num_steps=state.step)
@@ -441,14 +475,14 @@ def generate(cfg: ModelConfig, params, prompts, prompt_lengths, key, *, max_new_
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, num_samples: int = 1,
              eos_id: int | Sequence[int], pad_id: int,
              stop_sequences: Sequence[Sequence[int]] = (), cache_dtype=None,
-             unstack_weights: bool = True) -> SampleOutput:
+             unstack_weights: bool = True, cache_segments: int = 0) -> SampleOutput:
   """Sample `num_samples` continuations of each prompt (the public `rj.generate`).
 
   prompts: int32[B, P] right-padded with pad_id; prompt_lengths: int32[B] (each >= 1), or None to
   infer them from the padding (not allowed when pad_id is an EOS id); key: a PRNG key.
   temperature 0 is greedy; top_k 0 and top_p 1.0 are off. eos_id: one id, several ids, or ()
-  for none. stop_sequences: token-id sequences that end a row once generated. cache_dtype and
-  unstack_weights: see SampleConfig. Returns a
+  for none. stop_sequences: token-id sequences that end a row once generated. cache_dtype,
+  unstack_weights and cache_segments: see SampleConfig. Returns a
   SampleOutput with B*num_samples rows (samples of one prompt contiguous), see `sample_core`.
   Bad input raises ValueError before anything compiles. Under `sharding.activate(mesh)` the batch
   is split over (data, fsdp) and attention heads over tensor.
@@ -464,7 +498,7 @@ def generate(cfg: ModelConfig, params, prompts, prompt_lengths, key, *, max_new_
   config = SampleConfig(max_new_tokens=max_new_tokens, pad_id=pad_id, eos_ids=eos_ids,
                         temperature=temperature, top_k=top_k, top_p=top_p,
                         num_samples=num_samples, stop_sequences=stops, cache_dtype=cache_dtype,
-                        unstack_weights=unstack_weights)
+                        unstack_weights=unstack_weights, cache_segments=cache_segments)
   check_against_model(cfg, config)
 
   prompts_np = np.asarray(prompts)

@@ -343,3 +343,45 @@ def test_draw_categorical_matches_softmax_and_never_draws_masked_entries(k):
   assert np.all(np.asarray(draw(jax.random.key(2), jnp.repeat(masked[None], 5000, 0))) % 3 == 0)
   lone = jnp.where(jnp.arange(k) == k - 1, 0.0, -jnp.inf)
   assert set(np.asarray(draw(jax.random.key(3), jnp.repeat(lone[None], 50, 0))).tolist()) == {k - 1}
+
+
+@pytest.mark.parametrize("m,segments,ends", [
+    (100, 0, (100,)), (512, 0, (256, 512)), (1024, 0, (256, 512, 768, 1024)),
+    (4096, 0, (1024, 2048, 3072, 4096)), (10, 3, (4, 7, 10)), (4, 4, (1, 2, 3, 4))])
+def test_segment_ends(m, segments, ends):
+  assert sampling.segment_ends(m, segments) == ends
+
+
+def test_a_segmented_cache_decodes_the_same_tokens_from_shorter_caches(params, prompts):
+  """cache_segments=3: three while_loops over caches of P + 4, P + 7 and P + 10 slots (the
+  jaxpr shows them), and the same greedy tokens and statistics as one loop over P + 10."""
+  m = 10
+  config = sampling.SampleConfig(max_new_tokens=m, pad_id=PAD, temperature=0.0,
+                                 cache_segments=3)
+  jaxpr = jax.make_jaxpr(lambda p, key: sampling.sample_core(
+      CFG, p, prompts, PROMPT_LENGTHS, key, config))(params, jax.random.key(0))
+  loops = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "while"]
+  slots = [{v.aval.shape[-1] for v in e.outvars if v.aval.ndim == 4 and v.aval.shape[1] == 2
+            and v.aval.shape[2] == 8} for e in loops]       # keys [N, K=2, H=8, S]
+  assert slots == [{8 + 4}, {8 + 7}, {8 + 10}]
+  one = rj.generate(CFG, params, prompts, PROMPT_LENGTHS, jax.random.key(0), max_new_tokens=m,
+                    temperature=0.0, eos_id=(), pad_id=PAD, cache_segments=1)
+  three = rj.generate(CFG, params, prompts, PROMPT_LENGTHS, jax.random.key(0), max_new_tokens=m,
+                      temperature=0.0, eos_id=(), pad_id=PAD, cache_segments=3)
+  np.testing.assert_array_equal(three.tokens, one.tokens)
+  for name in ("logprobs", "entropy", "self_certainty"):
+    np.testing.assert_allclose(getattr(three, name), getattr(one, name), atol=1e-5)
+  # rows that stop in the first segment stay stopped; the later loops exit at once
+  eos = (int(np.asarray(one.tokens)[0, 1]),)
+  stopped = [rj.generate(CFG, params, prompts, PROMPT_LENGTHS, jax.random.key(0),
+                         max_new_tokens=m, temperature=0.0, eos_id=eos, pad_id=PAD,
+                         cache_segments=n) for n in (1, 3)]
+  np.testing.assert_array_equal(stopped[1].tokens, stopped[0].tokens)
+  np.testing.assert_array_equal(stopped[1].lengths, stopped[0].lengths)
+  assert int(stopped[1].num_steps) == int(stopped[0].num_steps)
+
+
+@pytest.mark.parametrize("bad", [-1, 11, 2.0])
+def test_bad_cache_segments_are_refused_naming_the_field(bad):
+  with pytest.raises(ValueError, match="cache_segments="):
+    sampling.SampleConfig(max_new_tokens=10, pad_id=0, cache_segments=bad)
