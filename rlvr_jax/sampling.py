@@ -14,7 +14,7 @@ How a batch is decoded (B prompts, S = num_samples, N = B*S rows):
    state at position `prompt_lengths[b]-1` of each row gives the logits of the first new token.
 2. The cache is padded to P + max_new_tokens slots and repeated to N rows (samples of one prompt
    are contiguous rows); the prefill is never recomputed per sample. With several cache
-   segments (`SampleConfig.cache_segments`, automatic past 512 new tokens) it is padded only to
+   segments (`SampleConfig.cache_segments`, automatic from 512 new tokens) it is padded only to
    the first segment's end, and grown at each next segment: a decode step attends over every
    slot it is given (masked past each row's position), so a shorter cache is fewer bytes read.
 3. Row r's t-th new token is fed back at position `prompt_lengths[r] + t`, overwriting the
