@@ -85,7 +85,10 @@ class SampleConfig:
   (prompt block + the new tokens so far), grown between them; every step's attention reads the
   whole cache it is given, so a long decode reads on average ~(n+1)/(2n) of the full cache per
   step instead of all of it. 0 = one segment per 256 new tokens, at most 4. Each segment
-  compiles its own copy of the decode step.
+  compiles its own copy of the decode step, and each growth copies the cache into a larger
+  one, so while the last one runs the old and new caches are both live: a peak of up to
+  (2n-1)/n of the full cache (1.75x with 4 segments). Where the KV cache is what fills device
+  memory, 1 (one loop over the full cache) uses the least.
   """
   max_new_tokens: int
   pad_id: int

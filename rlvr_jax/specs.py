@@ -190,6 +190,7 @@ class RLConfig:
   tis: str = "none"
   tis_cap: float = 2.0
   log_mismatch: bool = True
+  cache_segments: int = 0             # sampling.SampleConfig.cache_segments (0 = automatic)
   # the loop's
   fused_step: object = "auto"         # auto | True | False (rl/loop.py's docstring)
   profile_phases: bool = False

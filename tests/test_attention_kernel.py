@@ -16,25 +16,30 @@ def _cfg(**kw):
   return dataclasses.replace(rj.get_model_config("toy-1m", vocab_size=64), **kw)
 
 
-@pytest.mark.parametrize("backend,dtype,head_dim,expected", [
+@pytest.mark.parametrize("platform,dtype,head_dim,expected", [
     ("cpu", "bfloat16", 64, "xla"),
-    ("gpu", "bfloat16", 64, "cudnn"),
+    ("cuda", "bfloat16", 64, "cudnn"),
     ("cuda", "float16", 128, "cudnn"),
-    ("gpu", "float32", 64, "xla"),          # cuDNN's flash kernels take bf16 / f16 only
-    ("gpu", "bfloat16", 256, "xla"),        # head_dim beyond what they take
-    ("gpu", "bfloat16", 60, "xla"),         # not a multiple of 8
+    ("rocm", "bfloat16", 64, "xla"),        # an AMD GPU: no cuDNN
+    ("cuda", "float32", 64, "xla"),         # cuDNN's flash kernels take bf16 / f16 only
+    ("cuda", "bfloat16", 256, "xla"),       # head_dim beyond what they take
+    ("cuda", "bfloat16", 60, "xla"),        # not a multiple of 8
     ("tpu", "bfloat16", 64, "xla"),
 ])
-def test_auto_takes_cudnn_only_where_it_applies(backend, dtype, head_dim, expected):
+def test_auto_takes_cudnn_only_where_it_applies(platform, dtype, head_dim, expected):
   cfg = _cfg(dtype=dtype, head_dim=head_dim)
-  assert transformer.attention_implementation(cfg, backend) == expected
+  assert transformer.attention_implementation(cfg, platform) == expected
+
+
+def test_this_host_is_no_cuda_platform():
+  assert transformer.accelerator_platform() == "cpu"     # the suite runs on CPU devices
 
 
 @pytest.mark.parametrize("choice", ["xla", "cudnn"])
 def test_an_explicit_choice_is_kept_on_any_backend(choice):
   cfg = _cfg(attention=choice)
   assert transformer.attention_implementation(cfg, "cpu") == choice
-  assert transformer.attention_implementation(cfg, "gpu") == choice
+  assert transformer.attention_implementation(cfg, "rocm") == choice
 
 
 def test_an_unknown_kernel_is_refused_naming_the_field():
@@ -66,9 +71,10 @@ def test_the_forward_runs_the_chosen_kernel(monkeypatch):
 
 
 def _random_scales(params, key):
-  """Norm scales away from their init of ones, so that casting them would show."""
+  """Norm scales and biases away from their init (ones, zeros), so that casting them would
+  show."""
   def f(path, x):
-    if getattr(path[-1], "key", None) == "scale":
+    if getattr(path[-1], "key", None) in ("scale", "bias"):
       return x + 0.37 * jax.random.normal(jax.random.fold_in(key, x.size), x.shape, x.dtype)
     return x
   return jax.tree_util.tree_map_with_path(f, params)

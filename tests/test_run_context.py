@@ -74,13 +74,39 @@ def test_a_cpt_run_resolves_its_init_source_once(tmp_path, resolve_calls):
   assert resolve_calls == [False]
 
 
-def test_an_rl_run_resolves_its_init_source_once(tmp_path, resolve_calls):
+def _edit_hf_config(hf: str, **changes) -> None:
+  path = os.path.join(hf, "config.json")
+  with open(path) as f:
+    doc = json.load(f)
+  for key, value in changes.items():
+    doc[key] = value
+    if key in doc.get("rope_parameters", {}):
+      doc["rope_parameters"][key] = value        # transformers 5 nests RoPE's fields
+  with open(path, "w") as f:
+    json.dump(doc, f)
+
+
+def test_an_rl_run_resolves_its_init_source_once_and_resumes_on_its_recorded_config(
+    tmp_path, resolve_calls):
   hf = make_tiny_hf_dir(str(tmp_path / "hf"))
   config = tiny_config(hf)
   config.steps = 1
   config.eval_every = 0
-  assert rl_loop.run(config, str(tmp_path / "rl")) == 0
+  workdir = str(tmp_path / "rl")
+  assert rl_loop.run(config, workdir) == 0
   assert resolve_calls == [False]
+  recorded = context.build(config, workdir, "rl").cfg
+  _edit_hf_config(hf, rope_theta=recorded.rope_theta * 2)   # the source changes afterwards
+  config.steps = 2
+  resumed = context.build(config, workdir, "rl")
+  assert resumed.resuming and resumed.cfg == recorded
+  assert context.build(config, str(tmp_path / "fresh"), "rl").cfg.rope_theta == \
+      recorded.rope_theta * 2
+  # weights of another shape under the same init path: refused before anything loads them
+  _edit_hf_config(hf, intermediate_size=recorded.intermediate_size * 2)
+  with pytest.raises(ValueError, match=r"no longer has the weight shapes .* intermediate_size "
+                                       r"64 -> 128"):
+    context.build(config, workdir, "rl")
 
 
 def test_a_resumed_run_keeps_the_config_it_recorded(tmp_path):
@@ -92,12 +118,8 @@ def test_a_resumed_run_keeps_the_config_it_recorded(tmp_path):
   args = [*overrides(TINY_CPT, steps=2), f"--config.init.from_hf={hf}", "--config.seq_len=32"]
   assert cli.main(["rlvr-jax", "cpt", f"--config={CPT}", f"--workdir={workdir}", *args]) == 0
   with open(os.path.join(hf, "config.json")) as f:
-    hf_config = json.load(f)
-  theta = hf_config["rope_parameters"]["rope_theta"]
-  hf_config["rope_parameters"]["rope_theta"] = hf_config["rope_theta"] = theta * 2
-  # (the source changed after the run started)
-  with open(os.path.join(hf, "config.json"), "w") as f:
-    json.dump(hf_config, f)
+    theta = json.load(f)["rope_parameters"]["rope_theta"]
+  _edit_hf_config(hf, rope_theta=theta * 2)          # the source changes after the run started
   config = _cpt_config(steps=4, **{"init.from_hf": hf, "seq_len": 32})
   resumed = context.build(config, str(workdir), "cpt")
   fresh = context.build(config, str(tmp_path / "fresh"), "cpt")

@@ -385,3 +385,12 @@ def test_a_segmented_cache_decodes_the_same_tokens_from_shorter_caches(params, p
 def test_bad_cache_segments_are_refused_naming_the_field(bad):
   with pytest.raises(ValueError, match="cache_segments="):
     sampling.SampleConfig(max_new_tokens=10, pad_id=0, cache_segments=bad)
+
+
+def test_rl_settings_carry_cache_segments_to_the_sampler():
+  from rlvr_jax.rl.spec import RLSettings
+  settings = RLSettings(group_size=2, max_new_tokens=8, pad_id=0, cache_segments=2)
+  assert settings.sample_config().cache_segments == 2
+  assert RLSettings(group_size=2, max_new_tokens=8, pad_id=0).sample_config().cache_segments == 0
+  with pytest.raises(ValueError, match=r"cache_segments=9 must be an integer in \[0, "):
+    RLSettings(group_size=2, max_new_tokens=8, pad_id=0, cache_segments=9)

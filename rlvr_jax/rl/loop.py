@@ -74,9 +74,10 @@ def _tokenizer_spec(config) -> str:
 
 
 def model_config(config, tokenizer) -> ModelConfig:
-  """The run's ModelConfig (run.init.run_model_config: the init checkpoint's / HF dir's, else
-  the named size with the tokenizer's vocabulary; then config.model overrides), checked to hold
-  the tokenizer's ids."""
+  """A fresh run's ModelConfig (run.init.run_model_config: the init checkpoint's / HF dir's,
+  else the named size with the tokenizer's vocabulary; then config.model overrides), checked to
+  hold the tokenizer's ids. The run itself takes run/context.build's (a resumed run keeps its
+  recorded config)."""
   return init_lib.run_model_config(config, tokenizer)
 
 

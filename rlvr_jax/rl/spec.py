@@ -57,6 +57,8 @@ class RLSettings:
   params); tis "none" | "token" | "sequence" (truncated IS weights min(pi_trainer_old /
   pi_sampler, tis_cap) on the pg term; needs old_logprobs="trainer"); log_mismatch: measure
   mismatch/* even when that costs an extra forward (minibatches > 1 with "sampler").
+  cache_segments: the sampler's (sampling.SampleConfig; 0 = automatic, 1 = one decode loop
+  over the full cache: the least memory).
   Defaults: specs.RLConfig's (the config's rl.* fields), except dual_clip (None = off; the
   config's 0).
   """
@@ -86,6 +88,7 @@ class RLSettings:
   tis: str = _DEFAULTS.tis
   tis_cap: float = _DEFAULTS.tis_cap
   log_mismatch: bool = _DEFAULTS.log_mismatch
+  cache_segments: int = _DEFAULTS.cache_segments
 
   def __post_init__(self):
     problems = []
@@ -129,6 +132,10 @@ class RLSettings:
     if isinstance(self.tis_cap, bool) or not isinstance(self.tis_cap, (int, float)) \
         or not 0 < self.tis_cap < float("inf"):
       problems.append(f"tis_cap={self.tis_cap!r} must be a finite number > 0 (verl: 2.0)")
+    if isinstance(self.cache_segments, bool) or not isinstance(self.cache_segments, int) \
+        or not 0 <= self.cache_segments <= max(self.max_new_tokens, 0):
+      problems.append(f"cache_segments={self.cache_segments!r} must be an integer in [0, "
+                      f"max_new_tokens={self.max_new_tokens}] (0 = automatic)")
     if problems:
       raise ValueError("bad RL settings: " + "; ".join(problems))
 
@@ -141,7 +148,8 @@ class RLSettings:
     return sampling.SampleConfig(max_new_tokens=self.max_new_tokens, pad_id=self.pad_id,
                                  eos_ids=tuple(self.eos_ids), temperature=float(self.temperature),
                                  top_k=self.top_k, top_p=float(self.top_p),
-                                 num_samples=self.samples_per_prompt)
+                                 num_samples=self.samples_per_prompt,
+                                 cache_segments=self.cache_segments)
 
 
 @dataclasses.dataclass(frozen=True)

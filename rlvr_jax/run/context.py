@@ -12,7 +12,8 @@ otherwise the init source's (a named size with the tokenizer's vocabulary unless
 model.vocab_size is set), so that a changed model.size on resume meets the run directory's
 architecture check (run.workdir.check_resume). Its vocabulary must hold the tokenizer's ids.
 The initial weights always come from the init source (`ctx.init`), also when resuming (RL's
-reference model).
+reference model): a resume refuses an init source whose weight shapes are no longer the ones
+the run recorded.
 """
 from __future__ import annotations
 
@@ -49,6 +50,23 @@ def is_resume(workdir: str) -> bool:
       files.as_path(workdir) / ckpt_lib.CONFIG_FILE)
 
 
+# ModelConfig fields that shape the weights
+SHAPE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
+                "num_kv_heads", "head_dim", "tie_embeddings", "qkv_bias")
+
+
+def _check_same_shapes(init: init_lib.InitSource, recorded: ModelConfig, workdir: str) -> None:
+  """A resumed run's init source (its weights are loaded again: RL's reference model) must still
+  have the weight shapes the run recorded (ValueError naming the fields)."""
+  now = init_lib.base_config(init)
+  changed = [f"{name} {getattr(recorded, name)} -> {getattr(now, name)}" for name in SHAPE_FIELDS
+             if getattr(recorded, name) != getattr(now, name)]
+  if changed:
+    raise ValueError(f"{init.ref} ({init.description}) no longer has the weight shapes the run in "
+                     f"{workdir} started from: {', '.join(changed)}; point init.* at the weights "
+                     f"the run started from, or choose a new --workdir")
+
+
 def build(config, workdir: str, stage: str, *, tokenizer_spec: str | None = None,
           base: ModelConfig | None = None) -> RunContext:
   """The RunContext of a `stage` ("cpt" | "sft" | "rl") run of `config` in `workdir`.
@@ -69,7 +87,9 @@ def build(config, workdir: str, stage: str, *, tokenizer_spec: str | None = None
   if base is not None:
     cfg = init_lib.model_config(spec, base=base)
   elif resuming and init.loaded:
-    cfg = init_lib.model_config(spec, init_lib.resolve_source(spec, resume_dir=workdir))
+    recorded = init_lib.resolve_source(spec, resume_dir=workdir)
+    _check_same_shapes(init, init_lib.base_config(recorded), workdir)
+    cfg = init_lib.model_config(spec, recorded)
   else:       # a named size: a change of model.size on resume is refused by check_resume
     vocab = tokenizer.vocab_size if tokenizer is not None else 0
     cfg = init_lib.model_config(spec, init, vocab_size=vocab)

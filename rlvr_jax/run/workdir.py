@@ -33,7 +33,7 @@ FREE_FIELDS = ("progress_bar", "log_every", "resume_overrides", "checkpoint_ever
                "keep_checkpoints", "keep_best", "eval_every", "eval_batches", "eval_at_end",
                "max_nonfinite_steps", "guard", "mesh", "eval",
                # the same step, run as one jit or three, padded or packed
-               "rl.fused_step", "rl.profile_phases", "rl.pack_update")
+               "rl.fused_step", "rl.profile_phases", "rl.pack_update", "rl.cache_segments")
 # Model fields that are the architecture (the shapes of the saved weights).
 ARCH_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
                "num_kv_heads", "head_dim", "tie_embeddings", "rope_theta", "param_dtype")
