@@ -14,7 +14,7 @@ How a batch is decoded (B prompts, S = num_samples, N = B*S rows):
    state at position `prompt_lengths[b]-1` of each row gives the logits of the first new token.
 2. The cache is padded to P + max_new_tokens slots and repeated to N rows (samples of one prompt
    are contiguous rows); the prefill is never recomputed per sample. With several cache
-   segments (`SampleConfig.cache_segments`, automatic from 512 new tokens) it is padded only to
+   segments (`SampleConfig.cache_segments`, automatic from 64 new tokens) it is padded only to
    the first segment's end, and grown at each next segment: a decode step attends over every
    slot it is given (masked past each row's position), so a shorter cache is fewer bytes read.
 3. Row r's t-th new token is fed back at position `prompt_lengths[r] + t`, overwriting the
@@ -84,7 +84,7 @@ class SampleConfig:
   loop runs as this many while_loops, each over a KV cache only as long as its last step needs
   (prompt block + the new tokens so far), grown between them; every step's attention reads the
   whole cache it is given, so a long decode reads on average ~(n+1)/(2n) of the full cache per
-  step instead of all of it. 0 = one segment per 256 new tokens, at most 4. Each segment
+  step instead of all of it. 0 = one segment per 32 new tokens, at most 4. Each segment
   compiles its own copy of the decode step, and each growth copies the cache into a larger
   one, so while the last one runs the old and new caches are both live: a peak of up to
   (2n-1)/n of the full cache (1.75x with 4 segments). Where the KV cache is what fills device
@@ -364,9 +364,11 @@ def _emit(state: _State, logits_NV, key, c: SampleConfig, method) -> _State:
 
 def segment_ends(max_new_tokens: int, segments: int = 0) -> tuple[int, ...]:
   """The new-token counts at which the decode loop's segments end (SampleConfig.cache_segments;
-  0 = one per 256 new tokens, at most 4): as equal as integers allow, the last max_new_tokens."""
+  0 = one per 32 new tokens, at most 4): as equal as integers allow, the last max_new_tokens.
+  On a 2-core CPU at 128 new tokens (toy-7m, batch 16) 4 segments decoded 1.21x faster than
+  one loop, 8 no faster than 4; at 1024, 1.42x."""
   m = max_new_tokens
-  n = segments or min(4, max(1, m // 256))
+  n = segments or min(4, max(1, m // 32))
   return tuple(-(-m * (j + 1) // n) for j in range(n))
 
 

@@ -346,8 +346,8 @@ def test_draw_categorical_matches_softmax_and_never_draws_masked_entries(k):
 
 
 @pytest.mark.parametrize("m,segments,ends", [
-    (100, 0, (100,)), (512, 0, (256, 512)), (1024, 0, (256, 512, 768, 1024)),
-    (4096, 0, (1024, 2048, 3072, 4096)), (10, 3, (4, 7, 10)), (4, 4, (1, 2, 3, 4))])
+    (40, 0, (40,)), (64, 0, (32, 64)), (100, 0, (34, 67, 100)),
+    (1024, 0, (256, 512, 768, 1024)), (10, 3, (4, 7, 10)), (4, 4, (1, 2, 3, 4))])
 def test_segment_ends(m, segments, ends):
   assert sampling.segment_ends(m, segments) == ends
 
