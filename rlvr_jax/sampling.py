@@ -421,7 +421,6 @@ def sample_core(cfg: ModelConfig, params, prompts, prompt_lengths, key,
                  lengths=jnp.zeros((n,), jnp.int32), done=jnp.zeros((n,), bool))
   state = _emit(state, logits_NV, key, c, method)     # first token: from the prefill logits
 
-
   state = state.replace(cache=transformer.KVCache.from_stacked(state.cache))
   # the weights in the compute dtype once, not converted from f32 master weights at every step
   decode_params = transformer.compute_weights(cfg, params)

@@ -20,7 +20,8 @@ BENCHMARKS = {
     "data": "input pipeline examples/s and tokens/s (CPT packing, SFT)",
     "attention": "full-sequence attention fwd+bwd per kernel (XLA, cuDNN) vs XLA, with errors",
     "rl": "one GRPO step: completions/s, phase split and roofline, vs TRL's GRPOTrainer",
-    "all": "every benchmark above but attention; writes DIR/bench.json and DIR/bench.md (--out DIR, --quick)",
+    "all": "every benchmark above but attention; writes DIR/bench.json and DIR/bench.md "
+           "(--out DIR, --quick)",
 }
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

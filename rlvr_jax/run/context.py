@@ -88,8 +88,9 @@ def build(config, workdir: str, stage: str, *, tokenizer_spec: str | None = None
     cfg = init_lib.model_config(spec, base=base)
   elif resuming and init.loaded:
     recorded = init_lib.resolve_source(spec, resume_dir=workdir)
-    _check_same_shapes(init, init_lib.base_config(recorded), workdir)
-    cfg = init_lib.model_config(spec, recorded)
+    recorded_cfg = init_lib.base_config(recorded)          # its config.json, read once
+    _check_same_shapes(init, recorded_cfg, workdir)
+    cfg = init_lib.with_overrides(recorded_cfg, spec.model.overrides(), loaded_from=recorded.ref)
   else:       # a named size: a change of model.size on resume is refused by check_resume
     vocab = tokenizer.vocab_size if tokenizer is not None else 0
     cfg = init_lib.model_config(spec, init, vocab_size=vocab)
