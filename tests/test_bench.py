@@ -3,6 +3,8 @@ never asserted: it is measured by running the benchmarks, see README). Where a b
 correctness against its reference (greedy tokens equal transformers'), that is asserted."""
 import re
 
+import jax
+import jax.extend
 import pytest
 
 from rlvr_jax import bench
@@ -28,6 +30,18 @@ def test_bench_sample_prints_roofline_bandwidth_and_transformers_figures(capsys)
   assert _number(r"at ([\d.]+) GB/s measured", out) > 0
   assert _number(r"rj\.generate / transformers = ([\d.]+)x", out) > 0
   assert _number(r"greedy tokens equal on ([\d.]+)% of positions", out) == 100.0
+
+
+def test_bench_sample_draws_at_a_temperature_on_both_sides(capsys):
+  out = _run(capsys, "sample", "--size", "toy-1m", "--batch", "2", "--prompt_len", "8",
+             "--new_tokens", "4", "--repeats", "1", "--temperature", "0.7")
+  assert "temperature=0.7" in out
+  assert _number(r"reaches (\d+)% of the roofline", out) > 0
+  assert _number(r"rj\.generate / transformers = ([\d.]+)x", out) > 0
+  assert "sampled tokens, not compared" in out and "greedy tokens" not in out
+  with pytest.raises(SystemExit):
+    bench.main(["rlvr-jax bench", "sample", "--temperature", "-1"])
+  assert "--temperature must be >= 0" in capsys.readouterr().err
 
 
 def test_bench_sample_times_the_segmented_cache_against_one_loop(capsys):
@@ -115,7 +129,7 @@ def test_bench_rl_microbatched_phases_only_and_the_memory_bound(capsys):
   step = _number(r"GRPO step \(profiled phases\):\s+([\d.]+) ms", out)
   assert step == pytest.approx(_number(r"; sum ([\d.]+) ms", out), abs=0.11)
   assert _number(r"the sample phase reaches (\d+)% of it", out) > 0
-  assert _number(r"its matmuls alone ([\d.]+) ms", out) > 0
+  assert _number(r"its matmuls alone \(over the mean live cache, in a loop\) ([\d.]+) ms", out) > 0
   with pytest.raises(ValueError, match="--microbatches=3 must divide"):
     bench.main(["rlvr-jax bench", "rl", *RL_TINY, "--no-trl", "--microbatches", "3"])
   with pytest.raises(ValueError, match="--no-fused .* --no-trl"):
@@ -149,3 +163,40 @@ def test_attention_packed_layout_restarts_positions_per_segment():
   positions, segments = packed_layout(2, 16, 3)     # 14 real slots in 3 documents, 2 padding
   assert segments.tolist()[0] == [1] * 4 + [2] * 5 + [3] * 5 + [0, 0]
   assert positions.tolist()[1] == [0, 1, 2, 3, 0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 0]
+
+
+def _dots_in_loops(closed_jaxpr) -> list[tuple[int, int]]:
+  """(trip count, dot_general count) of each loop body (scan; while: count -1) in a jaxpr,
+  nested jaxprs included."""
+  loops = []
+
+  def dots(jp) -> int:
+    return sum(e.primitive.name == "dot_general" for e in jp.eqns)
+
+  def walk(jp):
+    for eqn in jp.eqns:
+      if eqn.primitive.name == "scan":
+        loops.append((eqn.params["length"], dots(eqn.params["jaxpr"].jaxpr)))
+      elif eqn.primitive.name == "while":
+        loops.append((-1, dots(eqn.params["body_jaxpr"].jaxpr)))
+      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+        walk(sub)
+  walk(closed_jaxpr.jaxpr)
+  return loops
+
+
+@pytest.mark.parametrize("cache_slots", [0, 12])
+def test_the_decode_roofline_probe_runs_every_step_in_one_loop_with_its_attention_products(
+    cache_slots):
+  import rlvr_jax as rj
+  from rlvr_jax.bench.sample import decode_matmuls_program
+  from rlvr_jax.model import transformer
+  cfg = rj.get_model_config("toy-1m", num_layers=2)
+  params = jax.jit(transformer.init_params_fn(cfg))(jax.random.key(0))
+  program, args = decode_matmuls_program(cfg, params, 4, steps=5, cache_slots=cache_slots)
+  jaxpr = jax.make_jaxpr(program)(*args)
+  # q/k/v/o/gate/up/down per layer, then the head; with a cache, two attention products a layer
+  assert _dots_in_loops(jaxpr) == [(5, 2 * (7 + (2 if cache_slots else 0)) + 1)]
+  x, logits, kv = program(*args)
+  assert logits.shape == (4, cfg.vocab_size) and len(kv) == 2
+  assert bool(jax.numpy.all(jax.numpy.isfinite(logits)))
