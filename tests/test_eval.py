@@ -324,6 +324,8 @@ def test_eval_command_on_a_run_checkpoint(tok, tmp_path, capsys, monkeypatch):
   assert 1.0 <= doc["metrics"]["eval/arith_eval/length_mean"] <= 6.0
   logged = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
   assert len(logged) == 1 and logged[0]["step"] == 5
+  assert logged[0]["eval/arith_eval/pass@2"] == doc["metrics"]["eval/arith_eval/pass@2"]
+  assert list((out_dir / "tensorboard").glob("events.out.tfevents.*"))     # the run loop's writer
   rows = [json.loads(line) for line in
           (out_dir / "eval" / "5" / "arith_eval.jsonl").read_text().splitlines()]
   assert len(rows) == 3 * 2 + 3

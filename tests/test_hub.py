@@ -91,20 +91,17 @@ def test_resolves_a_hub_id_from_the_cache_offline(offline_cache):
 
 def test_tokenizer_resolvers_and_model_config_use_the_snapshot(offline_cache):
   from ml_collections import ConfigDict
-  from rlvr_jax.rl import loop as rl_loop
-  from rlvr_jax.train import loop as train_loop
-  from rlvr_jax.train import run as train_run
+  from rlvr_jax.run import init as init_lib
   _, snap = offline_cache
   config = ConfigDict({"init": {"from_hf": "Org/Name", "from_checkpoint": ""},
                        "data": {"tokenizer": ""}, "model": {"size": "toy-1m"}})
-  train_loop.check_init_sources(config)
-  assert os.path.samefile(train_run._tokenizer_spec(config), snap)
-  assert os.path.samefile(rl_loop._tokenizer_spec(config), snap)
-  cfg = train_loop.resolve_model_config(config)
+  init_lib.resolve_source(config)
+  assert os.path.samefile(init_lib.tokenizer_path(config), snap)
+  cfg = init_lib.model_config(config)
   assert cfg.num_layers == 1 and cfg.hidden_size == 32
   config.init.from_hf = "Org/Missing"
   with pytest.raises(ValueError, match="Org/Missing"):
-    train_loop.check_init_sources(config)
+    init_lib.resolve_source(config)
 
 
 def test_unknown_id_offline_is_one_clear_line(offline_cache):

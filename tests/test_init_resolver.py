@@ -15,8 +15,8 @@ import rlvr_jax as rj
 from rlvr_jax import plan, sharding, specs
 from rlvr_jax.data import builtin
 from rlvr_jax.eval import harness
-from rlvr_jax.run import init as init_lib
-from rlvr_jax.train import checkpoints, loop as train_loop
+from rlvr_jax.run import context, init as init_lib
+from rlvr_jax.train import checkpoints
 from conftest import make_tiny_hf_dir
 
 # A params checkpoint whose architecture differs from the tiny HF model's in every field the
@@ -94,7 +94,6 @@ def test_each_source_kind_resolves_its_own_config(hf_dir, ckpt, tmp_path):
   src = init_lib.resolve_source(spec, resume_dir=str(run))
   assert (src.kind, src.path) == ("resume", str(run))
   assert init_lib.model_config(spec, src) == recorded
-  assert train_loop.resolve_model_config(spec, resume_dir=str(run)) == recorded
 
 
 def test_source_errors(hf_dir, ckpt, tmp_path):
@@ -138,9 +137,9 @@ def test_architecture_overrides_must_agree_with_loaded_weights(source, field, va
   spec = spec_of(init=init, model={field: value})
   base = init_lib.base_config(init_lib.resolve_source(spec))
   assert getattr(base, field) != value       # the override would change the weights' shapes
-  resume_dir = path if source == "resume" else None
+  workdir = path if source == "resume" else str(tmp_path / "run")    # what a run resolves
   with pytest.raises(ValueError, match=rf"config\.model\.{field}={value} differs from {path}"):
-    train_loop.resolve_model_config(spec, resume_dir=resume_dir)
+    context.build(spec, workdir, "cpt")
   if source != "resume":
     with pytest.raises(ValueError, match=rf"config\.model\.{field}={value} differs from"):
       plan.resolve_model(spec)
@@ -149,13 +148,13 @@ def test_architecture_overrides_must_agree_with_loaded_weights(source, field, va
   assert getattr(sized, field) == value
 
 
-def test_numeric_and_matching_overrides_apply_to_loaded_weights(hf_dir, ckpt):
+def test_numeric_and_matching_overrides_apply_to_loaded_weights(hf_dir, ckpt, tmp_path):
   path, ckpt_cfg, _ = ckpt
   spec = spec_of(init={"from_checkpoint": path},
                  model={"dtype": "bfloat16", "param_dtype": "bfloat16", "remat": "full",
                         "attention": "xla", "max_seq_len": 32,
                         "hidden_size": ckpt_cfg.hidden_size})
-  cfg = train_loop.resolve_model_config(spec)
+  cfg = context.build(spec, str(tmp_path / "run"), "cpt").cfg
   assert cfg == ckpt_cfg.replace(dtype="bfloat16", param_dtype="bfloat16", remat="full",
                                  attention="xla", max_seq_len=32)
   assert cfg != ckpt_cfg
@@ -164,13 +163,14 @@ def test_numeric_and_matching_overrides_apply_to_loaded_weights(hf_dir, ckpt):
 # ---------------------------------------------------------------------------------- agreement
 @pytest.mark.parametrize("source,dtype", [("hf", ""), ("checkpoint", ""),
                                           ("checkpoint", "bfloat16")])
-def test_plan_train_and_eval_resolve_the_same_config(source, dtype, hf_dir, ckpt):
+def test_plan_train_and_eval_resolve_the_same_config(source, dtype, hf_dir, ckpt, tmp_path):
   path, ckpt_cfg, ckpt_params = ckpt
   init = {"from_hf": hf_dir} if source == "hf" else {"from_checkpoint": path}
   model = {"dtype": dtype} if dtype else {}
   spec = spec_of(init=init, model=model, eval={"n": 1})
   planned, where = plan.resolve_model(spec)
-  trained = train_loop.resolve_model_config(spec)
+  run = context.build(spec, str(tmp_path / "run"), "cpt")
+  trained = run.cfg
   mesh = one_device_mesh()
   evaluated, params, _, tag, step, tok = harness.load_for_eval(spec, mesh)
   assert planned == trained == evaluated
@@ -183,12 +183,12 @@ def test_plan_train_and_eval_resolve_the_same_config(source, dtype, hf_dir, ckpt
     assert (tag, step, tok) == ("params", None, os.path.join(path, "tokenizer.model"))
     assert tree_equal(params, ckpt_params)
   # the run's initial params are those eval loads
-  assert tree_equal(train_loop.initial_params(spec, trained, mesh), params)
+  assert tree_equal(init_lib.load_params(spec, trained, mesh, source=run.init), params)
 
 
-def test_eval_stores_an_hf_model_in_its_compute_dtype(hf_dir):
+def test_eval_stores_an_hf_model_in_its_compute_dtype(hf_dir, tmp_path):
   spec = spec_of(init={"from_hf": hf_dir}, model={"dtype": "bfloat16"})
-  trained = train_loop.resolve_model_config(spec)
+  trained = context.build(spec, str(tmp_path / "run"), "cpt").cfg
   cfg, params, *_ = harness.load_for_eval(spec, one_device_mesh())
   assert trained.dtype == cfg.dtype == "bfloat16"
   assert trained.param_dtype == "float32" and cfg.param_dtype == "bfloat16"
@@ -208,7 +208,7 @@ def test_params_follow_the_source(hf_dir, ckpt, tmp_path):
   recorded = json.loads((workdir / "init.json").read_text())
   assert recorded["from"] == path and recorded["explicit"] is False
   spec = spec_of(init={"from_hf": hf_dir}, model={"param_dtype": "bfloat16"})
-  params = init_lib.load_params(spec, train_loop.resolve_model_config(spec), mesh)
+  params = init_lib.load_params(spec, init_lib.model_config(spec), mesh)
   assert {x.dtype for x in jax.tree.leaves(params)} == {np.dtype(jax.numpy.bfloat16)}
 
 
@@ -216,10 +216,8 @@ def test_params_follow_the_source(hf_dir, ckpt, tmp_path):
 def test_run_model_config_takes_and_checks_the_tokenizer_vocabulary(ckpt):
   path, ckpt_cfg, _ = ckpt
   tok = builtin.resolve_tokenizer("")
-  from rlvr_jax.rl import loop as rl_loop
   spec = spec_of(model={"size": "toy-1m"})
   assert init_lib.run_model_config(spec, tok).vocab_size == tok.vocab_size
-  assert rl_loop.model_config(spec, tok) == init_lib.run_model_config(spec, tok)
   with pytest.raises(ValueError, match=r"config\.model\.vocab_size=8 is smaller than the "
                                        r"tokenizer's"):
     init_lib.run_model_config(spec_of(model={"size": "toy-1m", "vocab_size": 8}), tok)
@@ -227,7 +225,7 @@ def test_run_model_config_takes_and_checks_the_tokenizer_vocabulary(ckpt):
   class Bigger:
     vocab_size = ckpt_cfg.vocab_size + 1
   with pytest.raises(ValueError, match=f"the model's vocab_size={ckpt_cfg.vocab_size} is smaller"):
-    rl_loop.model_config(spec_of(init={"from_checkpoint": path}), Bigger())
+    init_lib.run_model_config(spec_of(init={"from_checkpoint": path}), Bigger())
 
 
 def test_tokenizer_path_is_the_one_precedence(hf_dir, ckpt):

@@ -9,7 +9,6 @@ from rlvr_jax import cli
 from rlvr_jax.rl import loop as rl_loop
 from rlvr_jax.run import context
 from rlvr_jax.run import init as init_lib
-from rlvr_jax.train import run as train_run
 from conftest import make_tiny_hf_dir
 from test_rl_loop import tiny_config
 from test_run_safety import CPT, TINY_CPT, overrides
@@ -48,7 +47,7 @@ def test_a_named_size_context_from_a_relative_workdir(tmp_path, monkeypatch, res
   monkeypatch.chdir(tmp_path)
   config = _cpt_config()
   ctx = context.build(config, "run", "cpt",
-                      tokenizer_spec=train_run._tokenizer_spec(config))
+                      tokenizer_spec=init_lib.tokenizer_path(config))
   assert ctx.workdir == str(tmp_path / "run") and os.path.isabs(ctx.workdir)
   assert ctx.spec.stage == "cpt" and not ctx.resuming
   assert ctx.init.kind == "size" and not ctx.init.loaded
@@ -62,7 +61,7 @@ def test_a_too_small_vocabulary_is_refused_naming_the_field(tmp_path):
   config = _cpt_config(**{"model.vocab_size": 8})
   with pytest.raises(ValueError, match="config.model.vocab_size=8 is smaller than the tokenizer"):
     context.build(config, str(tmp_path / "run"), "cpt",
-                  tokenizer_spec=train_run._tokenizer_spec(config))
+                  tokenizer_spec=init_lib.tokenizer_path(config))
 
 
 def test_a_cpt_run_resolves_its_init_source_once(tmp_path, resolve_calls):

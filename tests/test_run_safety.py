@@ -23,7 +23,7 @@ from ml_collections import ConfigDict
 
 import rlvr_jax as rj
 from rlvr_jax import cli
-from rlvr_jax.run import guard as guard_lib, paths, workdir as workdir_lib
+from rlvr_jax.run import guard as guard_lib, init as init_lib, paths, workdir as workdir_lib
 from rlvr_jax.run.errors import (EXIT_PREEMPTED, EXIT_USER_ERROR, BlowUpError,
                                  CorruptCheckpointError, NonFiniteError)
 from rlvr_jax.run import loop as run_loop
@@ -730,12 +730,12 @@ def test_a_resumed_run_starts_from_the_step_it_first_started_from(cpt_run, tmp_p
   workdir_lib.record_init(str(run), cpt_run, 2)
   config = ConfigDict({"init": {"from_hf": "", "from_checkpoint": cpt_run}})
   cfg = checkpoints.read_model_config(cpt_run)
-  params = train_loop.initial_params(config, cfg, None, str(run))
+  params = init_lib.load_params(config, cfg, None, str(run))
   assert tree_allclose(params, rj.load_params(cpt_run, 2))
   assert workdir_lib.read_init(str(run))["step"] == 2
   fresh = tmp_path / "fresh"
   fresh.mkdir()
-  train_loop.initial_params(config, cfg, None, str(fresh))
+  init_lib.load_params(config, cfg, None, str(fresh))
   assert workdir_lib.read_init(str(fresh))["step"] == 4
   assert workdir_lib.read_init(str(fresh))["explicit"] is False
 

@@ -561,15 +561,17 @@ def evaluate_checkpoint(config, workdir: str) -> dict[str, float]:
     metrics, rows = _evaluate_prepared(cfg, params, tokenizer, prepared, options, key, None)
   seconds = time.time() - start
   if jax.process_index() == 0:
-    from rlvr_jax.run import files
     if spec.eval.write_samples:
       write_samples(rows, f"{workdir}/eval/{tag}")
     _atomic_write_json(f"{workdir}/eval_metrics.json",
                        {"source": source, "step": step, "tag": tag, "metrics": metrics,
                         "seconds": seconds})
-    log_file = files.AppendLog(f"{workdir}/metrics.jsonl")
-    log_file.write_line(json.dumps({"step": step or 0, **metrics}))
-    log_file.close()
+  # the run loop's writer: metrics.jsonl (non-finite values as null) and TensorBoard scalars
+  from rlvr_jax.run.loop import MetricsLogger
+  logger = MetricsLogger(workdir, total=1, initial=0, desc="eval", progress=False)
+  logger.write(step or 0, metrics)
+  logger.close()
+  if jax.process_index() == 0:
     print(f"eval of {source} (k={options.k}, T={options.temperature}, "
           f"{seconds:.1f}s):\n{format_table(metrics)}")
   return metrics

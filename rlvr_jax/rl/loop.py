@@ -68,19 +68,6 @@ DEVICE_KEYS = ("prompt_tokens", "prompt_lengths", "answer_tokens", "true_answer_
 
 
 # ---------------------------------------------------------------------------------- config
-def _tokenizer_spec(config) -> str:
-  """The run's tokenizer source (run.init.tokenizer_path: data/builtin.tokenizer_source)."""
-  return init_lib.tokenizer_path(config)
-
-
-def model_config(config, tokenizer) -> ModelConfig:
-  """A fresh run's ModelConfig (run.init.run_model_config: the init checkpoint's / HF dir's,
-  else the named size with the tokenizer's vocabulary; then config.model overrides), checked to
-  hold the tokenizer's ids. The run itself takes run/context.build's (a resumed run keeps its
-  recorded config)."""
-  return init_lib.run_model_config(config, tokenizer)
-
-
 def stop_ids(tokenizer, template: str) -> tuple[int, ...]:
   """The template's end-of-turn id and the tokenizer's eos (generation stops at either)."""
   ids = [tokenizer.chat_stop_id(template)]
@@ -187,7 +174,7 @@ def run(config, workdir: str) -> int:
 def _run_locked(run_spec: specs.RunSpec, workdir: str) -> int:
   # the init source (both init.* set or a missing one fail here, before the tokenizer that
   # defaults to it is read), the tokenizer, the model config and the mesh, once
-  ctx = context.build(run_spec, workdir, "rl", tokenizer_spec=_tokenizer_spec(run_spec))
+  ctx = context.build(run_spec, workdir, "rl", tokenizer_spec=init_lib.tokenizer_path(run_spec))
   settings = rl_settings(ctx.spec, ctx.tokenizer)
   reward = reward_spec(ctx.spec, ctx.tokenizer)
   validate(ctx.spec, ctx.cfg, ctx.mesh, settings)
@@ -471,5 +458,4 @@ def _run_phases(phases: step_lib.Phases, state, ref_params, batch, key, host_fn=
   return state, {**m_score, **m_update}, times
 
 
-__all__ = ["run", "use_fused_step", "fused_setting", "reward_spec", "rl_settings", "model_config",
-           "validate", "check_labels", "device_batch", "stop_ids", "DEVICE_KEYS"]
+__all__ = ["run", "use_fused_step", "fused_setting", "reward_spec", "rl_settings", "validate", "check_labels", "device_batch", "stop_ids", "DEVICE_KEYS"]

@@ -49,32 +49,9 @@ from rlvr_jax.train.state import abstract_state, create_train_state, state_shard
 
 log = logging.getLogger("rlvr_jax.train")
 
-__all__ = ["train", "NonFiniteError", "resolve_model_config", "validate", "initial_params",
-           "prepare_run_dir", "run_status", "MetricsLogger", "stop_signals", "put_batch"]
-
-# Model fields a run config may override (run.init: the one init resolver).
-ARCH_FIELDS, NUMERIC_FIELDS = init_lib.ARCH_FIELDS, init_lib.NUMERIC_FIELDS
-
+__all__ = ["train", "NonFiniteError", "validate", "prepare_run_dir", "run_status", "MetricsLogger", "stop_signals", "put_batch"]
 
 # ---------------------------------------------------------------------------------- config
-
-
-def resolve_model_config(config, base: ModelConfig | None = None, *,
-                         resume_dir: str | None = None) -> ModelConfig:
-  """The run's ModelConfig (run.init.model_config): `base` (given by the caller), else the one
-  recorded in `resume_dir` (a run being resumed), else the init source's (HF directory or
-  checkpoint), else the named size `config.model.size`; then `config.model.*` overrides.
-
-  With a recorded / HF / checkpoint source, architecture overrides must agree with it (they
-  cannot change the shapes of saved weights); numerics (dtype, param_dtype, remat) may change.
-  """
-  spec = specs.parse(config)
-  if base is not None:
-    init_lib.resolve_source(spec, local=True)   # refuses init.from_hf and init.from_checkpoint
-    return init_lib.model_config(spec, base=base)
-  return init_lib.model_config(spec, init_lib.resolve_source(spec, resume_dir=resume_dir))
-
-
 def validate(config, cfg: ModelConfig, mesh) -> None:
   """Every check of a CPT / SFT run that can fail before anything compiles (specs.validate)."""
   spec = specs.parse(config)
@@ -280,16 +257,3 @@ def _run(ctx: context.RunContext, optimizer, train_fn, eval_fn, manager, make_ba
       perf=lambda m, dt: {"perf/tokens_per_sec": seen["tokens"] / dt},
       evaluate=evaluate if eval_every else None)
   return run_loop(loop, loop_stage, state, start, manager, data_iter, workdir)
-
-
-def check_init_sources(config) -> None:
-  """init.from_hf / init.from_checkpoint: at most one, and it exists (checked before anything
-  reads it, e.g. the tokenizer that defaults to the init source's): run.init.resolve_source."""
-  init_lib.resolve_source(config)
-
-
-def initial_params(config, cfg: ModelConfig, mesh, workdir: str | None = None):
-  """Initial params from init.from_hf / init.from_checkpoint, or None (random init):
-  run.init.load_params (a run checkpoint given without :STEP must have finished; the run and
-  step used are recorded in `workdir`/init.json)."""
-  return init_lib.load_params(config, cfg, mesh, workdir)

@@ -135,11 +135,6 @@ def unfaithful_records(records: list[dict], kind: str, seed: int) -> list[dict]:
   return out
 
 
-def _tokenizer_spec(spec) -> str:
-  """The run's tokenizer source (run.init.tokenizer_path: data/builtin.tokenizer_source)."""
-  return init_lib.tokenizer_path(spec)
-
-
 def _per_process_batch(spec) -> int:
   return spec.batch_size // jax.process_count()
 
@@ -158,7 +153,7 @@ def _run_stage(config, workdir: str, stage: str, make_dataset, load_items, extra
 def _locked_stage(spec, workdir, stage, make_dataset, load_items, extra_kwargs, eval_kwargs):
   # the init source, the tokenizer (it may default to the source's), the model config (a too
   # small vocabulary refused) and the mesh, once
-  ctx = context.build(spec, workdir, stage, tokenizer_spec=_tokenizer_spec(spec))
+  ctx = context.build(spec, workdir, stage, tokenizer_spec=init_lib.tokenizer_path(spec))
   tokenizer = ctx.tokenizer
   train_items, eval_items = load_items(spec)
   kw = dict(seq_len=spec.seq_len, batch_size=_per_process_batch(spec), **extra_kwargs)
