@@ -493,7 +493,8 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
   print(f"  per decode step: the sample phase {per_step * 1e3:.3f} ms (prefill included); the "
         f"model's decode step jitted alone (transformer.decode_step on all {p + m} slots, cache "
         f"donated) {med['model_decode_step'] * 1e3:.3f} ms; its matmuls alone (over the mean "
-        f"live cache, in a loop) {med['decode_matmuls'] / m * 1e3:.3f} ms; the bytes the sampler reads as implemented "
+        f"live cache, in a loop) {med['decode_matmuls'] / m * 1e3:.3f} ms; the bytes the "
+        f"sampler reads as implemented "
         f"(weights + {read_slots:.0f} cache slots on average in {len(ends)} cache segment(s), "
         f"{(weight_bytes + cache_bytes) / 1e9:.2f} GB) at the measured bandwidth "
         f"{(weight_bytes + cache_bytes) / bandwidth * 1e3:.3f} ms")

@@ -1,6 +1,7 @@
 """Benchmark of the in-graph sampler: decode tokens/s of `rj.generate`, transformers' `generate`
 on the same weights, the decode roofline (the decode steps' matmuls alone, attention products over
-the mean live cache included, in one jitted loop), and the memory-bandwidth bound (the bytes a decode must read, at this device's measured bandwidth).
+the mean live cache included, in one jitted loop), and the memory-bandwidth bound (the bytes a
+decode must read, at this device's measured bandwidth).
 
   .venv/bin/python -m rlvr_jax.bench.sample [--size toy-7m --batch 16 --prompt_len 32
                                              --new_tokens 128 --repeats 5 --dtype float32]
@@ -177,7 +178,8 @@ def run(size: str = "toy-7m", batch: int = 16, prompt_len: int = 32, new_tokens:
   lengths = np.full((b,), p, np.int32)
   print(f"sampler bench: size={args.size} ({cfg.num_params() / 1e6:.1f}M params) batch={b} "
         f"prompt={p} new_tokens={m} {args.dtype} "
-        f"{'greedy' if not temperature else f'temperature={temperature:g}'}, jax {jax.__version__} on "
+        f"{'greedy' if not temperature else f'temperature={temperature:g}'}, "
+        f"jax {jax.__version__} on "
         f"{jax.devices()[0].device_kind} ({os.cpu_count()} cores)")
   print(machine_line())
 
