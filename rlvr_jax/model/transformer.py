@@ -27,6 +27,8 @@ sampler's loop body), and per-layer parameter access (`layer_params`, `unstack_l
 """
 from __future__ import annotations
 
+import math
+
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -97,6 +99,19 @@ class RMSNorm(nn.Module):
     return (y * scale.astype(jnp.float32)).astype(self.cfg.jnp_dtype)
 
 
+def flat_dot(x, w, n_in: int = 1):
+  """x [..., *in] · w [*in, *out] -> [..., *out], computed as one 2-D matmul [lead, in] x
+  [in, out] (the reshapes are free). Contracting a [B, T, D] activation directly is the same
+  value, but XLA:CPU then computes the weight gradient (a contraction over B and T) through a
+  transposed copy of the output gradient: a Llama MLP's forward + backward took 2.7x longer on
+  the CPU that way (821 vs 307 ms at 36,864 tokens, 256 -> 768 -> 256)."""
+  lead = x.shape[:x.ndim - n_in]
+  k = math.prod(x.shape[x.ndim - n_in:])
+  out = w.shape[n_in:]
+  y = jnp.dot(x.reshape(math.prod(lead), k), w.reshape(k, math.prod(out)))
+  return y.reshape(*lead, *out)
+
+
 class Linear(nn.Module):
   """y = x · W (+ b), contracting the last `len(in_shape)` axes of x; W is [*in_shape, *out_shape]."""
   cfg: ModelConfig
@@ -110,9 +125,7 @@ class Linear(nn.Module):
     cfg = self.cfg
     kernel = self.param("kernel", _init(cfg.init_std, self.kernel_axes),
                         self.in_shape + self.out_shape, cfg.jnp_param_dtype)
-    n_in = len(self.in_shape)
-    contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
-    y = jax.lax.dot_general(x.astype(cfg.jnp_dtype), kernel.astype(cfg.jnp_dtype), (contract, ((), ())))
+    y = flat_dot(x.astype(cfg.jnp_dtype), kernel.astype(cfg.jnp_dtype), len(self.in_shape))
     if self.bias_axes is not None:
       bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, self.bias_axes),
                         self.out_shape, cfg.jnp_param_dtype)
@@ -285,7 +298,7 @@ def _output_head(cfg: ModelConfig, head, x_D):
   w_DV = head.astype(cfg.jnp_dtype)
   if cfg.tie_embeddings:
     w_DV = w_DV.T         # an explicit transpose, as nn.Embed.attend: the same ops run eagerly
-  logits_V = jax.lax.dot_general(x_D, w_DV, (((x_D.ndim - 1,), (0,)), ((), ())))
+  logits_V = flat_dot(x_D, w_DV)
   lead = ("act_batch", "act_length")[:x_D.ndim - 1] + (None,) * max(0, x_D.ndim - 3)
   return _constrain(logits_V.astype(jnp.float32), lead + ("act_vocab",))
 
