@@ -28,7 +28,6 @@ sampler's loop body), and per-layer parameter access (`layer_params`, `unstack_l
 from __future__ import annotations
 
 import math
-
 from typing import Any, NamedTuple
 
 import flax.linen as nn
