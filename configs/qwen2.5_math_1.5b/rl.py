@@ -56,7 +56,7 @@ def get_config():
   c.rl.tis = "none"                    # truncated IS: none | token | sequence (needs trainer)
   c.rl.tis_cap = 2.0                   # TIS weight cap (verl / Yao et al. 2025: 2.0)
   c.rl.log_mismatch = True             # mismatch/* every step (free here: minibatches = 1)
-  c.rl.cache_segments = 0             # decode over a growing KV cache (0 = auto; 1 = least memory)
+  c.rl.cache_segments = 0              # decode over a growing KV cache (0 = auto; 1 = least memory)
 
   c.reward.weights.boxed_answer_match = 1.0   # binary verifier reward, no format reward
   c.reward.host_verifier = True        # math-verify equivalence on decoded text (BPE-safe)

@@ -85,7 +85,7 @@ def get_config() -> ConfigDict:
   c.rl.tis = "none"                    # truncated IS: none | token | sequence (needs trainer)
   c.rl.tis_cap = 2.0                   # TIS weight cap: min(pi_trainer_old / pi_sampler, tis_cap)
   c.rl.log_mismatch = True             # mismatch/* even at an extra forward (minibatches > 1)
-  c.rl.cache_segments = 0             # decode over a growing KV cache (0 = auto; 1 = least memory)
+  c.rl.cache_segments = 0              # decode over a growing KV cache (0 = auto; 1 = least memory)
   c.rl.fused_step = FieldReference("auto", field_type=object)  # auto (fused unless the host must act: host_verifier, resample, profile_phases) | True (one fused jit per step) | False (sample, score, update as three jits)
   c.rl.pack_update = False             # the update on the rows packed by their sampled lengths (no padding computed; the host reads the lengths between score and update, so phase mode)
   c.rl.profile_phases = False          # wait for each phase to log perf/sample_s, perf/reward_s, perf/update_s (stalls the host; phase mode only)
