@@ -136,6 +136,48 @@ def test_bench_rl_microbatched_phases_only_and_the_memory_bound(capsys):
     bench.main(["rlvr-jax bench", "rl", *RL_TINY, "--no-fused"])
 
 
+def _without_tunix(monkeypatch):
+  import builtins
+  real_import = builtins.__import__
+
+  def no_tunix(name, *args, **kwargs):
+    if name == "tunix" or name.startswith("tunix."):
+      raise ImportError("No module named 'tunix'")
+    return real_import(name, *args, **kwargs)
+  monkeypatch.setattr(builtins, "__import__", no_tunix)
+
+
+@pytest.mark.parametrize("name", ["sample", "rl"])
+def test_bench_tunix_reference_says_how_to_install_it_before_any_work(capsys, monkeypatch, name):
+  _without_tunix(monkeypatch)
+  with pytest.raises(SystemExit) as exc:
+    bench.main(["rlvr-jax bench", name, "--tunix", "--size", "toy-1m"])
+  message = str(exc.value)
+  assert message.startswith("--tunix: tunix is not installed") and "\n" not in message
+  assert ".venv-tunix/bin/pip install -e '.[tunix]'" in message
+  assert capsys.readouterr().out == ""                  # failed before printing any figure
+
+
+def test_bench_sample_against_tunix_on_the_same_weights(capsys):
+  """Runs where tunix is installed (its own venv: bench/tunix_ref.py); skipped in CI."""
+  pytest.importorskip("tunix")
+  out = _run(capsys, "sample", "--size", "toy-1m", "--batch", "2", "--prompt_len", "8",
+             "--new_tokens", "4", "--repeats", "1", "--skip_hf", "--tunix")
+  assert _number(r"tunix sampler:\s+([\d.]+) ms", out) > 0
+  assert _number(r"rj\.generate / tunix = ([\d.]+)x", out) > 0
+  # the same weights and prompts, greedy: the same tokens (toy-1m's logits are not near-ties
+  # over 4 tokens; a mismatch means the weights or the prompt were mapped wrongly)
+  assert _number(r"greedy tokens equal on ([\d.]+)% of positions", out) == 100.0
+
+
+def test_bench_rl_against_tunix_on_the_same_shapes(capsys):
+  pytest.importorskip("tunix")
+  out = _run(capsys, "rl", *RL_TINY, "--no-trl", "--tunix")
+  assert _number(r"tunix GRPOLearner step:\s+([\d.]+) ms", out) > 0
+  assert _number(r"ratio rlvr_jax / tunix = ([\d.]+)x", out) > 0
+  assert _number(r"completion length mean ([\d.]+)", out) == 4.0
+
+
 def test_bench_attention_checks_each_kernel_against_f32(capsys):
   from rlvr_jax.bench import attention
   out = _run(capsys, "attention", "--size", "toy-1m", "--rows", "2", "--seq", "32",

@@ -256,12 +256,16 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
         dtype: str | None = None, trl_side: bool = True, threads: int | None = None,
         matmul_n: int = 2048, seed: int = 0, mean_new_tokens: float = 0.0,
         microbatches: int = 1, remat: str = "none", fused: bool = True,
-        attention: str = "auto") -> dict[str, float]:
-  """Runs the benchmark, prints the figures and returns them as a dict."""
+        attention: str = "auto", tunix: bool = False) -> dict[str, float]:
+  """Runs the benchmark, prints the figures and returns them as a dict. tunix: also time tunix's
+  GRPOLearner on the same weights (bench/tunix_ref.py; tunix installed in this environment)."""
   from rlvr_jax.bench import machine_line
   from rlvr_jax.bench.sample import decode_bytes, decode_matmuls_fn, mean_live_slots, \
       measured_bandwidth
   from rlvr_jax.sampling import segment_ends
+  if tunix:
+    from rlvr_jax.bench import tunix_ref
+    tunix_ref.import_tunix()                           # fail before any work when missing
   platform = jax.devices()[0].platform
   dtype = dtype or ("float32" if platform == "cpu" else "bfloat16")
   m, p, g, b = max_new_tokens, prompt_len, group, prompts
@@ -270,9 +274,9 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
                             attention=attention)
   if rows % microbatches:
     raise ValueError(f"--microbatches={microbatches} must divide --prompts x --group = {rows}")
-  if not fused and trl_side:
-    raise ValueError("--no-fused times our phases only: pass --no-trl too (the ratio is taken "
-                     "against the fused step)")
+  if not fused and (trl_side or tunix):
+    raise ValueError("--no-fused times our phases only: pass --no-trl (and no --tunix) too (the "
+                     "ratio is taken against the fused step)")
   mesh = sharding.make_mesh()
   sharding.check_divisible(b, mesh, "--prompts")
   threads = threads or os.cpu_count() or 1
@@ -314,9 +318,9 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
   batch = train_loop.put_batch({"prompt_tokens": prompt_ids,
                                 "prompt_lengths": np.full((b,), p, np.int32)}, mesh)
   hf_dir = None
-  if trl_side:
+  if trl_side or tunix:
     hf_dir = tempfile.TemporaryDirectory()
-    rj.save_hf(hf_dir.name, cfg, params)       # TRL starts from the same weights
+    rj.save_hf(hf_dir.name, cfg, params)       # TRL and tunix start from the same weights
   box = {"state": state_lib.create_train_state(cfg, opt, mesh, jax.random.key(seed), params),
          "i": 0, "metrics": None}
   fused = step_lib.jit_rl_step(spec, mesh, shardings) if fused else None
@@ -435,21 +439,30 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
       probe()
       times[name].append(time.perf_counter() - t0)
 
-  trl_result = None
-  if trl_side:
-    try:
-      trl_result = _trl_rounds(hf_dir.name, prompt_ids, cfg.vocab_size, g, m, rounds, threads,
-                               seed, our_round, exact_length=not ragged, lr=lr)
-    except ImportError as e:
-      print(f"TRL: not importable ({e}); `pip install rlvr_jax[bench]` for the TRL comparison",
-            flush=True)
-    finally:
+  references = {}                    # name -> the reference's figures (TRL, tunix)
+  try:
+    if trl_side:
+      try:
+        references["TRL"] = _trl_rounds(hf_dir.name, prompt_ids, cfg.vocab_size, g, m, rounds,
+                                        threads, seed, our_round, exact_length=not ragged, lr=lr)
+      except ImportError as e:
+        print(f"TRL: not importable ({e}); `pip install rlvr_jax[bench]` for the TRL comparison",
+              flush=True)
+    if tunix:
+      references["tunix"] = tunix_ref.grpo_rounds(
+          hf_dir.name, cfg, _word_tokenizer(cfg.vocab_size), prompt_ids, g, m, rounds, our_round,
+          exact_length=not ragged, lr=lr, beta=BETA, epsilon=0.2, stop_id=EOS)
+  finally:
+    if hf_dir is not None:
       hf_dir.cleanup()
-  if trl_result is None:
+  if not references:
     for _ in range(rounds):
       our_round()
   if ragged:
-    jax.monitoring.unregister_event_duration_listener(on_event)
+    try:
+      jax.monitoring.unregister_event_duration_listener(on_event)
+    except AssertionError:            # tunix's metrics logger clears jax's listeners on close
+      pass
 
   med = {k: _median(v) for k, v in times.items()}
   peak = 2.0 * matmul_n ** 3 / med["matmul"] * len(jax.devices())
@@ -557,23 +570,25 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
                padded_update_mfu_useful=useful / peak / med["update"],
                packed_length_mean=length_mean)
     headline_s, headline = packed_s, "packed-update"
-  if trl_result is not None:
-    t = trl_result
-    trl_s = t["step_s"]
-    ratio = trl_s / headline_s
-    print(f"TRL GRPOTrainer step:       {trl_s * 1e3:9.1f} ms  {rows / trl_s:8.1f} completions/s "
-          f"{n_tok / trl_s:9.0f} tokens/s  ({t['info']})")
-    rest = trl_s - t["generate_s"] - t["reward_s"]
-    print(f"  TRL split: generate {t['generate_s'] * 1e3:.1f} ms, rewards "
+  for name, t in references.items():
+    ref_s = t["step_s"]
+    ratio = ref_s / headline_s
+    title = {"TRL": "TRL GRPOTrainer step:", "tunix": "tunix GRPOLearner step:"}[name]
+    print(f"{title:<27} {ref_s * 1e3:9.1f} ms  {rows / ref_s:8.1f} completions/s "
+          f"{n_tok / ref_s:9.0f} tokens/s  ({t['info']})")
+    rest = ref_s - t["generate_s"] - t["reward_s"]
+    print(f"  {name} split: generate {t['generate_s'] * 1e3:.1f} ms, rewards "
           f"{t['reward_s'] * 1e3:.1f} ms, the rest (ref/old log-probs, loss, backward, optimizer) "
           f"{rest * 1e3:.1f} ms; completion length mean {t['length_mean']:.1f} (ours "
           f"{out['ours_length_mean']:.1f})")
-    print(f"ratio rlvr_jax / TRL = {ratio:.2f}x completions/s (our {headline} step; medians of "
-          f"{rounds} interleaved rounds; TRL reaches {100 * roof / trl_s:.0f}% of the step "
-          f"roofline)" + (f"; the fused padded step {trl_s / ours_s:.2f}x" if ragged else ""))
-    out.update(trl_step_s=trl_s, trl_completions_per_s=rows / trl_s,
-               trl_tokens_per_s=n_tok / trl_s, trl_generate_s=t["generate_s"],
-               trl_reward_s=t["reward_s"], trl_length_mean=t["length_mean"], ratio=ratio)
+    print(f"ratio rlvr_jax / {name} = {ratio:.2f}x completions/s (our {headline} step; medians of "
+          f"{rounds} interleaved rounds; {name} reaches {100 * roof / ref_s:.0f}% of the step "
+          f"roofline)" + (f"; the fused padded step {ref_s / ours_s:.2f}x" if ragged else ""))
+    key = name.lower()
+    out.update({f"{key}_step_s": ref_s, f"{key}_completions_per_s": rows / ref_s,
+                f"{key}_tokens_per_s": n_tok / ref_s, f"{key}_generate_s": t["generate_s"],
+                f"{key}_reward_s": t["reward_s"], f"{key}_length_mean": t["length_mean"],
+                ("ratio" if name == "TRL" else f"{key}_ratio"): ratio})
   return out
 
 
@@ -690,6 +705,9 @@ def main(argv: list[str] | None = None) -> int:
   ap.add_argument("--dtype", default=None, help="compute dtype (default: f32 on CPU, else bf16)")
   ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
   ap.add_argument("--no-trl", action="store_true", help="skip TRL's GRPOTrainer")
+  ap.add_argument("--tunix", action="store_true",
+                  help="also time tunix's GRPOLearner on the same weights (needs the tunix "
+                       "extra, in its own venv: see rlvr_jax/bench/tunix_ref.py)")
   ap.add_argument("--matmul-n", type=int, default=2048,
                   help="size of the peak-FLOPs matmul (1024 is too small to reach the peak of "
                        "an AVX-512 CPU: 233 vs 394 GFLOP/s on a 2-core EPYC)")
@@ -713,7 +731,7 @@ def main(argv: list[str] | None = None) -> int:
   run(args.size, args.vocab_size, args.num_layers, args.prompts, args.group, args.prompt_len,
       args.max_new_tokens, args.rounds, args.dtype, not args.no_trl, args.threads,
       args.matmul_n, mean_new_tokens=args.mean_new_tokens, microbatches=args.microbatches,
-      remat=args.remat, fused=not args.no_fused, attention=args.attention)
+      remat=args.remat, fused=not args.no_fused, attention=args.attention, tunix=args.tunix)
   return 0
 
 

@@ -154,23 +154,29 @@ def main(argv=None):
                   help="0: greedy (tokens compared with transformers'); > 0: a draw from the "
                        "full tempered softmax on both sides (no top-k / top-p)")
   ap.add_argument("--skip_hf", action="store_true", help="do not time transformers' generate")
+  ap.add_argument("--tunix", action="store_true",
+                  help="also time tunix's sampler on the same weights (needs the tunix extra, "
+                       "in its own venv: see rlvr_jax/bench/tunix_ref.py)")
   args = ap.parse_args(argv[1:])
   if args.temperature < 0:
     ap.error(f"--temperature must be >= 0, got {args.temperature}")
   run(args.size, args.batch, args.prompt_len, args.new_tokens, args.repeats, args.dtype,
-      args.skip_hf, args.temperature)
+      args.skip_hf, args.temperature, args.tunix)
   return 0
 
 
 def run(size: str = "toy-7m", batch: int = 16, prompt_len: int = 32, new_tokens: int = 128,
         repeats: int = 5, dtype: str = "float32", skip_hf: bool = False,
-        temperature: float = 0.0) -> dict[str, float]:
+        temperature: float = 0.0, tunix: bool = False) -> dict[str, float]:
   """Runs the benchmark, prints the figures and returns them as a dict."""
   from types import SimpleNamespace
 
   from rlvr_jax.bench import machine_line
   args = SimpleNamespace(size=size, batch=batch, prompt_len=prompt_len, new_tokens=new_tokens,
                          repeats=repeats, dtype=dtype, skip_hf=skip_hf, temperature=temperature)
+  if tunix:
+    from rlvr_jax.bench import tunix_ref
+    tunix_ref.import_tunix()                           # fail before any work when missing
   cfg = rj.get_model_config(args.size, dtype=args.dtype, param_dtype=args.dtype)
   params = jax.jit(transformer.init_params_fn(cfg))(jax.random.key(0))
   b, p, m = args.batch, args.prompt_len, args.new_tokens
@@ -246,6 +252,9 @@ def run(size: str = "toy-7m", batch: int = 16, prompt_len: int = 32, new_tokens:
             "memory_bound_ratio": t_ours / t_mem, "bandwidth_bytes_per_s": bandwidth,
             "weight_bytes": weight_bytes, "kv_bytes": kv_bytes}
 
+  if tunix:
+    result.update(_time_tunix(cfg, params, prompts, m, temperature, args.repeats, run_ours,
+                              np.asarray(out.tokens)))
   if not args.skip_hf:
     import torch
     model = to_torch_llama(cfg, params)
@@ -287,6 +296,41 @@ def run(size: str = "toy-7m", batch: int = 16, prompt_len: int = 32, new_tokens:
       if not temperature:
         result["greedy_agreement"] = agree
   return result
+
+
+def _time_tunix(cfg, params, prompts, new_tokens: int, temperature: float, repeats: int,
+                run_ours, our_tokens) -> dict[str, float]:
+  """tunix's sampler on the same weights and prompts, timed interleaved with `run_ours`."""
+  import tempfile
+
+  from rlvr_jax.bench import tunix_ref
+  with tempfile.TemporaryDirectory() as hf_dir:
+    rj.save_hf(hf_dir, cfg, params)
+    model = tunix_ref.load_model(hf_dir, cfg)
+  run_tunix = tunix_ref.sampler_fn(model, cfg, prompts, new_tokens, temperature)
+  tunix_tokens = np.asarray(run_tunix())               # compile
+  tunix_times, our_times = [], []
+  for _ in range(repeats):
+    for fn, ts in ((run_tunix, tunix_times), (run_ours, our_times)):
+      t0 = time.perf_counter()
+      fn()
+      ts.append(time.perf_counter() - t0)
+  t_tunix, t_ours = statistics.median(tunix_times), statistics.median(our_times)
+  speedup = statistics.median(t / o for t, o in zip(tunix_times, our_times))
+  b = prompts.shape[0]
+  agree = float(np.mean(tunix_tokens == our_tokens))
+  print(f"tunix sampler:          {t_tunix * 1e3:8.1f} ms  {b * new_tokens / t_tunix:9.0f} "
+        f"tokens/s (tunix {tunix_ref.tunix_version()}, its jitted prefill + decode loop; "
+        f"interleaved with rj.generate at {t_ours * 1e3:.1f} ms)")
+  print(f"  rj.generate / tunix = {speedup:.2f}x (median over repeats of the per-repeat ratio); " +
+        (f"greedy tokens equal on {100 * agree:.1f}% of positions" if not temperature else
+         "sampled tokens, not compared"))
+  out = {"tunix_s": t_tunix, "tunix_tokens_per_s": b * new_tokens / t_tunix,
+         "tunix_speedup": speedup}
+  if not temperature:
+    out["tunix_greedy_agreement"] = agree
+  return out
+
 
 if __name__ == "__main__":
   sys.exit(main())
