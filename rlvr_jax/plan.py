@@ -480,7 +480,10 @@ def _activation_items(cfg: ModelConfig, mesh: MeshShape, rows_dev: int, seq: int
   """Activations of `rows_dev` rows of `seq` tokens on one device (module docstring)."""
   t, tokens = mesh.tensor, rows_dev * seq
   remat = cfg.remat if backward else "forward"
-  working = tokens * layer_bytes_per_token(cfg, seq, t, "working")
+  # the backward of an unrolled layer scan (model.scan_unroll) holds that many layers' working
+  # sets at once (measured against XLA:CPU's compiled update, tests/test_plan.py)
+  unrolled = min(cfg.scan_unroll, cfg.num_layers) if backward else 1
+  working = unrolled * tokens * layer_bytes_per_token(cfg, seq, t, "working")
   head = head_tokens_dev * head_bytes_per_token(cfg, t)
   items = []
   if backward:
@@ -488,8 +491,8 @@ def _activation_items(cfg: ModelConfig, mesh: MeshShape, rows_dev: int, seq: int
     items.append(Item(f"activations kept (remat {remat})", keep, phase,
                       f"{cfg.num_layers} layers x {rows_dev} row(s) x {seq} tokens"))
   items += [Item("layer working set", working, phase,
-                 f"one layer{' recomputed' if backward and cfg.remat != 'none' else ''}, "
-                 f"{tokens} tokens"),
+                 f"{'one layer' if unrolled == 1 else f'{unrolled} layers (scan_unroll)'}"
+                 f"{' recomputed' if backward and cfg.remat != 'none' else ''}, {tokens} tokens"),
             Item(f"output head (f32 logits{' + grad' if backward else ''})", head, phase,
                  f"{head_tokens_dev} tokens x {cfg.vocab_size // t} vocab")]
   if mesh.fsdp > 1:

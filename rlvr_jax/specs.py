@@ -68,6 +68,7 @@ class ModelSpec:
   param_dtype: str | None = None
   remat: str | None = None
   attention: str | None = None        # auto | xla | cudnn (the full-sequence attention kernel)
+  scan_unroll: int = 0                # layers per layer-scan iteration (0 = the base's, 1 default)
 
   def overrides(self) -> dict[str, Any]:
     """The fields set (not None, not '', architecture ints not 0), by ModelConfig name."""

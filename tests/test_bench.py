@@ -124,8 +124,8 @@ def test_bench_rl_microbatched_phases_only_and_the_memory_bound(capsys):
   GPU): the step is the profiled phases' sum, and the sample phase is set against the
   memory-bandwidth bound and the decode step's own costs."""
   out = _run(capsys, "rl", *RL_TINY, "--no-trl", "--no-fused", "--microbatches", "4",
-             "--remat", "dots_no_batch", "--attention", "xla")
-  assert "4 microbatch(es), remat dots_no_batch, attention xla" in out
+             "--remat", "dots_no_batch", "--attention", "xla", "--scan_unroll", "2")
+  assert "4 microbatch(es), remat dots_no_batch, scan_unroll 2, attention xla" in out
   step = _number(r"GRPO step \(profiled phases\):\s+([\d.]+) ms", out)
   assert step == pytest.approx(_number(r"; sum ([\d.]+) ms", out), abs=0.11)
   assert _number(r"the sample phase reaches (\d+)% of it", out) > 0

@@ -1,4 +1,6 @@
 """Model internals: KV cache consistency, packed segments, positions, sharded equivalence."""
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -65,6 +67,29 @@ def test_remat_policies_give_same_gradients(params):
   g0 = jax.grad(loss)(params, CFG)
   g1 = jax.grad(loss)(params, CFG.replace(remat="full"))
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), g0, g1)
+
+
+def test_unrolled_layer_scan_gives_same_logits_and_gradients(params):
+  """model.scan_unroll changes how the layers loop, not what they compute (the same parameter
+  tree; only XLA's fusion, so f32 rounding, may differ)."""
+  tokens = jax.random.randint(jax.random.key(6), (2, 8), 0, CFG.vocab_size)
+
+  def loss(p, cfg):
+    return jnp.mean(rj.forward(cfg, p, tokens) ** 2)
+  unrolled = CFG.replace(scan_unroll=CFG.num_layers)
+  for cfg, unroll in ((CFG, 1), (unrolled, CFG.num_layers), (CFG.replace(scan_unroll=99),
+                                                                 CFG.num_layers)):
+    jaxpr = str(jax.make_jaxpr(lambda p: rj.forward(cfg, p, tokens))(params))
+    assert re.findall(r"unroll=(\d+)", jaxpr) == [str(unroll)]
+  assert jax.tree.structure(jax.jit(T.init_params_fn(unrolled))(jax.random.key(0))) == \
+      jax.tree.structure(params)
+  np.testing.assert_allclose(rj.forward(unrolled, params, tokens), rj.forward(CFG, params, tokens),
+                             atol=1e-5)
+  g0 = jax.jit(jax.grad(loss), static_argnums=1)(params, CFG)
+  g1 = jax.jit(jax.grad(loss), static_argnums=1)(params, unrolled)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), g0, g1)
+  with pytest.raises(ValueError, match="scan_unroll=0 must be >= 1"):
+    CFG.replace(scan_unroll=0)
 
 
 @pytest.mark.parametrize("mesh_shape", [(2, 2, 2), (1, 4, 2)])

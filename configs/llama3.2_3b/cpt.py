@@ -16,7 +16,8 @@ def get_config() -> ConfigDict:
   c.model.size = "llama-3.2-3b"        # named size; the HF config wins when init.from_hf is set
   c.model.dtype = "bfloat16"           # compute dtype
   c.model.remat = "full"               # rematerialise each layer (2048-token rows, batch 128)
-  c.model.attention = "auto"            # auto (cuDNN on an NVIDIA GPU in bf16) | xla | cudnn
+  c.model.attention = "auto"           # auto (cuDNN on an NVIDIA GPU in bf16) | xla | cudnn
+  c.model.scan_unroll = 1              # layers per layer-scan iteration (>= num_layers: no loop, longer compile)
   c.mesh.data, c.mesh.fsdp = 1, -1     # FSDP over every device
   c.optim.lr = 2e-5                    # paper: 2e-5 cosine
   c.optim.warmup = 0.05                # paper: 5% warmup

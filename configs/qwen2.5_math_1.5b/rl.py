@@ -21,7 +21,8 @@ def get_config():
   c.model.dtype = "bfloat16"           # compute dtype
   c.model.param_dtype = "float32"      # master weights
   c.model.remat = "full"               # rematerialise each layer in the backward pass
-  c.model.attention = "auto"            # auto (cuDNN on an NVIDIA GPU in bf16) | xla | cudnn
+  c.model.attention = "auto"           # auto (cuDNN on an NVIDIA GPU in bf16) | xla | cudnn
+  c.model.scan_unroll = 1              # layers per layer-scan iteration (>= num_layers: no loop, longer compile)
   c.mesh.data = 1                      # data-parallel axis
   c.mesh.fsdp = -1                     # shard params / optimizer state over every device
 

@@ -23,7 +23,8 @@ def get_config() -> ConfigDict:
   c.model.dtype = "float32"            # compute dtype (bfloat16 on accelerators)
   c.model.param_dtype = "float32"      # master-weight dtype
   c.model.remat = "none"               # none | full | dots | dots_no_batch
-  c.model.attention = "auto"            # auto (cuDNN on an NVIDIA GPU in bf16) | xla | cudnn
+  c.model.attention = "auto"           # auto (cuDNN on an NVIDIA GPU in bf16) | xla | cudnn
+  c.model.scan_unroll = 4              # layers per layer-scan iteration; >= num_layers: no loop (~10% faster update on a CPU)
 
   c.mesh = ConfigDict()
   c.mesh.data = -1                     # data-parallel axis (-1 = the remaining devices)

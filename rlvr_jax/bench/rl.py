@@ -256,7 +256,7 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
         dtype: str | None = None, trl_side: bool = True, threads: int | None = None,
         matmul_n: int = 2048, seed: int = 0, mean_new_tokens: float = 0.0,
         microbatches: int = 1, remat: str = "none", fused: bool = True,
-        attention: str = "auto", tunix: bool = False) -> dict[str, float]:
+        attention: str = "auto", tunix: bool = False, scan_unroll: int = 1) -> dict[str, float]:
   """Runs the benchmark, prints the figures and returns them as a dict. tunix: also time tunix's
   GRPOLearner on the same weights (bench/tunix_ref.py; tunix installed in this environment)."""
   from rlvr_jax.bench import machine_line
@@ -271,7 +271,7 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
   m, p, g, b = max_new_tokens, prompt_len, group, prompts
   rows = b * g
   cfg = dataclasses.replace(model_config(size, vocab_size, num_layers, p + m, dtype), remat=remat,
-                            attention=attention)
+                            attention=attention, scan_unroll=scan_unroll)
   if rows % microbatches:
     raise ValueError(f"--microbatches={microbatches} must divide --prompts x --group = {rows}")
   if not fused and (trl_side or tunix):
@@ -282,7 +282,8 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
   threads = threads or os.cpu_count() or 1
   print(f"rl bench: {size} (vocab {cfg.vocab_size}, {cfg.num_layers} layers, "
         f"{cfg.num_params() / 1e6:.1f}M params) {b} prompts x {g} completions, prompt {p} + "
-        f"{m} new tokens, {microbatches} microbatch(es), remat {remat}, attention "
+        f"{m} new tokens, {microbatches} microbatch(es), remat {remat}, scan_unroll "
+        f"{scan_unroll}, attention "
         f"{transformer.attention_implementation(cfg)}, compute {dtype}, f32 "
         f"master weights; jax {jax.__version__} on "
         f"{len(jax.devices())} {platform} device(s) ({os.cpu_count()} cores)", flush=True)
@@ -721,6 +722,9 @@ def main(argv: list[str] | None = None) -> int:
                        "what bounds its activation memory at large shapes")
   ap.add_argument("--remat", default="none", choices=REMAT_POLICIES,
                   help="the model's rematerialisation policy (model.remat)")
+  ap.add_argument("--scan_unroll", type=int, default=1,
+                  help="layers per iteration of the model's layer scan (model.scan_unroll; "
+                       ">= the layers: no loop)")
   ap.add_argument("--no-fused", action="store_true",
                   help="time the profiled phases only (their sum is the step), not the fused "
                        "step: one compile fewer where compile time is scarce; needs --no-trl")
@@ -731,7 +735,8 @@ def main(argv: list[str] | None = None) -> int:
   run(args.size, args.vocab_size, args.num_layers, args.prompts, args.group, args.prompt_len,
       args.max_new_tokens, args.rounds, args.dtype, not args.no_trl, args.threads,
       args.matmul_n, mean_new_tokens=args.mean_new_tokens, microbatches=args.microbatches,
-      remat=args.remat, fused=not args.no_fused, attention=args.attention, tunix=args.tunix)
+      remat=args.remat, fused=not args.no_fused, attention=args.attention, tunix=args.tunix,
+      scan_unroll=args.scan_unroll)
   return 0
 
 

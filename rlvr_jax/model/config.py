@@ -48,6 +48,10 @@ class ModelConfig:
   dtype: str = "float32"
   remat: str = "none"
   attention: str = "auto"
+  # Layers per iteration of the layer scan (nn.scan's `unroll`); >= num_layers: no loop at all.
+  # Unrolled, XLA fuses across layers and does not zero-fill the stacked residuals first (on
+  # XLA:CPU a 3-layer RL update ran about 10% faster); compile time grows with it.
+  scan_unroll: int = 1
   bos_id: int | None = None
   eos_id: int | None = None
   pad_id: int | None = None
@@ -61,6 +65,8 @@ class ModelConfig:
       problems.append(f"remat={self.remat!r} is not one of {REMAT_POLICIES}")
     if self.attention not in ATTENTION_IMPLEMENTATIONS:
       problems.append(f"attention={self.attention!r} is not one of {ATTENTION_IMPLEMENTATIONS}")
+    if self.scan_unroll < 1:
+      problems.append(f"scan_unroll={self.scan_unroll} must be >= 1 (layers per scan iteration)")
     if self.num_heads % self.num_kv_heads:
       problems.append(f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
     for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",

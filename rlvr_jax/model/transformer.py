@@ -263,10 +263,14 @@ class Decoder(nn.Module):
 
     block = DecoderBlock
     if cfg.remat != "none":
-      block = nn.remat(block, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=False)
+      # prevent_cse=False is safe only inside a scan's loop (jax.checkpoint's docs): with the
+      # layers unrolled, XLA may merge the recomputed forward with the first one (remat undone)
+      block = nn.remat(block, policy=_REMAT_POLICIES[cfg.remat],
+                       prevent_cse=min(cfg.scan_unroll, cfg.num_layers) > 1)
     layers = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                      in_axes=(nn.broadcast, nn.broadcast, 0), out_axes=0, length=cfg.num_layers,
-                     metadata_params={nn.PARTITION_NAME: "layers"})
+                     metadata_params={nn.PARTITION_NAME: "layers"},
+                     unroll=min(cfg.scan_unroll, cfg.num_layers))
     x_BTD, new_cache = layers(cfg, name="layers")(x_BTD, positions_BT, segment_ids_BT, cache)
     x_BTD = RMSNorm(cfg, name="norm")(x_BTD)
     if return_hidden:

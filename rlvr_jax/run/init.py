@@ -26,7 +26,7 @@ from rlvr_jax.run import paths
 # Model fields a run config may override (None = keep the size's / checkpoint's value).
 ARCH_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
                "num_kv_heads", "head_dim", "tie_embeddings", "max_seq_len", "rope_theta")
-NUMERIC_FIELDS = ("dtype", "param_dtype", "remat", "attention")
+NUMERIC_FIELDS = ("dtype", "param_dtype", "remat", "attention", "scan_unroll")
 KINDS = ("hf", "checkpoint", "size", "resume")
 CONFIG_FILE = "config.json"
 
