@@ -580,13 +580,14 @@ def test_registry_rewards_equal_the_former_special_cases():
       rspec = S.RewardSpec.make(weights, OPTIONS, noise=noise, noise_params=params,
                                 close_ids=(CLOSE, close_dot), host_verifier=host)
       spec = S.RLSpec(CFG, None, settings, rspec)
+      score = jax.jit(functools.partial(S.score_phase, spec=spec))     # compiled once per case
+      former = jax.jit(functools.partial(
+          _former_rewards, weights=weights, v=vc, g=g, close_ids=(CLOSE, close_dot),
+          noise=noise, noise_params=tuple(params.items()), host=host))
       for seed in (0, 1):
         key = jax.random.key(seed)
-        _, scored, m = jax.jit(functools.partial(S.score_phase, spec=spec))(ro, batch_c, key)
-        want = jax.jit(functools.partial(
-            _former_rewards, weights=weights, v=vc, g=g, close_ids=(CLOSE, close_dot),
-            noise=noise, noise_params=tuple(params.items()), host=host))(
-                ro, labels, host_c, key)
+        _, scored, m = score(ro, batch_c, key)
+        want = former(ro, labels, host_c, key)
         np.testing.assert_array_equal(np.asarray(scored.rewards), np.asarray(want),
                                       err_msg=f"{weights} host={host} noise={noise!r}")
         # the metrics are reduced inside another compiled graph: equal up to f32 rounding
