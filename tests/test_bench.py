@@ -73,15 +73,20 @@ RL_TINY = ("--size", "toy-1m", "--vocab_size", "256", "--num_layers", "1", "--pr
            "--matmul-n", "256")
 
 
-def test_bench_rl_prints_split_roofline_and_says_when_trl_is_missing(capsys, monkeypatch):
+def _without(monkeypatch, package: str):
+  """Imports of `package` (and its submodules) fail, as where it is not installed."""
   import builtins
   real_import = builtins.__import__
 
-  def no_trl(name, *args, **kwargs):
-    if name == "trl" or name.startswith("trl."):
-      raise ImportError("No module named 'trl'")
+  def blocked(name, *args, **kwargs):
+    if name == package or name.startswith(package + "."):
+      raise ImportError(f"No module named {package!r}")
     return real_import(name, *args, **kwargs)
-  monkeypatch.setattr(builtins, "__import__", no_trl)
+  monkeypatch.setattr(builtins, "__import__", blocked)
+
+
+def test_bench_rl_prints_split_roofline_and_says_when_trl_is_missing(capsys, monkeypatch):
+  _without(monkeypatch, "trl")
   out = _run(capsys, "rl", *RL_TINY)
   assert len([line for line in out.splitlines() if line.startswith("TRL: not importable")]) == 1
   assert "machine: " in out
@@ -136,20 +141,9 @@ def test_bench_rl_microbatched_phases_only_and_the_memory_bound(capsys):
     bench.main(["rlvr-jax bench", "rl", *RL_TINY, "--no-fused"])
 
 
-def _without_tunix(monkeypatch):
-  import builtins
-  real_import = builtins.__import__
-
-  def no_tunix(name, *args, **kwargs):
-    if name == "tunix" or name.startswith("tunix."):
-      raise ImportError("No module named 'tunix'")
-    return real_import(name, *args, **kwargs)
-  monkeypatch.setattr(builtins, "__import__", no_tunix)
-
-
 @pytest.mark.parametrize("name", ["sample", "rl"])
 def test_bench_tunix_reference_says_how_to_install_it_before_any_work(capsys, monkeypatch, name):
-  _without_tunix(monkeypatch)
+  _without(monkeypatch, "tunix")
   with pytest.raises(SystemExit) as exc:
     bench.main(["rlvr-jax bench", name, "--tunix", "--size", "toy-1m"])
   message = str(exc.value)

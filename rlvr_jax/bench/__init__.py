@@ -11,6 +11,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from typing import Any
 
 BENCHMARKS = {
@@ -108,6 +109,19 @@ def machine_line(info: dict[str, Any] | None = None) -> str:
   from rlvr_jax.run import host_memory
   return (f"machine: {m['cpu']} ({m['cores']} cores{mem}); {m['backend']} backend, {accel}; "
           f"jax {m['jax']}, python {m['python']}; {host_memory.status()}; {m['date']}{commit}")
+
+
+def timed_into(acc: dict, name: str, fn, on_result=None):
+  """`fn` wrapped to add its wall time to acc[name] and hand its result to `on_result`: how the
+  benches time a reference's phases (TRL's, tunix's) inside its own training step."""
+  def wrapper(*args, **kwargs):
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    acc[name] += time.perf_counter() - t0
+    if on_result is not None:
+      on_result(out)
+    return out
+  return wrapper
 
 
 def main(argv: list[str]) -> int:

@@ -59,6 +59,7 @@ import numpy as np
 
 import rlvr_jax as rj
 from rlvr_jax import sharding
+from rlvr_jax.bench import timed_into
 from rlvr_jax.model import transformer
 from rlvr_jax.model.config import ATTENTION_IMPLEMENTATIONS, REMAT_POLICIES
 from rlvr_jax.rl import loop as rl_loop
@@ -669,17 +670,10 @@ def _trl_rounds(hf_dir: str, prompt_ids: np.ndarray, vocab_size: int, group: int
                               callbacks=[Timer()])
     trainer.remove_callback(transformers.PrinterCallback)   # no log dicts on stdout
 
-    def timed(name, fn):
-      def wrapper(*a, **k):
-        t0 = time.perf_counter()
-        out = fn(*a, **k)
-        acc[name] += time.perf_counter() - t0
-        if name == "generate":
-          times["lengths"].extend(len(ids) for ids in out[1])
-        return out
-      return wrapper
-    trainer._generate = timed("generate", trainer._generate)
-    trainer._calculate_rewards = timed("reward", trainer._calculate_rewards)
+    trainer._generate = timed_into(
+        acc, "generate", trainer._generate,
+        lambda out: times["lengths"].extend(len(ids) for ids in out[1]))
+    trainer._calculate_rewards = timed_into(acc, "reward", trainer._calculate_rewards)
     trainer.train()
   info = (f"trl {trl.__version__}, transformers {transformers.__version__}, torch "
           f"{torch.__version__}, {threads} threads, "

@@ -124,6 +124,8 @@ def grpo_rounds(hf_dir: str, cfg, tokenizer, prompt_ids: np.ndarray, group: int,
   import jax
   import optax
   import statistics
+
+  from rlvr_jax.bench import timed_into
   import_tunix()
   from tunix.rl import rl_cluster as cluster_lib
   from tunix.rl.grpo import grpo_learner
@@ -160,17 +162,10 @@ def grpo_rounds(hf_dir: str, cfg, tokenizer, prompt_ids: np.ndarray, group: int,
   times = {"step": [], "generate": [], "reward": [], "lengths": []}
   acc = {"generate": 0.0, "reward": 0.0, "lengths": []}
 
-  def timed(name, fn):
-    def wrapper(*a, **k):
-      t0 = time.perf_counter()
-      out = fn(*a, **k)
-      acc[name] += time.perf_counter() - t0
-      if name == "generate":
-        acc["lengths"].extend(len(ids) for ids in out.tokens)
-      return out
-    return wrapper
-  cluster.generate = timed("generate", cluster.generate)
-  learner._compute_rewards = timed("reward", learner._compute_rewards)
+  cluster.generate = timed_into(
+      acc, "generate", cluster.generate,
+      lambda out: acc["lengths"].extend(len(ids) for ids in out.tokens))
+  learner._compute_rewards = timed_into(acc, "reward", learner._compute_rewards)
   global_step = learner._run_global_step
   steps = {"n": 0}
 
