@@ -273,6 +273,8 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
   rows = b * g
   cfg = dataclasses.replace(model_config(size, vocab_size, num_layers, p + m, dtype), remat=remat,
                             attention=attention, scan_unroll=scan_unroll)
+  if tunix:
+    tunix_ref.llama_config(cfg)                        # a config tunix cannot load fails here
   if rows % microbatches:
     raise ValueError(f"--microbatches={microbatches} must divide --prompts x --group = {rows}")
   if not fused and (trl_side or tunix):

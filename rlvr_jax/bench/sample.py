@@ -125,6 +125,18 @@ def decode_bytes(cfg, batch: int, prompt_len: int, new_tokens: int) -> tuple[flo
   return weights * item, kv * item
 
 
+def interleaved_times(fns, repeats: int) -> list[list[float]]:
+  """Wall times of each callable in `fns`, run one after another `repeats` times (so that load
+  from other processes hits them alike): one list of `repeats` seconds per callable."""
+  times = [[] for _ in fns]
+  for _ in range(repeats):
+    for fn, ts in zip(fns, times):
+      t0 = time.perf_counter()
+      fn()
+      ts.append(time.perf_counter() - t0)
+  return times
+
+
 def measured_bandwidth(nbytes: int = 256 << 20, repeats: int = 5) -> float:
   """Bytes/s of a jitted streaming op (x <- 2x in place, each byte read once and written once)
   over an array of `nbytes` on the default device: the bandwidth a decode step can hope for.
@@ -178,6 +190,8 @@ def run(size: str = "toy-7m", batch: int = 16, prompt_len: int = 32, new_tokens:
     from rlvr_jax.bench import tunix_ref
     tunix_ref.import_tunix()                           # fail before any work when missing
   cfg = rj.get_model_config(args.size, dtype=args.dtype, param_dtype=args.dtype)
+  if tunix:
+    tunix_ref.llama_config(cfg)                        # a config tunix cannot load fails here
   params = jax.jit(transformer.init_params_fn(cfg))(jax.random.key(0))
   b, p, m = args.batch, args.prompt_len, args.new_tokens
   prompts = np.asarray(jax.random.randint(jax.random.key(1), (b, p), 0, cfg.vocab_size), np.int32)
@@ -200,13 +214,8 @@ def run(size: str = "toy-7m", batch: int = 16, prompt_len: int = 32, new_tokens:
   roof_fn()
   dense_fn()
   assert int(out.num_steps) == m, f"expected {m} decode steps, got {int(out.num_steps)}"
-  # Interleave the measurements so that load from other processes hits them alike.
-  gen_times, roof_times, dense_times = [], [], []
-  for _ in range(args.repeats):
-    for fn, ts in ((run_ours, gen_times), (roof_fn, roof_times), (dense_fn, dense_times)):
-      t0 = time.perf_counter()
-      fn()
-      ts.append(time.perf_counter() - t0)
+  gen_times, roof_times, dense_times = interleaved_times((run_ours, roof_fn, dense_fn),
+                                                         args.repeats)
   t_ours, t_roof, t_dense = (statistics.median(ts) for ts in (gen_times, roof_times, dense_times))
   # Each repeat times them back to back, so the per-repeat ratio cancels slow drifts in load.
   roof_share = statistics.median(r / g for r, g in zip(roof_times, gen_times))
@@ -234,12 +243,7 @@ def run(size: str = "toy-7m", batch: int = 16, prompt_len: int = 32, new_tokens:
     # the reference: one decode loop over the full P + M slot cache (cache_segments=1)
     single = run_ours(1)
     same = bool(np.array_equal(np.asarray(single.tokens), np.asarray(out.tokens)))
-    one_times, seg_times = [], []
-    for _ in range(args.repeats):
-      for fn, ts in ((lambda: run_ours(1), one_times), (run_ours, seg_times)):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
+    one_times, seg_times = interleaved_times((lambda: run_ours(1), run_ours), args.repeats)
     t_one, t_seg = statistics.median(one_times), statistics.median(seg_times)
     print(f"  {segments} cache segments (automatic from 64 new tokens): {t_seg * 1e3:.1f} ms "
           f"vs one loop over the full {p + m}-slot cache {t_one * 1e3:.1f} ms: "
@@ -309,12 +313,7 @@ def _time_tunix(cfg, params, prompts, new_tokens: int, temperature: float, repea
     model = tunix_ref.load_model(hf_dir, cfg)
   run_tunix = tunix_ref.sampler_fn(model, cfg, prompts, new_tokens, temperature)
   tunix_tokens = np.asarray(run_tunix())               # compile
-  tunix_times, our_times = [], []
-  for _ in range(repeats):
-    for fn, ts in ((run_tunix, tunix_times), (run_ours, our_times)):
-      t0 = time.perf_counter()
-      fn()
-      ts.append(time.perf_counter() - t0)
+  tunix_times, our_times = interleaved_times((run_tunix, run_ours), repeats)
   t_tunix, t_ours = statistics.median(tunix_times), statistics.median(our_times)
   speedup = statistics.median(t / o for t, o in zip(tunix_times, our_times))
   b = prompts.shape[0]
