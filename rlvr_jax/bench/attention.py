@@ -6,8 +6,9 @@ the same run, and each one's error against an f32 reference.
 
 The shapes are a named size's heads (default llama-3.2-1b: 32 query heads, 8 kv heads, head_dim
 64). Rows hold `--segments` documents each (positions restart at 0, the last 1/8 of a row is
-padding with segment 0), with the model's own mask (causal by position, never across segments:
-transformer.attention_mask), as a packed RL update or CPT batch sees them.
+padding with segment 0), with the model's own mask (causal by position and index, never across
+segments: transformer.sequence_mask), as a packed RL update or CPT batch sees them, through the
+model's own transformer.full_attention (XLA's in causal query blocks).
 
 Figures: per implementation ("xla"; "cudnn" on an NVIDIA GPU), the forward + backward time
 (median of `--repeats` after a warm-up, compile excluded), its FLOP rate on the useful FLOPs
@@ -85,7 +86,7 @@ def run(size: str = "llama-3.2-1b", rows: int = 16, seq: int = 1056, segments: i
   kk = jax.random.normal(keys[1], (rows, seq, k, h), jnp.float32)
   v = jax.random.normal(keys[2], (rows, seq, k, h), jnp.float32)
   positions, segment_ids = packed_layout(rows, seq, segments)
-  mask = transformer.attention_mask(positions, segment_ids, positions, segment_ids)
+  mask = transformer.sequence_mask(positions, segment_ids)
   real_BT = (segment_ids > 0)
   # the cotangent only on real query rows: padding's outputs feed no loss
   ct = jax.random.normal(keys[3], (rows, seq, n, h), jnp.float32) * real_BT[:, :, None, None]
@@ -93,8 +94,8 @@ def run(size: str = "llama-3.2-1b", rows: int = 16, seq: int = 1056, segments: i
 
   def fwd_bwd(implementation, dt):
     def loss(q, kk, v):
-      out = jax.nn.dot_product_attention(q.astype(dt), kk.astype(dt), v.astype(dt), mask=mask,
-                                         scale=scale, implementation=implementation)
+      out = transformer.full_attention(q.astype(dt), kk.astype(dt), v.astype(dt), mask, scale,
+                                       implementation)
       return jnp.sum(out.astype(jnp.float32) * ct), out
     grad = jax.grad(loss, argnums=(0, 1, 2), has_aux=True)
     return jax.jit(lambda q, kk, v: grad(q, kk, v))

@@ -35,6 +35,8 @@ excluded):
   forward + backward), and the update's dense and attention FLOPs at those rates. On a small
   model the dense matmuls (K = hidden size) run well below an n x n matmul's peak, and
   attention with a small head_dim far below it; its share grows with the sequence length.
+  The ceilings these rates allow (every other op free): the update's MFU and the step's share
+  of its roofline cannot pass them without faster kernels.
 - TRL: `GRPOTrainer` (num_generations = group, max_completion_length = max_new_tokens,
   min_new_tokens = max_new_tokens, beta 0.001, loss_type "dapo", one update per rollout, no
   vLLM, CPU, f32) timed step by step (on_step_begin -> on_step_end), its own split (generate,
@@ -113,12 +115,20 @@ def update_flops_split(cfg, rows: int, prompt_len: int, new_tokens: int, lengths
   return dense, attention
 
 
+def computed_score_share(cfg, seq: int) -> float:
+  """The share of the [seq, seq] score square the model's attention computes: XLA's runs in
+  causal query blocks (transformer.full_attention), a fused kernel is counted whole."""
+  if transformer.attention_implementation(cfg) != "xla":
+    return 1.0
+  return sum((end - start) * end for start, end in transformer.causal_query_blocks(seq)) / seq ** 2
+
+
 def kernel_fns(cfg, rows: int, seq: int, dtype):
   """Two jitted probes of the update's kernels on one layer, each forward + backward (3x the
   forward's FLOPs): `dense()` the layer's projection and MLP matmuls over rows x seq tokens,
-  `attention()` jax.nn.dot_product_attention over [rows, seq] with the model's causal mask
-  (what model.transformer runs). Returns (dense, attention, their FLOPs as update_flops counts
-  them)."""
+  `attention()` the model's transformer.full_attention over [rows, seq] with a causal mask.
+  Returns (dense, attention, their FLOPs: the dense ones as update_flops counts them, the
+  attention's the scores it computes, computed_score_share of the square)."""
   d, f, n, k, h = (cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads,
                    cfg.head_dim)
   keys = iter(jax.random.split(jax.random.key(7), 12))
@@ -142,12 +152,12 @@ def kernel_fns(cfg, rows: int, seq: int, dtype):
   mask = jnp.tril(jnp.ones((seq, seq), bool))[None, None]
 
   def attention(q, key, value):
-    out = jax.nn.dot_product_attention(q, key, value, mask=mask,
-                                       implementation=transformer.attention_implementation(cfg))
+    out = transformer.full_attention(q, key, value, mask, 1.0 / np.sqrt(h),
+                                     transformer.attention_implementation(cfg))
     return jnp.sum(out.astype(jnp.float32))
   attention_grad = jax.jit(jax.grad(attention, argnums=(0, 1, 2)))
   dense_flops = 3 * 2 * rows * seq * (d * n * h + 2 * d * k * h + n * h * d + 3 * d * f)
-  attention_flops = 3 * rows * 4 * seq * seq * n * h
+  attention_flops = 3 * rows * 4 * seq * seq * n * h * computed_score_share(cfg, seq)
   return (lambda: jax.block_until_ready(dense_grad(w, x_TD)),
           lambda: jax.block_until_ready(attention_grad(q_BSNH, kv_BSKH, kv_BSKH)),
           dense_flops, attention_flops)
@@ -522,19 +532,29 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
         f"{bandwidth / 1e9:.1f} GB/s measured + prefill at the peak): the sample phase reaches "
         f"{100 * hbm_sample / med['sample']:.0f}% of it")
   # Where the update's time goes: its FLOPs at the rates its own kernels reach in this run.
-  # XLA computes the masked half of the causal scores too: attention runs 2x its useful FLOPs
-  # (the probe's rate counts every score it computes).
+  # The attention computes more scores than the causal half it needs: the blocks on the
+  # diagonal whole (computed_score_share of the square; the probe's rate counts every score it
+  # computes).
   f_dense, f_attention = update_flops_split(cfg, rows, p, m)
+  f_computed = 2 * f_attention * computed_score_share(cfg, p + m)
   rate_dense = dense_probe_flops / med["dense"]
   rate_attention = attention_probe_flops / med["attention"]
-  kernel_update = f_dense / rate_dense + 2 * f_attention / rate_attention
+  kernel_update = f_dense / rate_dense + f_computed / rate_attention
   print(f"  update at its own kernels' rates: dense matmuls {rate_dense / 1e9:.1f} GFLOP/s "
         f"({100 * rate_dense / peak:.0f}% of the peak) x {f_dense / 1e9:.1f} GFLOP + attention "
         f"{rate_attention / 1e9:.1f} GFLOP/s ({100 * rate_attention / peak:.0f}%) x "
-        f"{2 * f_attention / 1e9:.1f} GFLOP (the causal {f_attention / 1e9:.1f} and the masked "
-        f"half) = {kernel_update * 1e3:.1f} ms (attention "
-        f"{100 * 2 * f_attention / rate_attention / kernel_update:.0f}% of it); the update "
+        f"{f_computed / 1e9:.1f} GFLOP (the causal {f_attention / 1e9:.1f} and the masked "
+        f"scores it computes) = {kernel_update * 1e3:.1f} ms (attention "
+        f"{100 * f_computed / rate_attention / kernel_update:.0f}% of it); the update "
         f"reaches {100 * kernel_update / med['update']:.0f}% of that")
+  # What these kernels allow at best: every other op of the update (softmax, norms, elementwise,
+  # optimizer) free. An update MFU or a step share of the roofline above these ceilings needs
+  # faster kernels than this machine's XLA has, not a better program around them.
+  update_ceiling = roof_update / kernel_update
+  step_ceiling = roof / (med["sample"] + med["reward"] + kernel_update)
+  print(f"  ceilings with these kernels (every other op free): update MFU "
+        f"{100 * update_ceiling:.0f}%; the step with the sample phase as measured "
+        f"{100 * step_ceiling:.0f}% of its roofline")
   out = {"peak_flops": peak, "ours_step_s": ours_s, "ours_completions_per_s": rows / ours_s,
          "ours_tokens_per_s": n_tok / ours_s, "sample_s": med["sample"],
          "reward_s": med["reward"], "update_s": med["update"], "roofline_s": roof,
@@ -545,7 +565,8 @@ def run(size: str = "toy-7m", vocab_size: int = 2048, num_layers: int = 3, promp
          "bandwidth_bytes_per_s": bandwidth, "sample_memory_bound_s": hbm_sample,
          "sample_memory_bound_share": hbm_sample / med["sample"],
          "dense_matmul_flops": rate_dense, "attention_flops": rate_attention,
-         "update_at_kernel_rates_s": kernel_update,
+         "update_at_kernel_rates_s": kernel_update, "update_mfu_ceiling": update_ceiling,
+         "step_roofline_ceiling": step_ceiling,
          "ours_reward_mean": float(box["metrics"]["reward/mean"]),
          "ours_length_mean": float(box["metrics"]["response/length_mean"])}
   stats = jax.devices()[0].memory_stats() or {}

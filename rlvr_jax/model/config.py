@@ -12,6 +12,9 @@ REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 # The full-sequence attention's kernel (jax.nn.dot_product_attention's `implementation`):
 # "auto" = cuDNN's fused (flash) attention on an NVIDIA GPU in bf16/f16, else XLA's.
 ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn")
+# The fields that shape the weights (a checkpoint's arrays); qkv_bias follows the family.
+SHAPE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
+                "num_kv_heads", "head_dim", "tie_embeddings", "qkv_bias")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -163,6 +163,45 @@ def attention_mask(q_positions_BT, q_segments_BT, kv_positions_BS, kv_segments_B
   return (causal & same_doc)[:, None, :, :]
 
 
+def sequence_mask(positions_BT, segment_ids_BT):
+  """The full-sequence attention's [B, 1, T, T] mask: attention_mask, and never a key later in
+  the row than the query (causal by index too, as a decoder reads a sequence). Every layout the
+  model is given (packed documents, [prompt | response] rows, padding as segment 0) has
+  positions rising with the index inside a segment, so the index rule changes nothing there; it
+  is what lets full_attention skip the blocks above the diagonal."""
+  t = positions_BT.shape[1]
+  by_index = np.tril(np.ones((t, t), bool))[None, None]
+  return attention_mask(positions_BT, segment_ids_BT, positions_BT, segment_ids_BT) & by_index
+
+
+# The full sequence's queries in this many blocks, each attending the keys up to its own end:
+# XLA's attention computes every score it is given, and the blocks leave out the ones above the
+# diagonal ((1 + 2 + 3 + 4) / 16 of the square is computed, not all of it). On a 2-core EPYC
+# the RL update ran 8% faster at 96 tokens and 11% at 288 than with one block (8 blocks: 8%).
+CAUSAL_QUERY_BLOCKS = 4
+
+
+def causal_query_blocks(length: int, blocks: int = CAUSAL_QUERY_BLOCKS) -> list[tuple[int, int]]:
+  """[(start, end)] of the query blocks of a sequence of `length` (as even as the length
+  allows): block i's queries are [start, end) and its keys [0, end)."""
+  bounds = sorted({round(i * length / blocks) for i in range(blocks + 1)})
+  return list(zip(bounds[:-1], bounds[1:]))
+
+
+def full_attention(q_BTNH, k_BTKH, v_BTKH, mask_B1TT, scale: float, implementation: str):
+  """Attention of a full sequence over itself under sequence_mask, with `implementation`
+  ("xla" | "cudnn"). XLA's runs in causal query blocks (causal_query_blocks): the same function,
+  without the scores above the diagonal. cuDNN's fused kernel takes the whole sequence."""
+  if implementation != "xla":
+    return jax.nn.dot_product_attention(q_BTNH, k_BTKH, v_BTKH, mask=mask_B1TT, scale=scale,
+                                        implementation=implementation)
+  blocks = [jax.nn.dot_product_attention(q_BTNH[:, start:end], k_BTKH[:, :end],
+                                         v_BTKH[:, :end], mask=mask_B1TT[:, :, start:end, :end],
+                                         scale=scale, implementation="xla")
+            for start, end in causal_query_blocks(q_BTNH.shape[1])]
+  return blocks[0] if len(blocks) == 1 else jnp.concatenate(blocks, axis=1)
+
+
 class Attention(nn.Module):
   cfg: ModelConfig
 
@@ -182,10 +221,9 @@ class Attention(nn.Module):
     k_BTKH = apply_rope(k_BTKH, positions_BT, inv_freq)
 
     if cache is None:
-      mask = attention_mask(positions_BT, segment_ids_BT, positions_BT, segment_ids_BT)
-      out_BTNH = jax.nn.dot_product_attention(q_BTNH, k_BTKH, v_BTKH, mask=mask,
-                                              scale=1.0 / np.sqrt(h),
-                                              implementation=attention_implementation(cfg))
+      mask = sequence_mask(positions_BT, segment_ids_BT)
+      out_BTNH = full_attention(q_BTNH, k_BTKH, v_BTKH, mask, 1.0 / np.sqrt(h),
+                                attention_implementation(cfg))
       new_cache = None
     else:
       b = x_BTD.shape[0]

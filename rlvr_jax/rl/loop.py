@@ -249,10 +249,9 @@ def _stage(ctx: context.RunContext, spec: step_lib.RLSpec, shardings, ref_params
   harness, and the saturation monitors (logged, saved with each checkpoint, able to stop)."""
   run_spec, workdir, mesh, tokenizer = ctx.spec, ctx.workdir, ctx.mesh, ctx.tokenizer
   settings, reward = spec.settings, spec.rewards
-  host_fn = None
-  if reward.host_verifier:
-    def host_fn(rollout, batch_host=None):
-      return _host_verify(rollout, batch_host, tokenizer, settings, mesh)
+  def verify_on_host(rollout, batch_host=None):
+    return _host_verify(rollout, batch_host, tokenizer, settings, mesh)
+  host_fn = verify_on_host if reward.host_verifier else None
   fused = use_fused_step(run_spec)
   profile = run_spec.rl.profile_phases
   if fused:

@@ -271,15 +271,10 @@ def policy_loss_sums(logprobs: jax.Array, old_logprobs: jax.Array, advantages: j
 
 
 def policy_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Array,
-                mask: jax.Array, *, clip_low: float = 0.2, clip_high: float = 0.2,
-                dual_clip: float | None = None, ref_logprobs: jax.Array | None = None,
-                kl_coef: float = 0.0, kl_estimator: str = "k3", agg: str = "token-mean",
-                entropy: jax.Array | None = None, entropy_coef: float = 0.0,
-                is_weights: jax.Array | None = None
-                ) -> tuple[jax.Array, dict[str, jax.Array]]:
+                mask: jax.Array, **options) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Clipped policy-gradient loss and its metrics.
 
-  Args:
+  Args (all but the first four keyword-only `options`, with policy_loss_sums's defaults):
     logprobs: float32[N, T] log-probs of the taken tokens under the policy being trained.
     old_logprobs: float32[N, T] log-probs under the rollout policy (the sampler's), treated as
       constants (no gradient flows into them).
@@ -305,10 +300,7 @@ def policy_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Ar
   All keyword options are static Python values; errors in them are raised at trace time.
   The loss is `policy_loss_sums`'s loss_sum / max(denom, 1).
   """
-  loss_sum, sums = policy_loss_sums(
-      logprobs, old_logprobs, advantages, mask, clip_low=clip_low, clip_high=clip_high,
-      dual_clip=dual_clip, ref_logprobs=ref_logprobs, kl_coef=kl_coef, kl_estimator=kl_estimator,
-      agg=agg, entropy=entropy, entropy_coef=entropy_coef, is_weights=is_weights)
+  loss_sum, sums = policy_loss_sums(logprobs, old_logprobs, advantages, mask, **options)
   denom, tokens = jnp.maximum(sums["denom"], 1.0), jnp.maximum(sums["tokens"], 1.0)
   metrics = {"pg_loss": sums["pg"] / denom, "kl": sums["kl"] / tokens,
              "entropy": sums["entropy"] / tokens, "clip_frac": sums["clip"] / tokens,

@@ -23,7 +23,7 @@ from typing import Any
 from jax.sharding import Mesh
 
 from rlvr_jax import sharding, specs
-from rlvr_jax.model.config import ModelConfig
+from rlvr_jax.model.config import SHAPE_FIELDS, ModelConfig
 from rlvr_jax.run import files, paths
 from rlvr_jax.run import init as init_lib
 
@@ -49,10 +49,6 @@ def is_resume(workdir: str) -> bool:
   return bool(ckpt_lib.run_steps(workdir)) and files.exists(
       files.as_path(workdir) / ckpt_lib.CONFIG_FILE)
 
-
-# ModelConfig fields that shape the weights
-SHAPE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
-                "num_kv_heads", "head_dim", "tie_embeddings", "qkv_bias")
 
 
 def _check_same_shapes(init: init_lib.InitSource, recorded: ModelConfig, workdir: str) -> None:

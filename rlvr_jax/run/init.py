@@ -20,12 +20,11 @@ import os
 import re
 
 from rlvr_jax import specs
-from rlvr_jax.model.config import ModelConfig
+from rlvr_jax.model.config import SHAPE_FIELDS, ModelConfig
 from rlvr_jax.run import paths
 
 # Model fields a run config may override (None = keep the size's / checkpoint's value).
-ARCH_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
-               "num_kv_heads", "head_dim", "tie_embeddings", "max_seq_len", "rope_theta")
+ARCH_FIELDS = tuple(f for f in SHAPE_FIELDS if f != "qkv_bias") + ("max_seq_len", "rope_theta")
 NUMERIC_FIELDS = ("dtype", "param_dtype", "remat", "attention", "scan_unroll")
 KINDS = ("hf", "checkpoint", "size", "resume")
 CONFIG_FILE = "config.json"

@@ -20,6 +20,7 @@ import sys
 import uuid
 from typing import Any, Iterator
 
+from rlvr_jax.model.config import SHAPE_FIELDS
 from rlvr_jax.run import paths
 from rlvr_jax.run.errors import ResumeMismatchError, UnfinishedRunError, WorkdirBusyError
 
@@ -35,8 +36,7 @@ FREE_FIELDS = ("progress_bar", "log_every", "resume_overrides", "checkpoint_ever
                # the same step, run as one jit or three, padded or packed
                "rl.fused_step", "rl.profile_phases", "rl.pack_update", "rl.cache_segments")
 # Model fields that are the architecture (the shapes of the saved weights).
-ARCH_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
-               "num_kv_heads", "head_dim", "tie_embeddings", "rope_theta", "param_dtype")
+ARCH_FIELDS = tuple(f for f in SHAPE_FIELDS if f != "qkv_bias") + ("rope_theta", "param_dtype")
 
 _held: dict[str, list] = {}   # lock path -> [fd, depth] (re-entrant within one process)
 
