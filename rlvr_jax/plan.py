@@ -47,7 +47,8 @@ Per token and layer, with S the attention context (T, or prompt + response in RL
       residual, two norm outputs; q, k, v before and after RoPE; attention output; the MLP's
       gate, up, silu(gate), product; f32 RMSNorm inputs; the scores (f32: jax.nn's XLA
       attention materialises them; the model gives it causal query blocks, so n_t·S stands
-      for the ~10/16 of the square it computes, score_share), probs in f32 and c, the mask
+      for the ~10/16 of the square it computes, transformer.score_share), probs in f32 and c,
+      the mask
   A_keep = A_layer                                      remat none
          = c·d                                          remat full (the layer input: nn.scan carry)
          = c·(3d + 2·n_t·h + 2·k_t·h + 2·f_t) + 4·n_t·S   remat dots (outputs of every dot)
@@ -93,6 +94,7 @@ import numpy as np
 
 from rlvr_jax import specs
 from rlvr_jax.model.config import ModelConfig
+from rlvr_jax.model.transformer import score_share
 
 GIB = 2 ** 30
 KIND_NAMES = ("cpt", "sft", "rl", "eval")
@@ -249,20 +251,13 @@ def _bytes(dtype: str) -> int:
   return int(np.dtype(dtype).itemsize) if dtype != "bfloat16" else 2
 
 
-def score_share(context: int) -> float:
-  """The share of the [S, S] score square XLA's attention is given: the model runs it in causal
-  query blocks (transformer.full_attention), about 10/16 of the square."""
-  from rlvr_jax.model.transformer import causal_query_blocks
-  return sum((end - start) * end for start, end in causal_query_blocks(context)) / context ** 2
-
-
 def layer_bytes_per_token(cfg: ModelConfig, context: int, tensor: int, policy: str) -> float:
   """Bytes one layer keeps per token for the backward pass under remat `policy` ('working' =
   what the whole layer holds while it runs: A_layer of the module docstring)."""
   c, d, h = _bytes(cfg.dtype), cfg.hidden_size, cfg.head_dim
   nh, kh = cfg.num_heads / tensor * h, cfg.num_kv_heads / tensor * h
   ft, nt = cfg.intermediate_size / tensor, cfg.num_heads / tensor
-  scores = nt * context * score_share(context)
+  scores = nt * context * score_share(context)       # XLA's attention in causal query blocks
   if policy in ("none", "working"):
     return c * (4 * d + 3 * nh + 4 * kh + 4 * ft) + 8 * d + (8 + c) * scores + context
   if policy == "full":

@@ -118,9 +118,7 @@ def update_flops_split(cfg, rows: int, prompt_len: int, new_tokens: int, lengths
 def computed_score_share(cfg, seq: int) -> float:
   """The share of the [seq, seq] score square the model's attention computes: XLA's runs in
   causal query blocks (transformer.full_attention), a fused kernel is counted whole."""
-  if transformer.attention_implementation(cfg) != "xla":
-    return 1.0
-  return sum((end - start) * end for start, end in transformer.causal_query_blocks(seq)) / seq ** 2
+  return transformer.score_share(seq) if transformer.attention_implementation(cfg) == "xla" else 1.0
 
 
 def kernel_fns(cfg, rows: int, seq: int, dtype):
