@@ -70,13 +70,16 @@ def test_the_forward_runs_the_chosen_kernel(monkeypatch):
   assert seen and set(seen) == {"xla"}
 
 
-@pytest.mark.parametrize("length", [1, 5, 24, 30, 97])
-def test_causal_query_blocks_cover_the_sequence_once_in_order(length):
+@pytest.mark.parametrize("length,count", [(1, 1), (47, 1), (48, 2), (75, 3), (96, 4), (97, 4),
+                                          (1056, 4)])
+def test_causal_query_blocks_cover_the_sequence_once_in_order(length, count):
+  """Up to CAUSAL_QUERY_BLOCKS blocks of at least MIN_QUERY_BLOCK queries each."""
   blocks = transformer.causal_query_blocks(length)
+  assert len(blocks) == count
   assert blocks[0][0] == 0 and blocks[-1][1] == length
-  assert all(end > start for start, end in blocks)
+  assert all(end - start >= min(length, transformer.MIN_QUERY_BLOCK) for start, end in blocks)
   assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
-  assert len(blocks) == min(length, transformer.CAUSAL_QUERY_BLOCKS)
+  assert transformer.score_share(96) == 10 / 16 and transformer.score_share(47) == 1.0
 
 
 def _layouts(rows=4, length=30):
@@ -112,7 +115,7 @@ def test_the_index_rule_masks_a_later_key_with_an_earlier_position():
   assert not bool(transformer.sequence_mask(pos, seg)[0, 0, 1, 2])
 
 
-@pytest.mark.parametrize("layout,length", [(0, 30), (1, 30), (0, 7), (1, 97)])
+@pytest.mark.parametrize("layout,length", [(0, 50), (1, 50), (0, 97), (1, 97), (0, 7)])
 def test_full_attention_in_query_blocks_equals_one_call(layout, length):
   """XLA's attention in causal query blocks computes the same function as one call over the
   whole square under the same mask: values and gradients within f32 summation-order error."""
