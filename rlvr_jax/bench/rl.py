@@ -118,7 +118,8 @@ def update_flops_split(cfg, rows: int, prompt_len: int, new_tokens: int, lengths
 def computed_score_share(cfg, seq: int) -> float:
   """The share of the [seq, seq] score square the model's attention computes: XLA's runs in
   causal query blocks (transformer.full_attention), a fused kernel is counted whole."""
-  return transformer.score_share(seq) if transformer.attention_implementation(cfg) == "xla" else 1.0
+  xla = transformer.attention_implementation(cfg) == "xla"
+  return transformer.score_share(seq) if xla else 1.0
 
 
 def kernel_fns(cfg, rows: int, seq: int, dtype):

@@ -165,12 +165,14 @@ def attention_mask(q_positions_BT, q_segments_BT, kv_positions_BS, kv_segments_B
 
 def sequence_mask(positions_BT, segment_ids_BT):
   """The full-sequence attention's [B, 1, T, T] mask: attention_mask, and never a key later in
-  the row than the query (causal by index too, as a decoder reads a sequence). Every layout the
-  model is given (packed documents, [prompt | response] rows, padding as segment 0) has
-  positions rising with the index inside a segment, so the index rule changes nothing there; it
-  is what lets full_attention skip the blocks above the diagonal."""
+  the row than the query (causal by index too, as a decoder reads a sequence). In every layout
+  the model is given (packed documents, [prompt | response] rows) positions rise with the index
+  inside a real segment, so the index rule changes nothing for real tokens; a padding query
+  (segment 0) may see less padding, which no real token reads. It is what lets full_attention
+  skip the blocks above the diagonal. Built in the graph (iota), not as a [T, T] constant."""
   t = positions_BT.shape[1]
-  by_index = np.tril(np.ones((t, t), bool))[None, None]
+  by_index = (jax.lax.broadcasted_iota(jnp.int32, (t, t), 1)
+              <= jax.lax.broadcasted_iota(jnp.int32, (t, t), 0))[None, None]
   return attention_mask(positions_BT, segment_ids_BT, positions_BT, segment_ids_BT) & by_index
 
 

@@ -50,7 +50,6 @@ def is_resume(workdir: str) -> bool:
       files.as_path(workdir) / ckpt_lib.CONFIG_FILE)
 
 
-
 def _check_same_shapes(init: init_lib.InitSource, recorded: ModelConfig, workdir: str) -> None:
   """A resumed run's init source (its weights are loaded again: RL's reference model) must still
   have the weight shapes the run recorded (ValueError naming the fields)."""
