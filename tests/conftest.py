@@ -8,6 +8,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 if not os.environ.get("RLVR_JAX_TEST_WORKER"):   # worker processes set their own devices
   jax.config.update("jax_num_cpu_devices", 8)
@@ -36,6 +37,13 @@ def make_tiny_hf_dir(path: str) -> str:
   return path
 
 
+@pytest.fixture(scope="module")
+def init_dir(tmp_path_factory):
+  """An HF directory (safetensors + config.json + the built-in toy tokenizer) of a tiny random
+  model, one per test module: the runs start with init.from_hf."""
+  return make_tiny_hf_dir(str(tmp_path_factory.mktemp("init") / "hf"))
+
+
 def free_port() -> int:
   import socket
   with socket.socket() as s:
@@ -53,7 +61,8 @@ def run_processes(script: str, argvs: list[list[str]], *, timeout: float = 300,
   here = os.path.dirname(os.path.abspath(__file__))
   full_env = dict(os.environ, PYTHONPATH=os.pathsep.join([here, os.path.dirname(here)]),
                   JAX_PLATFORMS="cpu", RLVR_JAX_TEST_WORKER="1", **(env or {}))
-  full_env.pop("XLA_FLAGS", None)
+  # a few steps each, compile-bound: the tests' lowest backend optimisation level (above)
+  full_env.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
   procs = [subprocess.Popen([sys.executable, script, *map(str, argv)], env=full_env, cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
            for argv in argvs]

@@ -12,7 +12,6 @@ from etils.epath import backend as epath_backend, gpath
 
 from rlvr_jax import cli
 from rlvr_jax.train import checkpoints
-from test_rl_loop import init_dir  # noqa: F401  (a tiny random model as an HF dir)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -8,7 +8,6 @@ import threading
 import numpy as np
 
 from rlvr_jax import cli
-from test_rl_loop import init_dir  # noqa: F401  (a tiny random model as an HF dir)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = f"--config={ROOT}/configs/diagnose.py"

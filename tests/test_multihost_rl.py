@@ -20,7 +20,7 @@ import numpy as np
 
 import rlvr_jax as rj
 from conftest import free_port, run_processes
-from test_rl_loop import init_dir, tiny_config  # noqa: F401  (init_dir is a fixture)
+from test_rl_loop import tiny_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SAMPLING_KEYS = ("reward/mean", "reward/true_mean", "response/length_mean",

@@ -15,7 +15,7 @@ import jax
 from jax._src import array as array_impl
 
 from rlvr_jax.rl import loop as rl_loop
-from test_rl_loop import init_dir, tiny_config  # noqa: F401  (the fixture is used by name)
+from test_rl_loop import tiny_config
 
 
 def _traced_run(c, workdir, monkeypatch) -> tuple[list[str], dict[str, int]]:

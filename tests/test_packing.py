@@ -19,7 +19,7 @@ from rlvr_jax.train import state as state_lib
 
 from test_rl_step import (CFG, EOS, F32_EPS, PAD, SGD_SPEC, V, assert_metrics_close,
                           assert_steps_close, host)
-from test_rl_loop import _run_mode, init_dir, read_metrics, tiny_config  # noqa: F401
+from test_rl_loop import _run_mode, read_metrics, tiny_config
 
 P, M, G, B = 6, 10, 4, 8          # prompt block, response block, group, prompts
 N = G * B

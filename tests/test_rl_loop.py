@@ -16,7 +16,6 @@ from rlvr_jax.rl import protocols as rl_protocols
 from rlvr_jax.run import loop as run_loop
 from rlvr_jax.run.errors import EXIT_PREEMPTED, ResumeMismatchError
 from rlvr_jax.train import checkpoints
-from conftest import make_tiny_hf_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RL_KEYS = ("reward/mean", "reward/true_mean", "reward/agreement", "reward/zero_var_frac",
@@ -55,13 +54,6 @@ def tiny_config(init_dir: str):
   c.eval.max_new_tokens = 6
   c.eval.greedy = False
   return c
-
-
-@pytest.fixture(scope="module")
-def init_dir(tmp_path_factory):
-  """An HF directory (safetensors + config.json + the built-in toy tokenizer) of a tiny random
-  model: the run starts with init.from_hf."""
-  return make_tiny_hf_dir(str(tmp_path_factory.mktemp('init') / "hf"))
 
 
 def read_metrics(workdir):

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from test_rl_loop import init_dir, tiny_config  # noqa: F401  (init_dir is a fixture)
+from test_rl_loop import tiny_config
 
 from rlvr_jax.rl import loop as rl_loop
 from rlvr_jax.train import checkpoints

@@ -8,7 +8,6 @@ import os
 import shlex
 
 import pytest
-from test_rl_loop import init_dir  # noqa: F401 - the module-scoped tiny HF model fixture
 
 from rlvr_jax import cli, sweep
 from rlvr_jax.run.errors import EXIT_PREEMPTED
