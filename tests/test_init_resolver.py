@@ -114,6 +114,10 @@ def test_plan_reads_only_what_is_on_disk(hf_dir, ckpt, tmp_path):
   path, ckpt_cfg, _ = ckpt
   src = init_lib.resolve_source(spec_of(init={"from_checkpoint": f"{path}:3"}), local=True)
   assert (src.kind, src.path, src.step) == ("checkpoint", path, 3)
+  # PATH:STEP is read by the run's own parser: a step that is not a number fails as in the run
+  for local in (True, False):
+    with pytest.raises(ValueError, match="must be a checkpoint step number"):
+      init_lib.resolve_source(spec_of(init={"from_checkpoint": f"{path}:last"}), local=local)
   empty = tmp_path / "empty"
   empty.mkdir()
   src = init_lib.resolve_source(spec_of(init={"from_hf": str(empty)}, model={"size": "toy-7m"}),

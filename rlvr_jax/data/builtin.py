@@ -57,7 +57,8 @@ def tokenizer_source(explicit: str = "", *, from_hf: str = "", from_checkpoint: 
   if from_checkpoint:
     import json
 
-    from rlvr_jax.train.checkpoints import CONFIG_FILE, parse_checkpoint_ref
+    from rlvr_jax.run.paths import parse_checkpoint_ref
+    from rlvr_jax.train.checkpoints import CONFIG_FILE
     run_dir = parse_checkpoint_ref(from_checkpoint)[0]
     found = [os.path.join(run_dir, n) for n in RUN_TOKENIZER_FILES
              if os.path.exists(os.path.join(run_dir, n))]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 
 from rlvr_jax import specs
 from rlvr_jax.model.config import SHAPE_FIELDS, ModelConfig
@@ -85,10 +84,9 @@ def resolve_source(config, *, resume_dir: str | None = None, local: bool = False
     if from_hf and os.path.isfile(os.path.join(from_hf, CONFIG_FILE)):
       return InitSource("hf", from_hf, ref=from_hf,
                         description=os.path.join(from_hf, CONFIG_FILE))
-    ckpt_dir = re.sub(r":\d+$", "", from_ckpt)
+    ckpt_dir, step = paths.parse_checkpoint_ref(from_ckpt)
     if from_ckpt and os.path.isfile(os.path.join(ckpt_dir, CONFIG_FILE)):
-      step = from_ckpt[len(ckpt_dir) + 1:]
-      return InitSource("checkpoint", ckpt_dir, int(step) if step else None, ref=from_ckpt,
+      return InitSource("checkpoint", ckpt_dir, step, ref=from_ckpt,
                         description=os.path.join(ckpt_dir, CONFIG_FILE))
     return _size_source(spec.model.size)
   if from_hf:   # a local / bucket directory or a hub id: fetched here, before anything reads it
@@ -96,8 +94,7 @@ def resolve_source(config, *, resume_dir: str | None = None, local: bool = False
     path = resolve_hf_source(from_hf)
     return InitSource("hf", path, ref=from_hf, description=os.path.join(path, CONFIG_FILE))
   if from_ckpt:
-    from rlvr_jax.train.checkpoints import parse_checkpoint_ref
-    path, step = parse_checkpoint_ref(from_ckpt)
+    path, step = paths.parse_checkpoint_ref(from_ckpt)
     if not paths.is_url(path) and not os.path.isdir(path):
       raise FileNotFoundError(f"init.from_checkpoint={from_ckpt}: {path} is not a directory; "
                               f"give a run directory (or a params directory), PATH[:STEP]")

@@ -27,9 +27,20 @@ def resolve(path: str) -> str:
   return os.path.abspath(os.path.expanduser(path))
 
 
+def parse_checkpoint_ref(ref: str) -> tuple[str, int | None]:
+  """'PATH' or 'PATH:STEP' -> (path, step or None). A PATH that exists followed by a ':' and
+  something other than a step number is an error (it names the step, not a file)."""
+  path, _, step = ref.rpartition(":")
+  if path and step.isdigit():
+    return path, int(step)
+  if path and "://" not in ref and os.path.isdir(path) and not os.path.exists(ref):
+    raise ValueError(f"{ref!r}: the step after ':' must be a checkpoint step number "
+                     f"(PATH:STEP, e.g. {path}:100), got {step!r}")
+  return ref, None
+
+
 def resolve_ref(ref: str) -> str:
   """PATH[:STEP] with PATH made absolute."""
-  from rlvr_jax.train.checkpoints import parse_checkpoint_ref
   path, step = parse_checkpoint_ref(str(ref or ""))
   path = resolve(path)
   return path if step is None else f"{path}:{step}"

@@ -149,8 +149,7 @@ def read_status(workdir: str) -> dict | None:
 def require_finished(ref: str, what: str) -> None:
   """A run given as a starting point (`init.from_checkpoint=RUN` without :STEP) must have
   finished: building on a preempted or still-running stage would train on a partial model."""
-  from rlvr_jax.train.checkpoints import parse_checkpoint_ref
-  path, step = parse_checkpoint_ref(ref)
+  path, step = paths.parse_checkpoint_ref(ref)
   if step is not None or not ref:
     return
   doc = read_status(path)

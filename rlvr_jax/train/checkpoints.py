@@ -46,6 +46,7 @@ log = logging.getLogger("rlvr_jax.checkpoints")
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
+parse_checkpoint_ref = paths.parse_checkpoint_ref   # PATH[:STEP] -> (path, step); lives in run.paths
 PARAMS_DIR = "params"
 
 
@@ -235,18 +236,6 @@ def one_line(e: BaseException, limit: int = 300) -> str:
   """An exception as one short line (orbax/tensorstore messages run over many lines)."""
   text = " ".join(str(e).split()) or type(e).__name__
   return text if len(text) <= limit else text[:limit] + " ..."
-
-
-def parse_checkpoint_ref(ref: str) -> tuple[str, int | None]:
-  """'PATH' or 'PATH:STEP' -> (path, step or None). A PATH that exists followed by a ':' and
-  something other than a step number is an error (it names the step, not a file)."""
-  path, _, step = ref.rpartition(":")
-  if path and step.isdigit():
-    return path, int(step)
-  if path and "://" not in ref and os.path.isdir(path) and not os.path.exists(ref):
-    raise ValueError(f"{ref!r}: the step after ':' must be a checkpoint step number "
-                     f"(PATH:STEP, e.g. {path}:100), got {step!r}")
-  return ref, None
 
 
 def run_steps(workdir: str) -> list[int]:
