@@ -181,7 +181,7 @@ def _run_locked(run_spec: specs.RunSpec, workdir: str) -> int:
   updates = ctx.spec.steps * settings.minibatches * settings.epochs
   optimizer = optim.make_optimizer(ctx.spec.optim, updates)
   spec = step_lib.RLSpec(cfg=ctx.cfg, optimizer=optimizer, settings=settings, rewards=reward)
-  train_loop.prepare_run_dir(ctx.spec, ctx.workdir, ctx.cfg, "rl")
+  train_loop.prepare_run_dir(ctx)
   with train_loop.run_status(ctx.workdir, ctx.spec.steps) as outcome:
     outcome[:] = _train(ctx, spec)
   status, step = outcome

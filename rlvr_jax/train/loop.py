@@ -118,17 +118,18 @@ def train_in_context(ctx: context.RunContext,
                      make_eval_batches: Callable[[Any], Iterable[dict]] | None = None) -> str:
   """`train` on a RunContext built by the caller (who holds the run directory's lock)."""
   validate(ctx.spec, ctx.cfg, ctx.mesh)
-  prepare_run_dir(ctx.spec, ctx.workdir, ctx.cfg, ctx.spec.stage)
+  prepare_run_dir(ctx)
   with run_status(ctx.workdir, ctx.spec.steps) as outcome:
     outcome[:] = _train(ctx, make_batches, make_eval_batches)
   return outcome[0]
 
 
-def prepare_run_dir(config, workdir: str, cfg: ModelConfig, stage: str) -> None:
-  """Before anything is written: a resume's config is checked against the recorded one
-  (run.workdir.check_resume); then config.json (with the resume history) and status.json."""
-  spec = specs.parse(config)
-  doc = {**spec.to_json(), "stage": stage}
+def prepare_run_dir(ctx: context.RunContext) -> None:
+  """Before anything is written in ctx.workdir: a resume's config is checked against the
+  recorded one (run.workdir.check_resume); then config.json (with the stage and the resume
+  history) and status.json."""
+  spec, workdir, cfg = ctx.spec, ctx.workdir, ctx.cfg
+  doc = {**spec.to_json(), "stage": spec.stage}
   steps_done = ckpt_lib.run_steps(workdir)
   at = steps_done[-1] if steps_done else 0
   changed = {}
