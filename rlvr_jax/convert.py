@@ -16,6 +16,7 @@ import jax.numpy as jnp
 def run(config, workdir: str) -> int:
   from rlvr_jax import sharding
   from rlvr_jax.model import hf
+  from rlvr_jax.run import paths
   from rlvr_jax.train import checkpoints
 
   if config.to not in ("orbax", "hf"):
@@ -31,7 +32,7 @@ def run(config, workdir: str) -> int:
     loaded = time.perf_counter()
     checkpoints.save_params(workdir, cfg, params)
   else:
-    path, step = checkpoints.parse_checkpoint_ref(config.src)
+    path, step = paths.parse_checkpoint_ref(config.src)
     cfg, params = checkpoints.load_model(path, step, mesh=mesh)
     loaded = time.perf_counter()
     hf.save_hf(workdir, cfg, params, dtype=dtype,

@@ -55,14 +55,13 @@ def run_processes(script: str, argvs: list[list[str]], *, timeout: float = 300,
                   env: dict | None = None, cwd: str | None = None) -> list[str]:
   """Runs `python script *argv` once per argv at the same time (the processes of one
   jax.distributed run, on CPU, with the tests directory importable); asserts that all exit 0
-  and returns their outputs. A hang kills them all and fails with their logs."""
+  and returns their outputs. A hang kills them all and fails with their logs. They inherit the
+  tests' XLA_FLAGS (above): a few steps each, compile-bound."""
   import subprocess
   import sys
   here = os.path.dirname(os.path.abspath(__file__))
   full_env = dict(os.environ, PYTHONPATH=os.pathsep.join([here, os.path.dirname(here)]),
                   JAX_PLATFORMS="cpu", RLVR_JAX_TEST_WORKER="1", **(env or {}))
-  # a few steps each, compile-bound: the tests' lowest backend optimisation level (above)
-  full_env.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
   procs = [subprocess.Popen([sys.executable, script, *map(str, argv)], env=full_env, cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
            for argv in argvs]

@@ -46,7 +46,6 @@ log = logging.getLogger("rlvr_jax.checkpoints")
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
-parse_checkpoint_ref = paths.parse_checkpoint_ref   # PATH[:STEP] -> (path, step); lives in run.paths
 PARAMS_DIR = "params"
 
 
